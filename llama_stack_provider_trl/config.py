@@ -1,0 +1,139 @@
+"""Provider configuration: the `config:` block of the post_training provider in run.yaml."""
+
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, field_validator
+
+# Every loss TRL 1.16's DPOTrainer implements (trl/trainer/dpo_config.py).
+TRL_DPO_LOSS_TYPES: tuple[str, ...] = (
+    "sigmoid",
+    "hinge",
+    "ipo",
+    "exo_pair",
+    "nca_pair",
+    "robust",
+    "bco_pair",
+    "sppo_hard",
+    "aot",
+    "aot_unpaired",
+    "apo_zero",
+    "apo_down",
+    "discopop",
+    "sft",
+    "sigmoid_norm",
+)
+
+_DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+
+
+def check_loss_type(loss_type: str) -> str:
+    """Return ``loss_type`` if TRL 1.16 implements it, else raise ValueError saying what to use."""
+    if loss_type in TRL_DPO_LOSS_TYPES:
+        return loss_type
+    supported = ", ".join(TRL_DPO_LOSS_TYPES)
+    if loss_type == "kto_pair":
+        raise ValueError(
+            "'kto_pair' was removed from TRL's DPOTrainer (TRL >= 0.29) and TRL 1.16 has no equivalent DPO loss; "
+            f"use one of: {supported} (KTO itself lives in TRL's KTOTrainer, which this provider does not run)"
+        )
+    raise ValueError(f"unknown DPO loss '{loss_type}'; TRL 1.16 supports: {supported}")
+
+
+class TrlPostTrainingConfig(BaseModel):
+    """Defaults for every DPO job this provider runs. Request values win where the request sets them."""
+
+    output_dir: str = Field(
+        default="~/.llama/distributions/trl/post_training",
+        description="Root of every job's directory: <output_dir>/<job_uuid>/ holds its data, log and checkpoints.",
+    )
+    device: str = Field(
+        default="auto",
+        description="auto (cuda > mps > cpu), cpu, mps, cuda or cuda:N.",
+    )
+    mixed_precision: Literal["auto", "bf16", "fp16", "no"] = Field(
+        default="auto",
+        description="auto: bf16 where the device supports it, fp16 on a GPU that lacks bf16, none on CPU. "
+        "A request's training_config.dtype, when it sets one, wins.",
+    )
+    dpo_beta: float = Field(
+        default=0.1,
+        gt=0,
+        description="DPO beta. The 0.6.1 request schema makes algorithm_config.beta required, so the request's "
+        "value always wins; this is the value documented clients should send.",
+    )
+    dpo_loss_type: str = Field(
+        default="sigmoid",
+        description="Any TRL 1.16 DPO loss. Used unless the request sets algorithm_config.loss_type.",
+    )
+    use_reference_model: bool = Field(
+        default=True,
+        description="True: a frozen copy of the initial model scores the reference log-probs during training. "
+        "False: the reference log-probs are computed once before training by the initial model "
+        "(TRL precompute_ref_log_probs), so no second model copy stays in memory.",
+    )
+    normalize_rewards: bool = Field(
+        default=False,
+        description="Must stay false: TRL 1.16's DPOTrainer has no reward normalization.",
+    )
+    max_seq_length: int = Field(
+        default=1024, ge=8, description="Longest prompt+completion in tokens (TRL max_length); longer is truncated."
+    )
+    gradient_checkpointing: bool = Field(
+        default=False,
+        description="Recompute activations to save memory. A request's "
+        "efficiency_config.enable_activation_checkpointing, when set, wins.",
+    )
+    learning_rate: float = Field(
+        default=1e-6, gt=0, description="Used when the request has no optimizer_config (TRL's DPO default)."
+    )
+    weight_decay: float = Field(default=0.0, ge=0, description="Used when the request has no optimizer_config.")
+    warmup_steps: int = Field(default=0, ge=0, description="Used when the request has no optimizer_config.")
+    logging_steps: int = Field(default=1, ge=1, description="Optimizer steps between metric updates in job status.")
+    seed: int = Field(default=42, description="Seed for data order and initialization.")
+    trust_remote_code: bool = Field(
+        default=False, description="Allow models that ship their own Python code. Off unless you trust the model."
+    )
+    max_concurrent_jobs: int = Field(
+        default=1, ge=1, description="Jobs training at once; later submissions wait as 'scheduled'."
+    )
+    cancel_grace_period_s: float = Field(
+        default=10.0, ge=0, description="Seconds between SIGTERM and SIGKILL when a running job is cancelled."
+    )
+
+    @field_validator("device")
+    @classmethod
+    def _check_device(cls, device: str) -> str:
+        if not _DEVICE_PATTERN.match(device):
+            raise ValueError(f"device must be auto, cpu, mps, cuda or cuda:N, got '{device}'")
+        return device
+
+    @field_validator("dpo_loss_type")
+    @classmethod
+    def _check_loss_type(cls, loss_type: str) -> str:
+        return check_loss_type(loss_type)
+
+    @field_validator("normalize_rewards")
+    @classmethod
+    def _reject_normalize_rewards(cls, normalize: bool) -> bool:
+        if normalize:
+            raise ValueError(
+                "normalize_rewards: TRL 1.16's DPOTrainer has no reward normalization, so this provider cannot honour "
+                "it; set it to false (for length-normalized log-probs use dpo_loss_type: sigmoid_norm)"
+            )
+        return normalize
+
+    @classmethod
+    def sample_run_config(cls, __distro_dir__: str = "~/.llama/distributions/trl", **kwargs: Any) -> dict[str, Any]:
+        return {
+            "output_dir": "${env.TRL_OUTPUT_DIR:=" + __distro_dir__ + "/post_training}",
+            "device": "${env.TRL_DEVICE:=auto}",
+            "mixed_precision": "${env.TRL_MIXED_PRECISION:=auto}",
+            "dpo_beta": 0.1,
+            "dpo_loss_type": "sigmoid",
+            "use_reference_model": True,
+            "normalize_rewards": False,
+            "max_seq_length": 1024,
+            "gradient_checkpointing": False,
+            "max_concurrent_jobs": 1,
+        }

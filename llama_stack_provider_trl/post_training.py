@@ -1,0 +1,168 @@
+"""TrlPostTrainingImpl: Llama Stack's PostTraining protocol over TRL's DPOTrainer."""
+
+import asyncio
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from llama_stack_provider_trl.config import TrlPostTrainingConfig
+from llama_stack_provider_trl.devices import resolve_device
+from llama_stack_provider_trl.job_spec import TRAIN_DATA_FILE
+from llama_stack_provider_trl.jobs import JobAlreadyExists, JobAlreadyFinished, JobManager, JobNotFound, JobRecord
+from llama_stack_provider_trl.request_validation import (
+    build_job_spec,
+    check_preference_rows,
+    dataset_id_of,
+    job_dir_for,
+)
+from llama_stack_provider_trl.stack_api import (
+    BadRequestError,
+    CancelTrainingJobRequest,
+    Checkpoint,
+    ConflictError,
+    DatasetIO,
+    Datasets,
+    GetDatasetRequest,
+    GetTrainingJobArtifactsRequest,
+    GetTrainingJobStatusRequest,
+    IterRowsRequest,
+    JobNotFoundError,
+    JobStatus,
+    ListPostTrainingJobsResponse,
+    NotImplementedByProviderError,
+    PostTrainingJob,
+    PostTrainingJobArtifactsResponse,
+    PostTrainingJobStatusResponse,
+    PreferenceOptimizeRequest,
+    SupervisedFineTuneRequest,
+)
+
+logger = logging.getLogger(__name__)
+
+
+class TrlPostTrainingImpl:
+    def __init__(self, config: TrlPostTrainingConfig, datasetio_api: DatasetIO, datasets_api: Datasets) -> None:
+        self.config = config
+        self.datasetio_api = datasetio_api
+        self.datasets_api = datasets_api
+        self.output_root = Path(config.output_dir).expanduser().resolve()
+        self.jobs = JobManager(config.max_concurrent_jobs, config.cancel_grace_period_s)
+        self.device = "cpu"
+
+    async def initialize(self) -> None:
+        self.output_root.mkdir(parents=True, exist_ok=True)
+        self.device = resolve_device(self.config.device)
+        self.jobs.start()
+        logger.info("TRL post-training: device %s, jobs under %s", self.device, self.output_root)
+
+    async def shutdown(self) -> None:
+        await asyncio.to_thread(self.jobs.shutdown)
+
+    async def supervised_fine_tune(self, request: SupervisedFineTuneRequest) -> PostTrainingJob:
+        raise NotImplementedByProviderError(
+            "supervised_fine_tune is not implemented by the inline::trl provider, which runs DPO only; "
+            "use preference_optimize, or configure a provider that implements SFT"
+        )
+
+    async def preference_optimize(self, request: PreferenceOptimizeRequest) -> PostTrainingJob:
+        job_dir = job_dir_for(self.output_root, request.job_uuid)
+        if self.jobs.exists(request.job_uuid):
+            raise ConflictError(f"job_uuid: a job named '{request.job_uuid}' already exists; choose another job_uuid")
+        dataset_id = dataset_id_of(request)
+        build_job_spec(request, self.config, job_dir, self.device, num_rows=0)  # every field checked before I/O
+        await self.datasets_api.get_dataset(GetDatasetRequest(dataset_id=dataset_id))  # 404 if unknown
+        page = await self.datasetio_api.iterrows(IterRowsRequest(dataset_id=dataset_id, limit=-1))
+        rows = check_preference_rows(dataset_id, page.data)
+        spec = build_job_spec(request, self.config, job_dir, self.device, num_rows=len(rows))
+
+        try:
+            job_dir.mkdir()  # atomic claim of the name: a concurrent request with the same job_uuid gets 409
+        except FileExistsError as exc:
+            raise ConflictError(
+                f"job_uuid: '{request.job_uuid}' already has a directory in {self.output_root} from an earlier job; "
+                "choose another job_uuid"
+            ) from exc
+        except OSError as exc:
+            raise BadRequestError(f"output_dir: cannot create {job_dir}: {exc}") from exc
+        with (job_dir / TRAIN_DATA_FILE).open("w", encoding="utf-8") as f:
+            f.writelines(json.dumps(row) + "\n" for row in rows)
+        spec.write()
+        try:
+            self.jobs.submit(spec)
+        except JobAlreadyExists as exc:
+            raise ConflictError(f"job_uuid: a job named '{request.job_uuid}' already exists") from exc
+        return PostTrainingJob(job_uuid=request.job_uuid)
+
+    async def get_training_jobs(self) -> ListPostTrainingJobsResponse:
+        return ListPostTrainingJobsResponse(data=[PostTrainingJob(job_uuid=r.job_uuid) for r in self.jobs.list()])
+
+    async def get_training_job_status(self, request: GetTrainingJobStatusRequest) -> PostTrainingJobStatusResponse:
+        record = self._get(request.job_uuid)
+        return PostTrainingJobStatusResponse(
+            job_uuid=record.job_uuid,
+            status=JobStatus(record.status),
+            scheduled_at=record.scheduled_at,
+            started_at=record.started_at,
+            completed_at=record.completed_at,
+            resources_allocated=_resources_allocated(record),
+            checkpoints=_checkpoints(record),
+        )
+
+    async def cancel_training_job(self, request: CancelTrainingJobRequest) -> None:
+        try:
+            self.jobs.cancel(request.job_uuid)
+        except JobNotFound as exc:
+            raise JobNotFoundError(request.job_uuid) from exc
+        except JobAlreadyFinished as exc:
+            raise ConflictError(str(exc)) from exc
+
+    async def get_training_job_artifacts(
+        self, request: GetTrainingJobArtifactsRequest
+    ) -> PostTrainingJobArtifactsResponse:
+        record = self._get(request.job_uuid)
+        return PostTrainingJobArtifactsResponse(job_uuid=record.job_uuid, checkpoints=_checkpoints(record))
+
+    def _get(self, job_uuid: str) -> JobRecord:
+        try:
+            return self.jobs.get(job_uuid)
+        except JobNotFound as exc:
+            raise JobNotFoundError(job_uuid) from exc
+
+
+def _checkpoints(record: JobRecord) -> list[Checkpoint]:
+    # training_metrics stays None: PostTrainingMetric requires validation_loss and perplexity, which need a
+    # validation set; the DPO metrics of each step are in resources_allocated["metrics"].
+    return [
+        Checkpoint(
+            identifier=c.identifier,
+            created_at=c.created_at,
+            epoch=c.epoch,
+            post_training_job_id=record.job_uuid,
+            path=c.path,
+        )
+        for c in record.checkpoints
+    ]
+
+
+def _resources_allocated(record: JobRecord) -> dict[str, Any]:
+    spec = record.spec
+    return {
+        "phase": record.phase,
+        "device": spec.device,
+        "precision": record.setup.get("precision", spec.precision),
+        "optimizer": record.setup.get("optimizer", spec.optimizer),
+        "reference_strategy": spec.reference_strategy,
+        "loss_type": spec.loss_type,
+        "beta": spec.beta,
+        "pid": record.pid,
+        "job_dir": spec.job_dir,
+        "log_path": str(record.log_path),
+        "train_rows": spec.num_rows,
+        "step": record.step,
+        "total_steps": record.total_steps,
+        "epoch": record.epoch,
+        "n_epochs": spec.n_epochs,
+        "metrics": record.metrics,
+        "error": record.error,
+    }

@@ -1,0 +1,245 @@
+"""DPO on a single device with TRL's DPOTrainer: setup, train, save, cleanup.
+
+The provider runs this file as its own OS process, one per job:
+
+    python -m llama_stack_provider_trl.recipes.dpo_training_single_device <job_dir>
+
+It reads ``<job_dir>/job.json`` (a DPOJobSpec), trains, saves the final model and tokenizer under
+``<job_dir>/checkpoints/``, and reports progress as JSON lines in ``<job_dir>/events.jsonl``.
+Exit code 0 means completed; anything else means failed, with the reason in the last event.
+"""
+
+import gc
+import json
+import math
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+import torch
+from datasets import Dataset
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, TrainerCallback
+from trl import DPOConfig, DPOTrainer
+
+from llama_stack_provider_trl.devices import resolve_auto_precision
+from llama_stack_provider_trl.events import EventWriter
+from llama_stack_provider_trl.job_spec import CHECKPOINTS_DIR, EVENTS_FILE, TRAIN_DATA_FILE, DPOJobSpec
+
+
+class _EpochLimitedDPOTrainer(DPOTrainer):
+    """DPOTrainer whose learning-rate schedule spans the steps that will really run.
+
+    With ``max_steps_per_epoch`` each epoch stops early, so the step count Trainer derives from the
+    dataloader is too large; the schedule must decay over the true total instead.
+    """
+
+    def __init__(self, *args: Any, total_steps: int, **kwargs: Any) -> None:
+        self._total_steps = total_steps
+        super().__init__(*args, **kwargs)
+
+    def create_scheduler(
+        self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None
+    ) -> torch.optim.lr_scheduler.LRScheduler:
+        return super().create_scheduler(self._total_steps, optimizer)
+
+
+class _ProgressReporter(TrainerCallback):
+    """Writes progress and TRL's logged metrics to the job's event file; ends epochs at the step limit."""
+
+    def __init__(self, events: EventWriter, total_steps: int, steps_per_epoch: int) -> None:
+        self._events = events
+        self._total_steps = total_steps
+        self._steps_per_epoch = steps_per_epoch
+        self._epoch = 0
+        self._epoch_start_step = 0
+        self._epoch_losses: list[float] = []
+        self.epoch_train_loss: float | None = None
+
+    def on_train_begin(self, args, state, control, optimizer=None, **kwargs):
+        inner = getattr(optimizer, "optimizer", optimizer)  # accelerate wraps the torch optimizer
+        self._events.emit("training_started", optimizer=type(inner).__name__)
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        self._epoch += 1
+        self._epoch_start_step = state.global_step
+        self._epoch_losses = []
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step - self._epoch_start_step >= self._steps_per_epoch:
+            control.should_epoch_stop = True
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        logs = dict(logs or {})
+        if "train_runtime" in logs:  # Trainer's end-of-training summary, not a step's metrics
+            self._events.emit("train_summary", metrics=logs)
+            return
+        if "loss" in logs:
+            self._epoch_losses.append(float(logs["loss"]))
+        self._events.emit(
+            "metrics",
+            step=state.global_step,
+            total_steps=self._total_steps,
+            epoch=self._epoch,
+            metrics={k: v for k, v in logs.items() if isinstance(v, int | float)},
+        )
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        if self._epoch_losses:
+            self.epoch_train_loss = sum(self._epoch_losses) / len(self._epoch_losses)
+        self._events.emit("epoch_end", epoch=self._epoch, step=state.global_step, train_loss=self.epoch_train_loss)
+
+    @property
+    def epochs_run(self) -> int:
+        return self._epoch
+
+
+class DPOTrainingSingleDevice:
+    def __init__(self, spec: DPOJobSpec, events: EventWriter) -> None:
+        self.spec = spec
+        self.events = events
+        self.trainer: DPOTrainer | None = None
+        self.reporter: _ProgressReporter | None = None
+
+    # -- setup ---------------------------------------------------------------------------------
+    def setup(self) -> None:
+        spec = self.spec
+        precision = resolve_auto_precision(spec.device) if spec.precision == "auto" else spec.precision
+        if precision == "bf16" and spec.device.startswith("cuda") and not torch.cuda.is_bf16_supported():
+            raise RuntimeError(f"{torch.cuda.get_device_name()} has no bf16 support; ask for dtype fp16 or fp32")
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(spec.model, trust_remote_code=spec.trust_remote_code)
+            model = self._load_model()
+            # frozen_copy: a second copy scores the reference. precomputed_log_probs: the initial policy scores
+            # every row once before training (TRL precompute_ref_log_probs), so no second copy is kept.
+            ref_model = self._load_model() if spec.reference_strategy == "frozen_copy" else None
+        except (OSError, ValueError) as exc:
+            raise RuntimeError(
+                f"finetuned_model '{spec.model}' could not be loaded as a local model directory or a Hugging Face "
+                f"Hub model: {exc}"
+            ) from exc
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+
+        train_dataset = Dataset.from_list(_read_jsonl(spec.path / TRAIN_DATA_FILE))
+        steps_per_epoch, total_steps = self._step_budget(len(train_dataset))
+        self.reporter = _ProgressReporter(self.events, total_steps, steps_per_epoch)
+
+        args = DPOConfig(
+            output_dir=str(spec.path / "trainer_state"),
+            seed=spec.seed,
+            beta=spec.beta,
+            loss_type=[spec.loss_type],
+            num_train_epochs=spec.n_epochs,
+            per_device_train_batch_size=spec.batch_size,
+            gradient_accumulation_steps=spec.gradient_accumulation_steps,
+            learning_rate=spec.learning_rate,
+            weight_decay=spec.weight_decay,
+            warmup_steps=spec.warmup_steps,
+            optim="sgd" if spec.optimizer == "sgd" else "adamw_torch",
+            max_length=spec.max_seq_length,
+            precompute_ref_log_probs=spec.reference_strategy == "precomputed_log_probs",
+            gradient_checkpointing=spec.gradient_checkpointing,
+            activation_offloading=spec.activation_offloading,
+            bf16=precision == "bf16",
+            fp16=precision == "fp16",
+            use_cpu=spec.device == "cpu",
+            train_sampling_strategy="random" if spec.shuffle else "sequential",
+            logging_steps=spec.logging_steps,
+            save_strategy="no",
+            report_to="none",
+            dataloader_num_workers=0,
+            disable_tqdm=True,
+        )
+        self.trainer = _EpochLimitedDPOTrainer(
+            model=model,
+            ref_model=ref_model,
+            args=args,
+            train_dataset=train_dataset,
+            processing_class=tokenizer,  # without it TRL fetches a tokenizer from the Hub
+            callbacks=[self.reporter],
+            total_steps=total_steps,
+        )
+        if spec.optimizer == "adam":  # Trainer has no plain-Adam `optim`; Adam's weight decay is L2
+            self.trainer.optimizer_cls_and_kwargs = (torch.optim.Adam, {"lr": spec.learning_rate})
+        self.events.emit(
+            "setup_done",
+            device=spec.device,
+            precision=precision,
+            total_steps=total_steps,
+            steps_per_epoch=steps_per_epoch,
+            train_rows=len(train_dataset),
+            parameters=sum(p.numel() for p in model.parameters()),
+        )
+
+    def _load_model(self) -> PreTrainedModel:
+        # Weights stay fp32; bf16/fp16 run as autocast mixed precision with fp32 master weights.
+        return AutoModelForCausalLM.from_pretrained(
+            self.spec.model, dtype=torch.float32, trust_remote_code=self.spec.trust_remote_code
+        )
+
+    def _step_budget(self, num_rows: int) -> tuple[int, int]:
+        """(optimizer steps per epoch, total optimizer steps), as Trainer counts them."""
+        spec = self.spec
+        batches = math.ceil(num_rows / spec.batch_size)
+        full_epoch = max(math.ceil(batches / spec.gradient_accumulation_steps), 1)
+        per_epoch = min(full_epoch, spec.max_steps_per_epoch or full_epoch)
+        return per_epoch, per_epoch * spec.n_epochs
+
+    # -- train ---------------------------------------------------------------------------------
+    def train(self) -> None:
+        assert self.trainer is not None, "call setup() first"
+        self.trainer.train()
+
+    # -- save ----------------------------------------------------------------------------------
+    def save(self) -> None:
+        assert self.trainer is not None and self.reporter is not None
+        path = self.spec.path / CHECKPOINTS_DIR / "final"
+        self.trainer.save_model(str(path))  # model weights + config + tokenizer (processing_class)
+        self.events.emit(
+            "checkpoint",
+            identifier=f"{self.spec.job_uuid}-final",
+            epoch=self.reporter.epochs_run,
+            step=self.trainer.state.global_step,
+            path=str(path),
+            train_loss=self.reporter.epoch_train_loss,
+        )
+
+    # -- cleanup -------------------------------------------------------------------------------
+    def cleanup(self) -> None:
+        self.trainer = None
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    with path.open(encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 2:
+        print(f"usage: {argv[0]} JOB_DIR", file=sys.stderr)
+        return 2
+    spec = DPOJobSpec.read(argv[1])
+    events = EventWriter(spec.path / EVENTS_FILE)
+    recipe = DPOTrainingSingleDevice(spec, events)
+    try:
+        events.emit("started")
+        recipe.setup()
+        recipe.train()
+        recipe.save()
+        events.emit("completed")
+        return 0
+    except Exception as exc:  # report any failure to the server, then exit non-zero
+        traceback.print_exc()
+        events.emit("failed", error=f"{type(exc).__name__}: {exc}")
+        return 1
+    finally:
+        recipe.cleanup()
+        events.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

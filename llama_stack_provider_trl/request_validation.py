@@ -1,0 +1,231 @@
+"""Turn a PreferenceOptimizeRequest into a DPOJobSpec, or say which field is wrong and how to fix it.
+
+Everything here runs at request time, before a directory or a process exists, and raises
+BadRequestError (HTTP 400) naming the field. A request value wins over the provider config only
+when the request really sets it: the 0.6.1 schema fills in defaults (dtype bf16,
+max_steps_per_epoch 1, loss_type sigmoid) that a client never asked for.
+"""
+
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+from llama_stack_provider_trl.config import TrlPostTrainingConfig, check_loss_type
+from llama_stack_provider_trl.devices import check_precision
+from llama_stack_provider_trl.job_spec import DPOJobSpec, Precision, ReferenceStrategy
+from llama_stack_provider_trl.stack_api import BadRequestError, PreferenceOptimizeRequest
+
+JOB_UUID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+PREFERENCE_FIELDS = ("prompt", "chosen", "rejected")
+_DTYPES: dict[str, Precision] = {
+    "bf16": "bf16",
+    "bfloat16": "bf16",
+    "fp16": "fp16",
+    "float16": "fp16",
+    "fp32": "fp32",
+    "float32": "fp32",
+}
+_MIXED_PRECISION: dict[str, Precision] = {"auto": "auto", "bf16": "bf16", "fp16": "fp16", "no": "fp32"}
+
+
+def _bad(field: str, problem: str) -> BadRequestError:
+    return BadRequestError(f"{field}: {problem}")
+
+
+def check_job_uuid(job_uuid: str) -> str:
+    if not JOB_UUID_PATTERN.match(job_uuid or ""):
+        raise _bad(
+            "job_uuid",
+            f"{job_uuid!r} is not allowed; use 1-128 characters from A-Z a-z 0-9 . _ - starting with a letter or "
+            "digit (it names the job's directory)",
+        )
+    return job_uuid
+
+
+def job_dir_for(output_root: Path, job_uuid: str) -> Path:
+    """The job's directory, guaranteed to be a direct child of ``output_root``."""
+    job_dir = (output_root / check_job_uuid(job_uuid)).resolve()
+    if job_dir.parent != output_root:
+        raise _bad("job_uuid", f"{job_uuid!r} does not name a directory inside the output directory")
+    return job_dir
+
+
+def _positive_int(field: str, value: int) -> int:
+    if value <= 0:
+        raise _bad(field, f"must be a positive integer, got {value}")
+    return value
+
+
+def _non_negative(field: str, value: float) -> float:
+    if not math.isfinite(value) or value < 0:
+        raise _bad(field, f"must be a finite number >= 0, got {value}")
+    return value
+
+
+def _positive_float(field: str, value: float) -> float:
+    if not math.isfinite(value) or value <= 0:
+        raise _bad(field, f"must be a finite number > 0, got {value}")
+    return value
+
+
+def _check_model(model: str) -> str:
+    if not model or not model.strip():
+        raise _bad("finetuned_model", "is empty; give a Hugging Face model id or a local model directory")
+    if model.startswith(("/", "./", "../", "~")):
+        local = Path(model).expanduser()
+        if not local.is_dir():
+            raise _bad("finetuned_model", f"local model directory '{model}' does not exist")
+        return str(local.resolve())
+    return model
+
+
+def _precision(request: PreferenceOptimizeRequest, config: TrlPostTrainingConfig, device: str) -> Precision:
+    training = request.training_config
+    if "dtype" in training.model_fields_set and training.dtype is not None:
+        precision = _DTYPES.get(training.dtype.lower())
+        if precision is None:
+            raise _bad("training_config.dtype", f"unknown dtype {training.dtype!r}; use bf16, fp16 or fp32")
+    else:
+        precision = _MIXED_PRECISION[config.mixed_precision]
+    try:
+        check_precision(device, precision)
+    except ValueError as exc:
+        raise _bad("training_config.dtype", str(exc)) from exc
+    return precision
+
+
+def _loss_type(request: PreferenceOptimizeRequest, config: TrlPostTrainingConfig) -> str:
+    algorithm = request.algorithm_config
+    if "loss_type" not in algorithm.model_fields_set:
+        return config.dpo_loss_type
+    try:
+        return check_loss_type(algorithm.loss_type.value)
+    except ValueError as exc:
+        raise _bad("algorithm_config.loss_type", str(exc)) from exc
+
+
+def _reject_unsupported(request: PreferenceOptimizeRequest) -> None:
+    data = request.training_config.data_config
+    efficiency = request.training_config.efficiency_config
+    if data is not None and data.packed:
+        raise _bad("training_config.data_config.packed", "packing is not supported for DPO in TRL 1.16; set false")
+    if data is not None and data.train_on_input:
+        raise _bad(
+            "training_config.data_config.train_on_input",
+            "DPO scores completions only; there is no loss on the prompt to turn on. Set false",
+        )
+    if data is not None and data.validation_dataset_id:
+        raise _bad(
+            "training_config.data_config.validation_dataset_id",
+            "validation sets are not supported by this provider yet; leave it unset",
+        )
+    if efficiency is not None and (efficiency.memory_efficient_fsdp_wrap or efficiency.fsdp_cpu_offload):
+        raise _bad(
+            "training_config.efficiency_config",
+            "FSDP options do not apply: this provider trains on a single device. Set them false",
+        )
+    if request.hyperparam_search_config:
+        raise _bad(
+            "hyperparam_search_config",
+            f"no keys are supported yet (got {sorted(request.hyperparam_search_config)}); send {{}}",
+        )
+    if request.logger_config:
+        raise _bad(
+            "logger_config",
+            f"no keys are supported (got {sorted(request.logger_config)}); metrics appear in job status. Send {{}}",
+        )
+
+
+def build_job_spec(
+    request: PreferenceOptimizeRequest,
+    config: TrlPostTrainingConfig,
+    job_dir: Path,
+    device: str,
+    num_rows: int,
+) -> DPOJobSpec:
+    """Resolve every hyperparameter from the request and the provider config."""
+    _reject_unsupported(request)
+    training = request.training_config
+    data = training.data_config
+    assert data is not None, "dataset_id_of() checks data_config first"
+    optimizer = training.optimizer_config
+    efficiency = training.efficiency_config
+    reference: ReferenceStrategy = "frozen_copy" if config.use_reference_model else "precomputed_log_probs"
+
+    gradient_checkpointing = config.gradient_checkpointing
+    if efficiency is not None and "enable_activation_checkpointing" in efficiency.model_fields_set:
+        gradient_checkpointing = bool(efficiency.enable_activation_checkpointing)
+
+    max_steps_per_epoch = None
+    if "max_steps_per_epoch" in training.model_fields_set:
+        max_steps_per_epoch = _positive_int("training_config.max_steps_per_epoch", training.max_steps_per_epoch)
+
+    return DPOJobSpec(
+        job_uuid=request.job_uuid,
+        model=_check_model(request.finetuned_model),
+        job_dir=str(job_dir),
+        device=device,
+        precision=_precision(request, config, device),
+        beta=_positive_float("algorithm_config.beta", request.algorithm_config.beta),
+        loss_type=_loss_type(request, config),
+        reference_strategy=reference,
+        n_epochs=_positive_int("training_config.n_epochs", training.n_epochs),
+        max_steps_per_epoch=max_steps_per_epoch,
+        batch_size=_positive_int("training_config.data_config.batch_size", data.batch_size),
+        gradient_accumulation_steps=_positive_int(
+            "training_config.gradient_accumulation_steps", training.gradient_accumulation_steps
+        ),
+        shuffle=data.shuffle,
+        learning_rate=_positive_float("training_config.optimizer_config.lr", optimizer.lr)
+        if optimizer
+        else config.learning_rate,
+        weight_decay=_non_negative("training_config.optimizer_config.weight_decay", optimizer.weight_decay)
+        if optimizer
+        else config.weight_decay,
+        warmup_steps=int(_non_negative("training_config.optimizer_config.num_warmup_steps", optimizer.num_warmup_steps))
+        if optimizer
+        else config.warmup_steps,
+        optimizer=optimizer.optimizer_type.value if optimizer else "adamw",
+        max_seq_length=config.max_seq_length,
+        gradient_checkpointing=gradient_checkpointing,
+        activation_offloading=bool(efficiency and efficiency.enable_activation_offloading),
+        logging_steps=config.logging_steps,
+        seed=config.seed,
+        trust_remote_code=config.trust_remote_code,
+        num_rows=num_rows,
+    )
+
+
+def dataset_id_of(request: PreferenceOptimizeRequest) -> str:
+    data = request.training_config.data_config
+    if data is None or not data.dataset_id:
+        raise _bad(
+            "training_config.data_config",
+            "is required: give dataset_id (a dataset registered with purpose post-training/messages) and batch_size",
+        )
+    return data.dataset_id
+
+
+def check_preference_rows(dataset_id: str, rows: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """Every row needs non-empty prompt, chosen and rejected strings; return just those fields."""
+    if not rows:
+        raise _bad("training_config.data_config.dataset_id", f"dataset '{dataset_id}' has no rows")
+    clean = []
+    for index, row in enumerate(rows):
+        for field in PREFERENCE_FIELDS:
+            value = row.get(field)
+            if value is None or (isinstance(value, float) and math.isnan(value)):  # pandas fills gaps with NaN
+                raise _bad(
+                    f"dataset '{dataset_id}' row {index}",
+                    f"field '{field}' is missing; every row needs prompt, chosen and rejected strings",
+                )
+            if not isinstance(value, str):
+                raise _bad(
+                    f"dataset '{dataset_id}' row {index}",
+                    f"field '{field}' must be a string, got {type(value).__name__}",
+                )
+            if not value.strip():
+                raise _bad(f"dataset '{dataset_id}' row {index}", f"field '{field}' is empty")
+        clean.append({field: row[field] for field in PREFERENCE_FIELDS})
+    return clean

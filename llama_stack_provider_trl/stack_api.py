@@ -1,0 +1,89 @@
+"""The only module that imports from ``llama_stack_api``.
+
+Everything the provider needs from Llama Stack's API package is re-exported here, so serving
+the same protocol on another Llama Stack release means changing this one file.
+"""
+
+import httpx
+from llama_stack_api import (
+    Api,
+    CancelTrainingJobRequest,
+    Checkpoint,
+    ConflictError,
+    DatasetIO,
+    DatasetNotFoundError,
+    Datasets,
+    DPOAlignmentConfig,
+    DPOLossType,
+    GetTrainingJobArtifactsRequest,
+    GetTrainingJobStatusRequest,
+    InlineProviderSpec,
+    IterRowsRequest,
+    JobStatus,
+    ListPostTrainingJobsResponse,
+    PostTrainingJob,
+    PostTrainingJobArtifactsResponse,
+    PostTrainingJobStatusResponse,
+    PostTrainingMetric,
+    PreferenceOptimizeRequest,
+    ProviderSpec,
+    ResourceNotFoundError,
+    SupervisedFineTuneRequest,
+    TrainingConfig,
+)
+from llama_stack_api.datasets.models import GetDatasetRequest
+
+__all__ = [
+    "Api",
+    "BadRequestError",
+    "CancelTrainingJobRequest",
+    "Checkpoint",
+    "ConflictError",
+    "DPOAlignmentConfig",
+    "DPOLossType",
+    "DatasetIO",
+    "DatasetNotFoundError",
+    "Datasets",
+    "GetDatasetRequest",
+    "GetTrainingJobArtifactsRequest",
+    "GetTrainingJobStatusRequest",
+    "InlineProviderSpec",
+    "IterRowsRequest",
+    "JobNotFoundError",
+    "JobStatus",
+    "ListPostTrainingJobsResponse",
+    "NotImplementedByProviderError",
+    "PostTrainingJob",
+    "PostTrainingJobArtifactsResponse",
+    "PostTrainingJobStatusResponse",
+    "PostTrainingMetric",
+    "PreferenceOptimizeRequest",
+    "ProviderSpec",
+    "ResourceNotFoundError",
+    "SupervisedFineTuneRequest",
+    "TrainingConfig",
+]
+
+
+# Llama Stack 0.6.1's server registers its error handler for a few exception classes and, separately, for
+# Exception. Starlette re-raises anything that reaches the Exception handler after answering, and uvicorn then
+# drops the client's keep-alive connection (the client stalls before its next request). So every error this
+# provider raises derives from a class with a registered handler (ConflictError, ResourceNotFoundError) and
+# sets its own status_code, which the handler answers with.
+
+
+class BadRequestError(ConflictError):
+    """A request field is invalid (HTTP 400)."""
+
+    status_code = httpx.codes.BAD_REQUEST
+
+
+class NotImplementedByProviderError(ConflictError):
+    """The provider does not implement this endpoint (HTTP 501)."""
+
+    status_code = httpx.codes.NOT_IMPLEMENTED
+
+
+class JobNotFoundError(ResourceNotFoundError):
+    def __init__(self, job_uuid: str) -> None:
+        super().__init__(job_uuid, "Training job", "alpha.post_training.job.list", resource_name_plural="training jobs")

@@ -1,0 +1,132 @@
+"""Bad requests are answered at request time with the right HTTP code and a message naming the field."""
+
+from pathlib import Path
+from typing import Any
+
+import httpx
+import llama_stack_client
+import pytest
+from llama_stack_client import LlamaStackClient
+
+from llama_stack_provider_trl.demo.stack_server import StackServer
+
+from helpers import dpo_request, register_rows, unique, wait_final
+
+
+def _optimize(client: LlamaStackClient, request: dict[str, Any]) -> None:
+    client.alpha.post_training.preference_optimize(**request)
+
+
+@pytest.fixture(scope="module")
+def dataset_id(client: LlamaStackClient, preference_rows: list[dict[str, str]]) -> str:
+    return register_rows(client, preference_rows)
+
+
+def test_unknown_dataset_is_404(client: LlamaStackClient, tiny_model: Path) -> None:
+    with pytest.raises(llama_stack_client.NotFoundError, match="no-such-dataset"):
+        _optimize(client, dpo_request(unique("j"), tiny_model, "no-such-dataset"))
+
+
+def test_duplicate_job_uuid_is_409(client: LlamaStackClient, dataset_id: str) -> None:
+    job_uuid = unique("dup")
+    # a job that fails fast (its model does not exist) still owns its job_uuid
+    _optimize(client, dpo_request(job_uuid, "no-such-org/no-such-model", dataset_id))
+    with pytest.raises(llama_stack_client.ConflictError, match=job_uuid):
+        _optimize(client, dpo_request(job_uuid, "no-such-org/no-such-model", dataset_id))
+    assert wait_final(client, job_uuid).status == "failed"
+    with pytest.raises(llama_stack_client.ConflictError, match="already finished"):
+        client.alpha.post_training.job.cancel(job_uuid=job_uuid)
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"algorithm_config": {"beta": 0.1, "loss_type": "kto_pair"}}, "sigmoid, hinge, ipo"),
+        ({"algorithm_config": {"beta": 0.0}}, "algorithm_config.beta"),
+        ({"algorithm_config": {"beta": -1.0}}, "algorithm_config.beta"),
+        ({"n_epochs": 0}, "training_config.n_epochs"),
+        ({"batch_size": 0}, "training_config.data_config.batch_size"),
+        ({"lr": 0.0}, "training_config.optimizer_config.lr"),
+        ({"lr": -1e-5}, "training_config.optimizer_config.lr"),
+        ({"gradient_accumulation_steps": 0}, "training_config.gradient_accumulation_steps"),
+        ({"max_steps_per_epoch": 0}, "training_config.max_steps_per_epoch"),
+        ({"dtype": "int8"}, "training_config.dtype"),
+        ({"dtype": "fp16"}, "fp16 mixed precision needs a GPU"),
+    ],
+)
+def test_bad_hyperparameter_is_400_naming_the_field(
+    client: LlamaStackClient, tiny_model: Path, dataset_id: str, change: dict[str, Any], field: str
+) -> None:
+    with pytest.raises(llama_stack_client.BadRequestError, match=field):
+        _optimize(client, dpo_request(unique("j"), tiny_model, dataset_id, **change))
+
+
+@pytest.mark.parametrize("job_uuid", ["", "../escape", "a/b", "x" * 129, ".hidden", "name with space", "ok;rm"])
+def test_unsafe_job_uuid_is_400_and_creates_nothing(
+    client: LlamaStackClient, stack: StackServer, tiny_model: Path, dataset_id: str, job_uuid: str
+) -> None:
+    jobs_root = Path(stack.env["TRL_OUTPUT_DIR"])
+    listing = lambda: set(jobs_root.iterdir()) | set(jobs_root.parent.iterdir())  # noqa: E731
+    before = listing()
+    with pytest.raises(llama_stack_client.BadRequestError, match="job_uuid"):
+        _optimize(client, dpo_request(job_uuid, tiny_model, dataset_id))
+    assert listing() == before
+
+
+@pytest.mark.parametrize(
+    ("rows", "message"),
+    [
+        (
+            [{"prompt": "p", "chosen": "c", "rejected": "r"}, {"prompt": "p", "chosen": "c"}],
+            "row 1: field 'rejected' is missing",
+        ),
+        ([{"prompt": "p", "chosen": "", "rejected": "r"}], "row 0: field 'chosen' is empty"),
+        (
+            [{"prompt": "p", "chosen": "c", "rejected": "r"}] * 2 + [{"prompt": 5, "chosen": "c", "rejected": "r"}],
+            "row 2: field 'prompt' must be a string",
+        ),
+        ([{"question": "p", "answer": "c"}], "row 0: field 'prompt' is missing"),
+    ],
+)
+def test_malformed_rows_are_400_naming_row_and_field(
+    client: LlamaStackClient, tiny_model: Path, rows: list[dict[str, Any]], message: str
+) -> None:
+    dataset_id = register_rows(client, rows)
+    with pytest.raises(llama_stack_client.BadRequestError, match=message):
+        _optimize(client, dpo_request(unique("j"), tiny_model, dataset_id))
+
+
+def test_missing_local_model_directory_is_400(client: LlamaStackClient, dataset_id: str, tmp_path: Path) -> None:
+    with pytest.raises(llama_stack_client.BadRequestError, match="finetuned_model"):
+        _optimize(client, dpo_request(unique("j"), tmp_path / "absent", dataset_id))
+
+
+def test_supervised_fine_tune_is_501_with_a_message(client: LlamaStackClient) -> None:
+    with pytest.raises(llama_stack_client.APIStatusError, match="DPO only") as info:
+        client.alpha.post_training.supervised_fine_tune(
+            job_uuid=unique("sft"), training_config={"n_epochs": 1}, hyperparam_search_config={}, logger_config={}
+        )
+    assert info.value.status_code == 501
+
+
+def test_unknown_job_is_404(client: LlamaStackClient) -> None:
+    with pytest.raises(llama_stack_client.NotFoundError, match="no-such-job"):
+        client.alpha.post_training.job.status(job_uuid="no-such-job")
+    with pytest.raises(llama_stack_client.NotFoundError):
+        client.alpha.post_training.job.cancel(job_uuid="no-such-job")
+    with pytest.raises(llama_stack_client.NotFoundError):
+        client.alpha.post_training.job.artifacts(job_uuid="no-such-job")
+
+
+def test_a_400_keeps_the_keep_alive_connection(stack: StackServer, tiny_model: Path, dataset_id: str) -> None:
+    sockets = []
+    with httpx.Client(base_url=stack.base_url, headers={"Connection": "keep-alive"}) as http:
+        for _ in range(2):
+            response = http.post(
+                "/v1alpha/post-training/preference-optimize",
+                json=dpo_request(unique("j"), tiny_model, dataset_id, n_epochs=0),
+            )
+            assert response.status_code == 400
+            assert "n_epochs" in response.json()["error"]["message"]
+            sockets.append(response.extensions["network_stream"].get_extra_info("socket").getsockname())
+    assert sockets[0] == sockets[1]  # the second request reused the first request's connection
