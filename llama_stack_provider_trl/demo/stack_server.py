@@ -36,10 +36,10 @@ class StackServer:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout_s: float = 180) -> Self:
-        llama = Path(sys.executable).parent / "llama"
+        command = [sys.executable, "-m", "llama_stack.cli.llama", "stack", "run", str(self.config_path)]
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [str(llama), "stack", "run", str(self.config_path), "--port", str(self.port)],
+                [*command, "--port", str(self.port)],
                 env=self.env,
                 stdin=subprocess.DEVNULL,
                 stdout=log,

@@ -1,0 +1,26 @@
+"""The README's client example runs as written against a real server."""
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from llama_stack_provider_trl.demo.stack_server import StackServer
+
+from conftest import REPO_ROOT
+
+
+def test_readme_client_example_runs_as_written(stack: StackServer, tiny_model: Path, tmp_path: Path) -> None:
+    readme = (REPO_ROOT / "README.md").read_text()
+    [example] = re.findall(r"```python\n(.*?)```", readme, flags=re.DOTALL)
+    script = tmp_path / "example.py"
+    script.write_text(example)
+
+    env = {**os.environ, "LLAMA_STACK_URL": stack.base_url, "MODEL": str(tiny_model)}
+    result = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=300)
+
+    assert result.returncode == 0, result.stderr
+    assert "\ncompleted" in result.stdout
+    [checkpoint_line] = [line for line in result.stdout.splitlines() if line.startswith("checkpoint:")]
+    assert (Path(checkpoint_line.split(":", 1)[1].strip()) / "config.json").is_file()
