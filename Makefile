@@ -3,7 +3,7 @@ VENV   ?= .venv
 PYTHON ?= $(shell scripts/find_python.sh)
 BIN    := $(VENV)/bin
 
-.PHONY: install demo test test-fast run lint format clean
+.PHONY: install demo test test-fast bench run lint format clean
 
 install: $(VENV)/.installed
 
@@ -23,6 +23,11 @@ test: install
 test-fast: install
 	$(BIN)/python -m pytest -m "not slow"
 
+# CPU benchmark, runs anywhere: provider (server + client) vs raw TRL vs TRL defaults, alternating.
+# GPU workloads: see bench/RESULTS.md for the commands.
+bench: install
+	$(BIN)/python bench/dpo_bench.py tiny --varlen --steps 20 --bs 8 --seq 64 --reps 2
+
 # The llama-stack-client 0.7.0 that matches this server's post_training paths is refused with HTTP 426
 # unless the server skips its client-version check.
 run: install
@@ -37,4 +42,4 @@ format: install
 	$(BIN)/ruff format .
 
 clean:
-	rm -rf $(VENV) .demo .pytest_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) .demo .bench .pytest_cache .ruff_cache *.egg-info

@@ -79,6 +79,16 @@ class TrlPostTrainingConfig(BaseModel):
     max_seq_length: int = Field(
         default=1024, ge=8, description="Longest prompt+completion in tokens (TRL max_length); longer is truncated."
     )
+    pad_to_multiple_of: int | Literal["auto"] | None = Field(
+        default="auto",
+        description="Pad each batch to a multiple of this many tokens: fewer distinct shapes for the GPU's kernels. "
+        "auto: 128 on CUDA, no padding elsewhere. null: no padding.",
+    )
+    group_by_length: bool = Field(
+        default=True,
+        description="Put pairs of similar length in the same batch (Trainer's LengthGroupedSampler), so less of "
+        "each batch is padding. Applies when data_config.shuffle is true.",
+    )
     gradient_checkpointing: bool = Field(
         default=False,
         description="Recompute activations to save memory. A request's "
@@ -100,6 +110,13 @@ class TrlPostTrainingConfig(BaseModel):
     cancel_grace_period_s: float = Field(
         default=10.0, ge=0, description="Seconds between SIGTERM and SIGKILL when a running job is cancelled."
     )
+
+    @field_validator("pad_to_multiple_of")
+    @classmethod
+    def _check_pad_multiple(cls, value: int | str | None) -> int | str | None:
+        if isinstance(value, int) and value < 1:
+            raise ValueError(f"pad_to_multiple_of must be a positive integer, 'auto' or null, got {value}")
+        return value
 
     @field_validator("device")
     @classmethod

@@ -39,6 +39,8 @@ class DPOJobSpec(BaseModel):
     warmup_steps: int
     optimizer: OptimizerName
     max_seq_length: int
+    pad_to_multiple_of: int | None = Field(default=None, description="Pad batches to a multiple of this length.")
+    group_by_length: bool = Field(default=False, description="Batch pairs of similar length (when shuffling).")
     gradient_checkpointing: bool
     activation_offloading: bool
     logging_steps: int

@@ -71,6 +71,10 @@ class JobRecord(BaseModel):
     total_steps: int | None = None
     epoch: int = 0
     metrics: dict[str, float] = Field(default_factory=dict)
+    tokens_per_s: float | None = None
+    mfu: float | None = None
+    padding_share: float | None = None
+    peak_memory_gib: float | None = None
     checkpoints: list[CheckpointRecord] = Field(default_factory=list)
     error: str | None = None
 
@@ -236,6 +240,11 @@ class JobManager:
                 record.total_steps = event["total_steps"]
                 record.epoch = event["epoch"]
                 record.metrics = event["metrics"]
+                record.tokens_per_s = event.get("tokens_per_s")
+                record.mfu = event.get("mfu")
+                record.padding_share = event.get("padding_share")
+            elif kind == "peak_memory":
+                record.peak_memory_gib = event["gib"]
             elif kind == "train_summary":
                 record.phase = "saving"
             elif kind == "checkpoint":

@@ -164,5 +164,9 @@ def _resources_allocated(record: JobRecord) -> dict[str, Any]:
         "epoch": record.epoch,
         "n_epochs": spec.n_epochs,
         "metrics": record.metrics,
+        "tokens_per_s": record.tokens_per_s,
+        "mfu": record.mfu,
+        "padding_share": record.padding_share,
+        "peak_memory_gib": record.peak_memory_gib,
         "error": record.error,
     }

@@ -18,6 +18,8 @@ from llama_stack_provider_trl.stack_api import BadRequestError, PreferenceOptimi
 
 JOB_UUID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 PREFERENCE_FIELDS = ("prompt", "chosen", "rejected")
+# Fewer distinct batch shapes on a GPU; on a CPU padding is pure waste.
+AUTO_PAD_MULTIPLE_CUDA = 128
 _DTYPES: dict[str, Precision] = {
     "bf16": "bf16",
     "bfloat16": "bf16",
@@ -93,6 +95,12 @@ def _precision(request: PreferenceOptimizeRequest, config: TrlPostTrainingConfig
     except ValueError as exc:
         raise _bad("training_config.dtype", str(exc)) from exc
     return precision
+
+
+def _pad_multiple(config: TrlPostTrainingConfig, device: str) -> int | None:
+    if config.pad_to_multiple_of == "auto":
+        return AUTO_PAD_MULTIPLE_CUDA if device.startswith("cuda") else None
+    return config.pad_to_multiple_of
 
 
 def _loss_type(request: PreferenceOptimizeRequest, config: TrlPostTrainingConfig) -> str:
@@ -188,6 +196,8 @@ def build_job_spec(
         else config.warmup_steps,
         optimizer=optimizer.optimizer_type.value if optimizer else "adamw",
         max_seq_length=config.max_seq_length,
+        pad_to_multiple_of=_pad_multiple(config, device),
+        group_by_length=config.group_by_length,
         gradient_checkpointing=gradient_checkpointing,
         activation_offloading=bool(efficiency and efficiency.enable_activation_offloading),
         logging_steps=config.logging_steps,

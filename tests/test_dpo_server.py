@@ -36,6 +36,9 @@ def test_dpo_job_completes_with_a_checkpoint_that_loads_with_changed_weights(
     assert resources["metrics"]["rewards/margins"] > 0  # the policy now prefers chosen over rejected
     assert resources["device"] == "cpu" and resources["precision"] == "fp32"
     assert resources["reference_strategy"] == "frozen_copy"
+    assert resources["tokens_per_s"] > 0 and 0 <= resources["padding_share"] < 1
+    assert resources["mfu"] is None  # no known peak FLOP/s on a CPU
+    assert resources["peak_memory_gib"] > 0
     assert Path(resources["log_path"]).is_file()
 
     [checkpoint] = status.checkpoints

@@ -14,7 +14,7 @@ from llama_stack_provider_trl.recipes.dpo_training_single_device import main
 
 def _run(tmp_path: Path, model: Path, rows: list[dict[str, str]], **overrides: Any) -> list[dict[str, Any]]:
     job_dir = tmp_path / "job"
-    job_dir.mkdir()
+    job_dir.mkdir(parents=True)
     (job_dir / TRAIN_DATA_FILE).write_text("".join(json.dumps(r) + "\n" for r in rows))
     fields: dict[str, Any] = {
         "job_uuid": "job",
@@ -96,3 +96,21 @@ def test_a_recipe_failure_is_reported_as_an_event(tmp_path: Path, preference_row
         _run(tmp_path, tmp_path / "missing-model", preference_rows)
     [failed] = _of([json.loads(x) for x in (tmp_path / "job" / EVENTS_FILE).read_text().splitlines()], "failed")
     assert "missing-model" in failed["error"]
+
+
+def test_length_grouping_cuts_padding_and_padding_to_a_multiple_adds_it(tmp_path: Path, tiny_model: Path) -> None:
+    rows = [
+        {"prompt": "What is " + "one plus " * (i % 12) + "one?", "chosen": " two" * (1 + i % 7), "rejected": " no"}
+        for i in range(48)
+    ]
+    runs = {
+        name: _of(_run(tmp_path / name, tiny_model, rows, shuffle=True, **options), "metrics")[-1]
+        for name, options in {
+            "random": {"group_by_length": False},
+            "grouped": {"group_by_length": True},
+            "padded": {"group_by_length": True, "pad_to_multiple_of": 64},
+        }.items()
+    }
+    assert runs["grouped"]["padding_share"] < runs["random"]["padding_share"]
+    assert runs["padded"]["padding_share"] > runs["grouped"]["padding_share"]
+    assert all(run["tokens_per_s"] > 0 for run in runs.values())

@@ -19,24 +19,39 @@ from typing import Any
 
 import torch
 from datasets import Dataset
+from torch.utils.data import Sampler
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, TrainerCallback
 from trl import DPOConfig, DPOTrainer
 
 from llama_stack_provider_trl.devices import resolve_auto_precision
 from llama_stack_provider_trl.events import EventWriter
 from llama_stack_provider_trl.job_spec import CHECKPOINTS_DIR, EVENTS_FILE, TRAIN_DATA_FILE, DPOJobSpec
+from llama_stack_provider_trl.sampling import PairLengthGroupedSampler, pair_lengths
+from llama_stack_provider_trl.throughput import (
+    PaddingCounter,
+    ThroughputMeter,
+    flops_per_token,
+    matmul_parameters,
+    peak_flops,
+    peak_memory_gib,
+)
 
 
-class _EpochLimitedDPOTrainer(DPOTrainer):
-    """DPOTrainer whose learning-rate schedule spans the steps that will really run.
-
-    With ``max_steps_per_epoch`` each epoch stops early, so the step count Trainer derives from the
-    dataloader is too large; the schedule must decay over the true total instead.
-    """
+class _ProviderDPOTrainer(DPOTrainer):
+    """DPOTrainer with two changes: the learning-rate schedule spans the steps that will really run (with
+    ``max_steps_per_epoch`` each epoch stops early, so Trainer's own count is too large), and length
+    grouping batches preference pairs of similar length (PairLengthGroupedSampler)."""
 
     def __init__(self, *args: Any, total_steps: int, **kwargs: Any) -> None:
         self._total_steps = total_steps
         super().__init__(*args, **kwargs)
+        self._pair_lengths = pair_lengths(self.train_dataset)
+
+    def _get_train_sampler(self, train_dataset: Dataset | None = None) -> Sampler | None:
+        if self.args.train_sampling_strategy != "group_by_length":
+            return super()._get_train_sampler(train_dataset)
+        batch = self.args.train_batch_size * self.args.gradient_accumulation_steps
+        return PairLengthGroupedSampler(self._pair_lengths, batch, seed=self.args.seed)
 
     def create_scheduler(
         self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None
@@ -47,8 +62,10 @@ class _EpochLimitedDPOTrainer(DPOTrainer):
 class _ProgressReporter(TrainerCallback):
     """Writes progress and TRL's logged metrics to the job's event file; ends epochs at the step limit."""
 
-    def __init__(self, events: EventWriter, total_steps: int, steps_per_epoch: int) -> None:
+    def __init__(self, events: EventWriter, total_steps: int, steps_per_epoch: int, meter: ThroughputMeter) -> None:
         self._events = events
+        self._meter = meter
+        self.padding: PaddingCounter | None = None
         self._total_steps = total_steps
         self._steps_per_epoch = steps_per_epoch
         self._epoch = 0
@@ -76,12 +93,17 @@ class _ProgressReporter(TrainerCallback):
             return
         if "loss" in logs:
             self._epoch_losses.append(float(logs["loss"]))
+        if "num_tokens" in logs:
+            self._meter.update(state.global_step, float(logs["num_tokens"]))
         self._events.emit(
             "metrics",
             step=state.global_step,
             total_steps=self._total_steps,
             epoch=self._epoch,
             metrics={k: v for k, v in logs.items() if isinstance(v, int | float)},
+            tokens_per_s=self._meter.tokens_per_s,
+            mfu=self._meter.mfu,
+            padding_share=self.padding.padding_share if self.padding else None,
         )
 
     def on_epoch_end(self, args, state, control, **kwargs):
@@ -109,10 +131,13 @@ class DPOTrainingSingleDevice:
             raise RuntimeError(f"{torch.cuda.get_device_name()} has no bf16 support; ask for dtype fp16 or fp32")
         try:
             tokenizer = AutoTokenizer.from_pretrained(spec.model, trust_remote_code=spec.trust_remote_code)
-            model = self._load_model()
-            # frozen_copy: a second copy scores the reference. precomputed_log_probs: the initial policy scores
-            # every row once before training (TRL precompute_ref_log_probs), so no second copy is kept.
-            ref_model = self._load_model() if spec.reference_strategy == "frozen_copy" else None
+            # Policy weights stay fp32; bf16/fp16 run as autocast mixed precision over fp32 master weights.
+            model = self._load_model(torch.float32)
+            # frozen_copy: a second copy scores the reference; it never trains, so it needs no fp32 master
+            # weights. precomputed_log_probs: the initial policy scores every row once before training (TRL
+            # precompute_ref_log_probs), so no second copy is kept.
+            reference_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32)
+            ref_model = self._load_model(reference_dtype) if spec.reference_strategy == "frozen_copy" else None
         except (OSError, ValueError) as exc:
             raise RuntimeError(
                 f"finetuned_model '{spec.model}' could not be loaded as a local model directory or a Hugging Face "
@@ -123,7 +148,13 @@ class DPOTrainingSingleDevice:
 
         train_dataset = Dataset.from_list(_read_jsonl(spec.path / TRAIN_DATA_FILE))
         steps_per_epoch, total_steps = self._step_budget(len(train_dataset))
-        self.reporter = _ProgressReporter(self.events, total_steps, steps_per_epoch)
+        meter = ThroughputMeter(
+            flops_per_token(matmul_parameters(model), reference_forward=ref_model is not None),
+            peak_flops(spec.device, precision),
+        )
+        self.reporter = _ProgressReporter(self.events, total_steps, steps_per_epoch, meter)
+        sampling = _sampling_strategy(spec)
+        on_cuda = spec.device.startswith("cuda")
 
         args = DPOConfig(
             output_dir=str(spec.path / "trainer_state"),
@@ -136,22 +167,23 @@ class DPOTrainingSingleDevice:
             learning_rate=spec.learning_rate,
             weight_decay=spec.weight_decay,
             warmup_steps=spec.warmup_steps,
-            optim="sgd" if spec.optimizer == "sgd" else "adamw_torch",
+            optim="sgd" if spec.optimizer == "sgd" else ("adamw_torch_fused" if on_cuda else "adamw_torch"),
             max_length=spec.max_seq_length,
+            pad_to_multiple_of=spec.pad_to_multiple_of,
             precompute_ref_log_probs=spec.reference_strategy == "precomputed_log_probs",
             gradient_checkpointing=spec.gradient_checkpointing,
             activation_offloading=spec.activation_offloading,
             bf16=precision == "bf16",
             fp16=precision == "fp16",
             use_cpu=spec.device == "cpu",
-            train_sampling_strategy="random" if spec.shuffle else "sequential",
+            train_sampling_strategy=sampling,
             logging_steps=spec.logging_steps,
             save_strategy="no",
             report_to="none",
             dataloader_num_workers=0,
             disable_tqdm=True,
         )
-        self.trainer = _EpochLimitedDPOTrainer(
+        self.trainer = _ProviderDPOTrainer(
             model=model,
             ref_model=ref_model,
             args=args,
@@ -160,6 +192,8 @@ class DPOTrainingSingleDevice:
             callbacks=[self.reporter],
             total_steps=total_steps,
         )
+        self.reporter.padding = PaddingCounter(self.trainer.data_collator)
+        self.trainer.data_collator = self.reporter.padding
         if spec.optimizer == "adam":  # Trainer has no plain-Adam `optim`; Adam's weight decay is L2
             self.trainer.optimizer_cls_and_kwargs = (torch.optim.Adam, {"lr": spec.learning_rate})
         self.events.emit(
@@ -172,10 +206,9 @@ class DPOTrainingSingleDevice:
             parameters=sum(p.numel() for p in model.parameters()),
         )
 
-    def _load_model(self) -> PreTrainedModel:
-        # Weights stay fp32; bf16/fp16 run as autocast mixed precision with fp32 master weights.
+    def _load_model(self, dtype: torch.dtype) -> PreTrainedModel:
         return AutoModelForCausalLM.from_pretrained(
-            self.spec.model, dtype=torch.float32, trust_remote_code=self.spec.trust_remote_code
+            self.spec.model, dtype=dtype, trust_remote_code=self.spec.trust_remote_code
         )
 
     def _step_budget(self, num_rows: int) -> tuple[int, int]:
@@ -190,6 +223,7 @@ class DPOTrainingSingleDevice:
     def train(self) -> None:
         assert self.trainer is not None, "call setup() first"
         self.trainer.train()
+        self.events.emit("peak_memory", gib=peak_memory_gib(self.spec.device))
 
     # -- save ----------------------------------------------------------------------------------
     def save(self) -> None:
@@ -211,6 +245,12 @@ class DPOTrainingSingleDevice:
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
+
+
+def _sampling_strategy(spec: DPOJobSpec) -> str:
+    if not spec.shuffle:
+        return "sequential"  # the dataset's own order, as asked
+    return "group_by_length" if spec.group_by_length else "random"
 
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:

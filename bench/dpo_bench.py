@@ -1,0 +1,268 @@
+"""The provider against raw TRL on the same DPO work, alternating A B A B in one run.
+
+    python bench/dpo_bench.py SHAPE [--varlen] [--steps N] [--bs B] [--seq L] [--reps R] [--arms a,b,c]
+
+Workload: the shared anchor's (../shared/bench/trl_dpo_anchor.py): a random-init Qwen2-shaped model
+(tiny, qwen0.5b, qwen1.5b), its word-level tokenizer, and its prompt/chosen/rejected rows, equal
+length or chat-like (--varlen), so these numbers compare with the anchor's. Arms:
+
+  provider       a real `llama stack run` server and llama-stack-client, provider defaults
+  raw_trl        bench/raw_trl_dpo.py: DPOTrainer called directly with the settings the provider job resolved
+  trl_defaults   the anchor itself in its trl_defaults mode: what TRL gives out of the box
+
+Reports per arm the median over reps of real (non-padding) tokens/s, MFU (GPU), padding share, time
+from request (process start for raw_trl) to the first optimizer step, and peak memory, then
+`provider/raw_trl tokens_per_s ratio: X`.
+"""
+
+import argparse
+import datetime
+import importlib.util
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import torch
+import transformers
+import trl
+import yaml
+from llama_stack_client import LlamaStackClient
+from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+from llama_stack_provider_trl.demo.stack_server import StackServer
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_ANCHOR = REPO_ROOT.parent / "shared" / "bench" / "trl_dpo_anchor.py"
+METRICS = ("tokens_per_s", "mfu", "padding_share", "first_step_s", "peak_memory_gib", "final_loss")
+
+
+def load_anchor(path: Path) -> ModuleType:
+    if not path.is_file():
+        sys.exit(f"anchor workload not found at {path}; pass --anchor PATH/trl_dpo_anchor.py")
+    spec = importlib.util.spec_from_file_location("trl_dpo_anchor", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def prepare_workload(anchor: ModuleType, a: argparse.Namespace, work: Path) -> tuple[Path, list[dict[str, str]]]:
+    """Save the anchor's model shape and tokenizer once; rebuild its rows (same generator, same seed)."""
+    model_dir = work / "model"
+    if not (model_dir / "config.json").is_file():
+        # Llama layers in the anchor's Qwen2 shape: the same matmuls (Qwen2 adds q/k/v biases), and unlike a
+        # qwen2 config, a llama config lets AutoTokenizer load the anchor's word-level tokenizer as saved
+        # (transformers 5 forces Qwen2Tokenizer onto qwen2 models, which cannot read it).
+        cfg = LlamaConfig(**anchor.SHAPES[a.shape], max_position_embeddings=4096, tie_word_embeddings=True)
+        torch.manual_seed(0)
+        LlamaForCausalLM(cfg).to(torch.bfloat16).save_pretrained(model_dir)
+        anchor.tokenizer().save_pretrained(model_dir)
+    sample = "w1 w22 w333"
+    if AutoTokenizer.from_pretrained(model_dir)(sample)["input_ids"] != anchor.tokenizer()(sample)["input_ids"]:
+        sys.exit(f"the tokenizer saved in {model_dir} does not load back as the anchor's; token counts would differ")
+    rng = torch.Generator().manual_seed(0)
+
+    def length() -> int:  # trl_dpo_anchor.main's L()
+        if not a.varlen:
+            return a.seq
+        x = float(torch.empty(1).log_normal_(mean=0.0, std=0.8, generator=rng)) * a.seq / 2
+        return int(min(max(x, 8), 2 * a.seq))
+
+    rows = [
+        {
+            "prompt": anchor.text(rng, length()),
+            "chosen": anchor.text(rng, length()),
+            "rejected": anchor.text(rng, length()),
+        }
+        for _ in range(a.steps * a.bs)
+    ]
+    return model_dir, rows
+
+
+def write_run_config(work: Path, max_seq_length: int, overrides: list[str]) -> Path:
+    config = yaml.safe_load((REPO_ROOT / "run.yaml").read_text())
+    [provider] = config["providers"]["post_training"]
+    provider["config"]["max_seq_length"] = max_seq_length  # the anchor's max_length
+    for override in overrides:  # KEY=VALUE, VALUE read as YAML: 64, false, null
+        key, _, value = override.partition("=")
+        provider["config"][key] = yaml.safe_load(value)
+    path = work / "run.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def run_provider(client: LlamaStackClient, jobs_root: Path, model_dir: Path, dataset_id: str, a: argparse.Namespace):
+    job_uuid = f"bench-{time.time_ns()}"
+    requested = time.time()
+    client.alpha.post_training.preference_optimize(
+        job_uuid=job_uuid,
+        finetuned_model=str(model_dir),
+        algorithm_config={"beta": 0.1, "loss_type": "sigmoid"},
+        training_config={
+            "n_epochs": 1,
+            "max_steps_per_epoch": a.steps,
+            "data_config": {"dataset_id": dataset_id, "batch_size": a.bs, "shuffle": True, "data_format": "instruct"},
+            "optimizer_config": {"optimizer_type": "adamw", "lr": 1e-6, "weight_decay": 0.0, "num_warmup_steps": 0},
+        },
+        hyperparam_search_config={},
+        logger_config={},
+    )
+    while (status := client.alpha.post_training.job.status(job_uuid=job_uuid)).status not in (
+        "completed",
+        "failed",
+        "cancelled",
+    ):
+        time.sleep(0.5)
+    if status.status != "completed":
+        raise RuntimeError(f"provider job {status.status}: {status.resources_allocated['error']}")
+    events = [json.loads(line) for line in (jobs_root / job_uuid / "events.jsonl").read_text().splitlines()]
+    steps = [e for e in events if e["event"] == "metrics"]
+    [peak] = [e["gib"] for e in events if e["event"] == "peak_memory"]
+    [setup] = [e for e in events if e["event"] == "setup_done"]
+    result = {
+        "tokens_per_s": steps[-1]["tokens_per_s"],
+        "mfu": steps[-1]["mfu"],
+        "padding_share": steps[-1]["padding_share"],
+        "first_step_s": steps[0]["time"] - requested,
+        "peak_memory_gib": peak,
+        "final_loss": steps[-1]["metrics"].get("loss"),
+    }
+    return result, jobs_root / job_uuid, setup["precision"]
+
+
+def run_raw_trl(job_dir: Path, precision: str) -> dict[str, Any]:
+    started = time.time()
+    out = _run_result([sys.executable, str(REPO_ROOT / "bench" / "raw_trl_dpo.py"), str(job_dir), precision])
+    out["first_step_s"] = out.pop("first_step_at") - started
+    return out
+
+
+def run_trl_defaults(anchor_path: Path, a: argparse.Namespace) -> dict[str, Any]:
+    command = [sys.executable, str(anchor_path), a.shape, "trl_defaults", "--steps", str(a.steps), "--bs", str(a.bs)]
+    command += ["--seq", str(a.seq)] + (["--varlen"] if a.varlen else [])
+    out = _run_result(command)
+    mfu = out.get("mfu_pct_989")
+    return {
+        "tokens_per_s": out["tokens_per_s"],
+        "mfu": mfu / 100 if mfu is not None and torch.cuda.is_available() else None,
+        "padding_share": out["pad_share"],
+        "first_step_s": None,
+        "peak_memory_gib": out["peak_gib"],
+        "final_loss": out["final_loss"],
+    }
+
+
+def _run_result(command: list[str]) -> dict[str, Any]:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    proc = subprocess.run(command, capture_output=True, text=True, env=env, cwd=REPO_ROOT)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    if proc.returncode != 0 or not lines:
+        raise RuntimeError(f"{command[1]} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    return json.loads(lines[-1].removeprefix("RESULT "))
+
+
+def median(values: list[Any]) -> float | None:
+    present = [v for v in values if v is not None]
+    return statistics.median(present) if present else None
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("shape", choices=["tiny", "qwen0.5b", "qwen1.5b"])
+    ap.add_argument("--varlen", action="store_true", help="chat-like lognormal lengths (median ~seq/2, cap 2*seq)")
+    ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--bs", type=int, default=8)
+    ap.add_argument("--seq", type=int, default=256)
+    ap.add_argument("--reps", type=int, default=2)
+    ap.add_argument("--arms", default="provider,raw_trl,trl_defaults")
+    ap.add_argument("--anchor", type=Path, default=DEFAULT_ANCHOR)
+    ap.add_argument("--workdir", type=Path, default=REPO_ROOT / ".bench")
+    ap.add_argument("--json-out", type=Path, help="also write the results here")
+    ap.add_argument(
+        "--provider-config", action="append", default=[], metavar="KEY=VALUE", help="override a provider config field"
+    )
+    a = ap.parse_args()
+    arms = a.arms.split(",")
+    if "raw_trl" in arms and "provider" not in arms:
+        sys.exit("raw_trl replays a provider job's settings: include the provider arm")
+
+    anchor = load_anchor(a.anchor)
+    work = a.workdir / f"{a.shape}-{'varlen' if a.varlen else 'fixed'}-{a.seq}"
+    work.mkdir(parents=True, exist_ok=True)
+    model_dir, rows = prepare_workload(anchor, a, work)
+    run_config = write_run_config(work, (4 if a.varlen else 3) * a.seq + 8, a.provider_config)
+    jobs_root = work / "jobs"
+    env = {"SQLITE_STORE_DIR": str(work / "store"), "TRL_OUTPUT_DIR": str(jobs_root), "HF_HUB_OFFLINE": "1"}
+
+    results: dict[str, list[dict[str, Any]]] = {arm: [] for arm in arms}
+    with StackServer(run_config, work / "server.log", env=env) as server:
+        client = LlamaStackClient(base_url=server.base_url, timeout=120)
+        dataset_id = f"bench-{time.time_ns()}"
+        client.beta.datasets.register(
+            purpose="post-training/messages", source={"type": "rows", "rows": rows}, dataset_id=dataset_id
+        )
+        job_dir, precision = None, None
+        for rep in range(a.reps):  # A B A B: drift in the machine's speed hits every arm alike
+            for arm in arms:
+                if arm == "provider":
+                    result, job_dir, precision = run_provider(client, jobs_root, model_dir, dataset_id, a)
+                elif arm == "raw_trl":
+                    result = run_raw_trl(job_dir, precision)
+                else:
+                    result = run_trl_defaults(a.anchor, a)
+                results[arm].append(result)
+                print(f"rep {rep} {arm:<12} " + json.dumps({k: _round(v) for k, v in result.items()}), flush=True)
+
+    summary = {arm: {m: median([r[m] for r in runs]) for m in METRICS} for arm, runs in results.items()}
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"cpu ({os.cpu_count()} cores)"
+    print(f"\n{a.shape} {'varlen' if a.varlen else 'fixed'} seq {a.seq} bs {a.bs} steps {a.steps} reps {a.reps}")
+    if a.provider_config:
+        print("provider config overrides: " + " ".join(a.provider_config))
+    print(f"device {device}; torch {torch.__version__}, transformers {transformers.__version__}, trl {trl.__version__}")
+    columns = [("tokens/s", "tokens_per_s", ".0f"), ("MFU", "mfu", ".1%"), ("padding", "padding_share", ".0%")]
+    columns += [("1st step s", "first_step_s", ".1f"), ("peak GiB", "peak_memory_gib", ".2f")]
+    columns += [("loss", "final_loss", ".4f")]
+    print(f"{'arm':<14}" + "".join(f"{title:>11}" for title, _, _ in columns))
+    for arm, medians in summary.items():
+        print(f"{arm:<14}" + "".join(f"{_fmt(medians[key], spec):>11}" for _, key, spec in columns))
+    if a.json_out:
+        a.json_out.write_text(
+            json.dumps(
+                {
+                    "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+                    "device": device,
+                    "machine": platform.platform(),
+                    "versions": {
+                        "torch": torch.__version__,
+                        "transformers": transformers.__version__,
+                        "trl": trl.__version__,
+                    },
+                    "workload": vars(a)
+                    | {"anchor": str(a.anchor), "workdir": str(a.workdir), "json_out": str(a.json_out)},
+                    "runs": results,
+                    "median": summary,
+                },
+                indent=2,
+            )
+        )
+    if summary.get("provider") and summary.get("raw_trl") and summary["raw_trl"]["tokens_per_s"]:
+        ratio = summary["provider"]["tokens_per_s"] / summary["raw_trl"]["tokens_per_s"]
+        print(f"provider/raw_trl tokens_per_s ratio: {ratio:.3f}")
+
+
+def _round(value: Any) -> Any:
+    return round(value, 4) if isinstance(value, float) else value
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+if __name__ == "__main__":
+    main()
