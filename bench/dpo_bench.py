@@ -19,6 +19,7 @@ import argparse
 import datetime
 import importlib.util
 import json
+import logging
 import os
 import platform
 import statistics
@@ -173,6 +174,7 @@ def median(values: list[Any]) -> float | None:
 
 
 def main() -> None:
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per status poll otherwise
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("shape", choices=["tiny", "qwen0.5b", "qwen1.5b"])
     ap.add_argument("--varlen", action="store_true", help="chat-like lognormal lengths (median ~seq/2, cap 2*seq)")

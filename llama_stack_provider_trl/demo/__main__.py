@@ -7,6 +7,7 @@ preference dataset, runs DPO through the client while printing progress, then co
 trained models on held-out pairs.
 """
 
+import logging
 import os
 import statistics
 import sys
@@ -25,6 +26,7 @@ STATE_DIR = Path(os.environ.get("TRL_DEMO_DIR", REPO_ROOT / ".demo"))
 
 
 def main() -> int:
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per status poll otherwise
     train_rows, heldout_rows = arithmetic_preferences(96), arithmetic_preferences(32, offset=1000)
     model_dir = STATE_DIR / "tiny-model"
     if not (model_dir / "config.json").is_file():
