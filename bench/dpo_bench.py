@@ -37,6 +37,7 @@ import yaml
 from llama_stack_client import LlamaStackClient
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
+from llama_stack_provider_trl.demo.requests import dpo_request
 from llama_stack_provider_trl.demo.stack_server import StackServer
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -102,17 +103,7 @@ def run_provider(client: LlamaStackClient, jobs_root: Path, model_dir: Path, dat
     job_uuid = f"bench-{time.time_ns()}"
     requested = time.time()
     client.alpha.post_training.preference_optimize(
-        job_uuid=job_uuid,
-        finetuned_model=str(model_dir),
-        algorithm_config={"beta": 0.1, "loss_type": "sigmoid"},
-        training_config={
-            "n_epochs": 1,
-            "max_steps_per_epoch": a.steps,
-            "data_config": {"dataset_id": dataset_id, "batch_size": a.bs, "shuffle": True, "data_format": "instruct"},
-            "optimizer_config": {"optimizer_type": "adamw", "lr": 1e-6, "weight_decay": 0.0, "num_warmup_steps": 0},
-        },
-        hyperparam_search_config={},
-        logger_config={},
+        **dpo_request(job_uuid, model_dir, dataset_id, max_steps_per_epoch=a.steps, batch_size=a.bs, lr=1e-6)
     )
     while (status := client.alpha.post_training.job.status(job_uuid=job_uuid)).status not in (
         "completed",

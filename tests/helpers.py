@@ -1,10 +1,13 @@
 import time
 import uuid
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from llama_stack_client import LlamaStackClient
+
+from llama_stack_provider_trl.demo.requests import dpo_request
+
+__all__ = ["dpo_request"]
 
 FINAL = {"completed", "failed", "cancelled"}
 
@@ -19,37 +22,6 @@ def register_rows(client: LlamaStackClient, rows: list[dict[str, Any]]) -> str:
         purpose="post-training/messages", source={"type": "rows", "rows": rows}, dataset_id=dataset_id
     )
     return dataset_id
-
-
-def dpo_request(
-    job_uuid: str,
-    model: str | Path,
-    dataset_id: str,
-    *,
-    n_epochs: int = 1,
-    max_steps_per_epoch: int | None = 3,
-    batch_size: int = 4,
-    lr: float = 5e-3,
-    algorithm_config: dict[str, Any] | None = None,
-    **training_overrides: Any,
-) -> dict[str, Any]:
-    """Keyword arguments for client.alpha.post_training.preference_optimize."""
-    training_config: dict[str, Any] = {
-        "n_epochs": n_epochs,
-        "data_config": {"dataset_id": dataset_id, "batch_size": batch_size, "shuffle": True, "data_format": "instruct"},
-        "optimizer_config": {"optimizer_type": "adamw", "lr": lr, "weight_decay": 0.0, "num_warmup_steps": 0},
-        **training_overrides,
-    }
-    if max_steps_per_epoch is not None:
-        training_config["max_steps_per_epoch"] = max_steps_per_epoch
-    return {
-        "job_uuid": job_uuid,
-        "finetuned_model": str(model),
-        "algorithm_config": algorithm_config or {"beta": 0.1, "loss_type": "sigmoid"},
-        "training_config": training_config,
-        "hyperparam_search_config": {},
-        "logger_config": {},
-    }
 
 
 def wait_for(

@@ -17,6 +17,7 @@ from pathlib import Path
 from llama_stack_client import LlamaStackClient
 
 from llama_stack_provider_trl.demo.preference_eval import preference_margins
+from llama_stack_provider_trl.demo.requests import dpo_request
 from llama_stack_provider_trl.demo.stack_server import StackServer
 from llama_stack_provider_trl.demo.tiny_model import build_tiny_model
 from llama_stack_provider_trl.demo.toy_data import arithmetic_preferences, corpus
@@ -47,16 +48,16 @@ def main() -> int:
         )
         job_uuid = f"demo-{int(time.time())}"
         client.alpha.post_training.preference_optimize(
-            job_uuid=job_uuid,
-            finetuned_model=str(model_dir),
-            algorithm_config={"beta": 0.1, "loss_type": "sigmoid"},
-            training_config={
-                "n_epochs": 3,
-                "data_config": {"dataset_id": dataset_id, "batch_size": 8, "shuffle": True, "data_format": "instruct"},
-                "optimizer_config": {"optimizer_type": "adamw", "lr": 3e-3, "weight_decay": 0.0, "num_warmup_steps": 2},
-            },
-            hyperparam_search_config={},
-            logger_config={},
+            **dpo_request(
+                job_uuid,
+                model_dir,
+                dataset_id,
+                n_epochs=3,
+                max_steps_per_epoch=None,
+                batch_size=8,
+                lr=3e-3,
+                warmup_steps=2,
+            )
         )
         print(f"job {job_uuid} submitted (server at {server.base_url}, log {server.log_path})")
         status = _follow(client, job_uuid)
