@@ -70,11 +70,11 @@ class TrlPostTrainingImpl:
         if self.jobs.exists(request.job_uuid):
             raise ConflictError(f"job_uuid: a job named '{request.job_uuid}' already exists; choose another job_uuid")
         dataset_id = dataset_id_of(request)
-        build_job_spec(request, self.config, job_dir, self.device, num_rows=0)  # every field checked before I/O
+        spec = build_job_spec(request, self.config, job_dir, self.device, num_rows=0)  # every field, before I/O
         await self.datasets_api.get_dataset(GetDatasetRequest(dataset_id=dataset_id))  # 404 if unknown
         page = await self.datasetio_api.iterrows(IterRowsRequest(dataset_id=dataset_id, limit=-1))
         rows = check_preference_rows(dataset_id, page.data)
-        spec = build_job_spec(request, self.config, job_dir, self.device, num_rows=len(rows))
+        spec = spec.model_copy(update={"num_rows": len(rows)})
 
         try:
             job_dir.mkdir()  # atomic claim of the name: a concurrent request with the same job_uuid gets 409
