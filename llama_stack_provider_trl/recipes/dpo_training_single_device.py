@@ -45,13 +45,12 @@ class _ProviderDPOTrainer(DPOTrainer):
     def __init__(self, *args: Any, total_steps: int, **kwargs: Any) -> None:
         self._total_steps = total_steps
         super().__init__(*args, **kwargs)
-        self._pair_lengths = pair_lengths(self.train_dataset)
 
     def _get_train_sampler(self, train_dataset: Dataset | None = None) -> Sampler | None:
         if self.args.train_sampling_strategy != "group_by_length":
             return super()._get_train_sampler(train_dataset)
         batch = self.args.train_batch_size * self.args.gradient_accumulation_steps
-        return PairLengthGroupedSampler(self._pair_lengths, batch, seed=self.args.seed)
+        return PairLengthGroupedSampler(pair_lengths(self.train_dataset), batch, seed=self.args.seed)
 
     def create_scheduler(
         self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None
