@@ -1,9 +1,9 @@
 """Provider configuration: the `config:` block of the post_training provider in run.yaml."""
 
 import re
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 # Every loss TRL 1.16's DPOTrainer implements (trl/trainer/dpo_config.py).
 TRL_DPO_LOSS_TYPES: tuple[str, ...] = (
@@ -25,6 +25,31 @@ TRL_DPO_LOSS_TYPES: tuple[str, ...] = (
 )
 
 _DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+
+# Fields a request may override for its own job through hyperparam_search_config. The rest (where jobs live,
+# which device, whether remote code may run, how many jobs run at once) belong to whoever runs the server.
+PER_JOB_FIELDS: frozenset[str] = frozenset(
+    {
+        "dpo_loss_type",
+        "loss_weights",
+        "use_reference_model",
+        "max_seq_length",
+        "pad_to_multiple_of",
+        "group_by_length",
+        "gradient_checkpointing",
+        "use_lora",
+        "lora_rank",
+        "lora_alpha",
+        "lora_dropout",
+        "lora_target_modules",
+        "qlora",
+        "merge_adapter",
+        "save_every_epoch",
+        "save_total_limit",
+        "logging_steps",
+        "seed",
+    }
+)
 
 
 def check_loss_type(loss_type: str) -> str:
@@ -62,15 +87,21 @@ class TrlPostTrainingConfig(BaseModel):
         description="DPO beta. The 0.6.1 request schema makes algorithm_config.beta required, so the request's "
         "value always wins; this is the value documented clients should send.",
     )
-    dpo_loss_type: str = Field(
+    dpo_loss_type: str | list[str] = Field(
         default="sigmoid",
-        description="Any TRL 1.16 DPO loss. Used unless the request sets algorithm_config.loss_type.",
+        description="Any TRL 1.16 DPO loss, or a list of them combined with loss_weights (e.g. [sigmoid, sft] = RPO). "
+        "Used unless the request sets algorithm_config.loss_type.",
+    )
+    loss_weights: list[float] | None = Field(
+        default=None,
+        description="One weight per loss in dpo_loss_type (TRL loss_weights); null: every loss weighs 1.",
     )
     use_reference_model: bool = Field(
         default=True,
-        description="True: a frozen copy of the initial model scores the reference log-probs during training. "
-        "False: the reference log-probs are computed once before training by the initial model "
-        "(TRL precompute_ref_log_probs), so no second model copy stays in memory.",
+        description="True: a reference model scores the reference log-probs during training: a frozen copy of the "
+        "initial model, or with LoRA the same model with its adapters disabled (no second copy). False: the "
+        "reference log-probs are computed once before training (TRL precompute_ref_log_probs), so no reference "
+        "forward runs during training and no second copy stays in memory.",
     )
     normalize_rewards: bool = Field(
         default=False,
@@ -93,6 +124,35 @@ class TrlPostTrainingConfig(BaseModel):
         default=False,
         description="Recompute activations to save memory. A request's "
         "efficiency_config.enable_activation_checkpointing, when set, wins.",
+    )
+    use_lora: bool = Field(default=False, description="Train LoRA adapters (peft) instead of every weight.")
+    lora_rank: int = Field(default=16, ge=1, le=1024, description="LoRA rank r.")
+    lora_alpha: float = Field(default=32.0, gt=0, description="LoRA scaling alpha (the update is scaled by alpha/r).")
+    lora_dropout: float = Field(default=0.05, ge=0, lt=1, description="Dropout on the LoRA branch.")
+    lora_target_modules: list[str] | Literal["all-linear"] = Field(
+        default="all-linear",
+        description="Module names to adapt; all-linear: every linear layer but the output head (lm_head).",
+    )
+    qlora: bool = Field(
+        default=False,
+        description="Load the frozen base model in 4-bit (bitsandbytes NF4) under the LoRA adapters. Needs use_lora, "
+        "CUDA and bitsandbytes.",
+    )
+    merge_adapter: bool = Field(
+        default=False,
+        description="With LoRA, also save a merged full model (checkpoint '<job>-final-merged') that loads with "
+        "AutoModelForCausalLM; the adapter itself is always saved.",
+    )
+    save_every_epoch: bool = Field(
+        default=True,
+        description="Save a checkpoint (model, tokenizer, optimizer state) at the end of every epoch, besides the "
+        "final model.",
+    )
+    save_total_limit: int | None = Field(
+        default=None,
+        ge=1,
+        description="Keep at most this many epoch checkpoints (the oldest are deleted); the final model is kept "
+        "apart. null: keep all.",
     )
     learning_rate: float = Field(
         default=1e-6, gt=0, description="Used when the request has no optimizer_config (TRL's DPO default)."
@@ -127,8 +187,30 @@ class TrlPostTrainingConfig(BaseModel):
 
     @field_validator("dpo_loss_type")
     @classmethod
-    def _check_loss_type(cls, loss_type: str) -> str:
-        return check_loss_type(loss_type)
+    def _check_loss_type(cls, loss_type: str | list[str]) -> str | list[str]:
+        if isinstance(loss_type, str):
+            return check_loss_type(loss_type)
+        if not loss_type:
+            raise ValueError("dpo_loss_type: give at least one loss")
+        return [check_loss_type(name) for name in loss_type]
+
+    @model_validator(mode="after")
+    def _check_combinations(self) -> Self:
+        losses = self.loss_types
+        if self.loss_weights is not None and len(self.loss_weights) != len(losses):
+            raise ValueError(
+                f"loss_weights has {len(self.loss_weights)} weights for {len(losses)} losses {losses}; "
+                "give one weight per loss in dpo_loss_type"
+            )
+        if self.qlora and not self.use_lora:
+            raise ValueError("qlora trains LoRA adapters over a 4-bit base model: set use_lora true as well")
+        if self.merge_adapter and not self.use_lora:
+            raise ValueError("merge_adapter applies to LoRA runs only: set use_lora true, or merge_adapter false")
+        return self
+
+    @property
+    def loss_types(self) -> list[str]:
+        return [self.dpo_loss_type] if isinstance(self.dpo_loss_type, str) else list(self.dpo_loss_type)
 
     @field_validator("normalize_rewards")
     @classmethod
@@ -152,5 +234,7 @@ class TrlPostTrainingConfig(BaseModel):
             "normalize_rewards": False,
             "max_seq_length": 1024,
             "gradient_checkpointing": False,
+            "use_lora": False,
+            "save_every_epoch": True,
             "max_concurrent_jobs": 1,
         }

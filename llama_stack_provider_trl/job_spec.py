@@ -11,13 +11,25 @@ from pydantic import BaseModel, Field
 
 Precision = Literal["auto", "bf16", "fp16", "fp32"]
 OptimizerName = Literal["adamw", "adam", "sgd"]
-ReferenceStrategy = Literal["frozen_copy", "precomputed_log_probs"]
+# frozen_copy: a second, frozen model; adapters_disabled: the LoRA model with its adapters off (no copy);
+# precomputed_log_probs: the initial model scores every row once before training (no reference while training).
+ReferenceStrategy = Literal["frozen_copy", "adapters_disabled", "precomputed_log_probs"]
 
 JOB_SPEC_FILE = "job.json"
 TRAIN_DATA_FILE = "train.jsonl"
+EVAL_DATA_FILE = "eval.jsonl"
 EVENTS_FILE = "events.jsonl"
 LOG_FILE = "train.log"
 CHECKPOINTS_DIR = "checkpoints"
+
+
+class LoraSpec(BaseModel):
+    rank: int
+    alpha: float
+    dropout: float
+    target_modules: list[str] | Literal["all-linear"]
+    quantize_4bit: bool = Field(description="QLoRA: the frozen base model is loaded in 4-bit NF4.")
+    merge_adapter: bool = Field(description="Also save base + adapter merged into one full model.")
 
 
 class DPOJobSpec(BaseModel):
@@ -27,8 +39,10 @@ class DPOJobSpec(BaseModel):
     device: str = Field(description="Resolved device: cpu, mps, cuda or cuda:N.")
     precision: Precision = Field(description="auto is resolved by the recipe on the device it gets.")
     beta: float
-    loss_type: str
+    loss_types: list[str] = Field(description="TRL loss_type: one or more DPO losses, summed with loss_weights.")
+    loss_weights: list[float] | None = None
     reference_strategy: ReferenceStrategy
+    lora: LoraSpec | None = Field(default=None, description="None: every weight trains.")
     n_epochs: int
     max_steps_per_epoch: int | None = Field(description="None: every batch of every epoch.")
     batch_size: int
@@ -44,9 +58,12 @@ class DPOJobSpec(BaseModel):
     gradient_checkpointing: bool
     activation_offloading: bool
     logging_steps: int
+    save_every_epoch: bool = True
+    save_total_limit: int | None = None
     seed: int
     trust_remote_code: bool
     num_rows: int
+    num_eval_rows: int = Field(default=0, description="Rows in eval.jsonl; 0: no validation set.")
 
     @property
     def path(self) -> Path:

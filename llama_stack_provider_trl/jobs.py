@@ -53,7 +53,9 @@ class CheckpointRecord(BaseModel):
     epoch: int
     step: int
     path: str
-    train_loss: float | None = None
+    train_loss: float | None = Field(default=None, description="Mean training loss over the epoch that ended here.")
+    eval_loss: float | None = Field(default=None, description="Validation loss at this checkpoint, if there is a set.")
+    perplexity: float | None = Field(default=None, description="Perplexity of the validation set's chosen answers.")
 
 
 class JobRecord(BaseModel):
@@ -71,6 +73,7 @@ class JobRecord(BaseModel):
     total_steps: int | None = None
     epoch: int = 0
     metrics: dict[str, float] = Field(default_factory=dict)
+    eval_metrics: dict[str, float] = Field(default_factory=dict, description="The latest evaluation's metrics.")
     tokens_per_s: float | None = None
     mfu: float | None = None
     padding_share: float | None = None
@@ -247,13 +250,18 @@ class JobManager:
                 record.peak_memory_gib = event["gib"]
             elif kind == "train_summary":
                 record.phase = "saving"
+            elif kind == "eval":
+                record.eval_metrics = event["metrics"]
             elif kind == "checkpoint":
                 record.checkpoints.append(
                     CheckpointRecord(
                         created_at=datetime.fromtimestamp(event["time"], UTC),
-                        **{k: event[k] for k in ("identifier", "epoch", "step", "path", "train_loss")},
+                        **{k: v for k, v in event.items() if k in CheckpointRecord.model_fields},
                     )
                 )
+            elif kind == "checkpoints_removed":  # save_total_limit deleted older epoch checkpoints
+                gone = set(event["identifiers"])
+                record.checkpoints = [c for c in record.checkpoints if c.identifier not in gone]
             elif kind in ("completed", "failed"):
                 running.reported = kind
                 running.reported_error = event.get("error")

@@ -8,14 +8,18 @@ from typing import Any
 
 from llama_stack_provider_trl.config import TrlPostTrainingConfig
 from llama_stack_provider_trl.devices import resolve_device
-from llama_stack_provider_trl.job_spec import TRAIN_DATA_FILE
-from llama_stack_provider_trl.jobs import JobAlreadyExists, JobAlreadyFinished, JobManager, JobNotFound, JobRecord
-from llama_stack_provider_trl.request_validation import (
-    build_job_spec,
-    check_preference_rows,
-    dataset_id_of,
-    job_dir_for,
+from llama_stack_provider_trl.job_spec import EVAL_DATA_FILE, TRAIN_DATA_FILE, DPOJobSpec
+from llama_stack_provider_trl.jobs import (
+    CheckpointRecord,
+    JobAlreadyExists,
+    JobAlreadyFinished,
+    JobManager,
+    JobNotFound,
+    JobRecord,
 )
+from llama_stack_provider_trl.model_files import has_chat_template
+from llama_stack_provider_trl.preference_data import PreferenceDataError, PreferenceRows, check_preference_rows
+from llama_stack_provider_trl.request_validation import build_job_spec, dataset_id_of, job_dir_for
 from llama_stack_provider_trl.stack_api import (
     BadRequestError,
     CancelTrainingJobRequest,
@@ -34,6 +38,7 @@ from llama_stack_provider_trl.stack_api import (
     PostTrainingJob,
     PostTrainingJobArtifactsResponse,
     PostTrainingJobStatusResponse,
+    PostTrainingMetric,
     PreferenceOptimizeRequest,
     SupervisedFineTuneRequest,
 )
@@ -71,10 +76,24 @@ class TrlPostTrainingImpl:
             raise ConflictError(f"job_uuid: a job named '{request.job_uuid}' already exists; choose another job_uuid")
         dataset_id = dataset_id_of(request)
         spec = build_job_spec(request, self.config, job_dir, self.device, num_rows=0)  # every field, before I/O
-        await self.datasets_api.get_dataset(GetDatasetRequest(dataset_id=dataset_id))  # 404 if unknown
-        page = await self.datasetio_api.iterrows(IterRowsRequest(dataset_id=dataset_id, limit=-1))
-        rows = check_preference_rows(dataset_id, page.data)
-        spec = spec.model_copy(update={"num_rows": len(rows)})
+        data_config = request.training_config.data_config
+        data_format = data_config.data_format.value if data_config.data_format else None
+        train = await self._preference_rows(dataset_id, "dataset_id", data_format)
+        evaluation = None
+        if data_config.validation_dataset_id:
+            evaluation = await self._preference_rows(
+                data_config.validation_dataset_id, "validation_dataset_id", data_format
+            )
+            if (evaluation.shape, evaluation.implicit_prompt) != (train.shape, train.implicit_prompt):
+                raise BadRequestError(
+                    f"training_config.data_config.validation_dataset_id: its rows ({evaluation.shape}, fields "
+                    f"{list(evaluation.fields)}) differ from the training rows ({train.shape}, fields "
+                    f"{list(train.fields)}); use one format for both"
+                )
+        _check_chat_template(spec, train)
+        spec = spec.model_copy(
+            update={"num_rows": len(train.rows), "num_eval_rows": len(evaluation.rows) if evaluation else 0}
+        )
 
         try:
             job_dir.mkdir()  # atomic claim of the name: a concurrent request with the same job_uuid gets 409
@@ -85,8 +104,9 @@ class TrlPostTrainingImpl:
             ) from exc
         except OSError as exc:
             raise BadRequestError(f"output_dir: cannot create {job_dir}: {exc}") from exc
-        with (job_dir / TRAIN_DATA_FILE).open("w", encoding="utf-8") as f:
-            f.writelines(json.dumps(row) + "\n" for row in rows)
+        _write_jsonl(job_dir / TRAIN_DATA_FILE, train.rows)
+        if evaluation is not None:
+            _write_jsonl(job_dir / EVAL_DATA_FILE, evaluation.rows)
         spec.write()
         try:
             self.jobs.submit(spec)
@@ -123,6 +143,14 @@ class TrlPostTrainingImpl:
         record = self._get(request.job_uuid)
         return PostTrainingJobArtifactsResponse(job_uuid=record.job_uuid, checkpoints=_checkpoints(record))
 
+    async def _preference_rows(self, dataset_id: str, field: str, data_format: str | None) -> PreferenceRows:
+        await self.datasets_api.get_dataset(GetDatasetRequest(dataset_id=dataset_id))  # 404 if unknown
+        page = await self.datasetio_api.iterrows(IterRowsRequest(dataset_id=dataset_id, limit=-1))
+        try:
+            return check_preference_rows(dataset_id, page.data, data_format)
+        except PreferenceDataError as exc:
+            raise BadRequestError(f"training_config.data_config.{field}: {exc}") from exc
+
     def _get(self, job_uuid: str) -> JobRecord:
         try:
             return self.jobs.get(job_uuid)
@@ -130,9 +158,21 @@ class TrlPostTrainingImpl:
             raise JobNotFoundError(job_uuid) from exc
 
 
+def _check_chat_template(spec: DPOJobSpec, train: PreferenceRows) -> None:
+    if train.shape == "conversational" and has_chat_template(spec.model) is False:
+        raise BadRequestError(
+            f"training_config.data_config.dataset_id: the rows are conversational (lists of messages) but the "
+            f"tokenizer of '{spec.model}' has no chat template to render them; give rows as prompt/chosen/rejected "
+            "strings (data_format 'instruct'), or a model whose tokenizer has a chat template"
+        )
+
+
+def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
+    with path.open("w", encoding="utf-8") as f:
+        f.writelines(json.dumps(row) + "\n" for row in rows)
+
+
 def _checkpoints(record: JobRecord) -> list[Checkpoint]:
-    # training_metrics stays None: PostTrainingMetric requires validation_loss and perplexity, which need a
-    # validation set; the DPO metrics of each step are in resources_allocated["metrics"].
     return [
         Checkpoint(
             identifier=c.identifier,
@@ -140,9 +180,23 @@ def _checkpoints(record: JobRecord) -> list[Checkpoint]:
             epoch=c.epoch,
             post_training_job_id=record.job_uuid,
             path=c.path,
+            training_metrics=_training_metrics(c),
         )
         for c in record.checkpoints
     ]
+
+
+def _training_metrics(checkpoint: CheckpointRecord) -> PostTrainingMetric | None:
+    # PostTrainingMetric requires validation_loss and perplexity: without a validation set there are none, and the
+    # checkpoint's train loss is in resources_allocated["checkpoints"].
+    if checkpoint.train_loss is None or checkpoint.eval_loss is None or checkpoint.perplexity is None:
+        return None
+    return PostTrainingMetric(
+        epoch=checkpoint.epoch,
+        train_loss=checkpoint.train_loss,
+        validation_loss=checkpoint.eval_loss,
+        perplexity=checkpoint.perplexity,
+    )
 
 
 def _resources_allocated(record: JobRecord) -> dict[str, Any]:
@@ -153,17 +207,22 @@ def _resources_allocated(record: JobRecord) -> dict[str, Any]:
         "precision": record.setup.get("precision", spec.precision),
         "optimizer": record.setup.get("optimizer", spec.optimizer),
         "reference_strategy": spec.reference_strategy,
-        "loss_type": spec.loss_type,
+        "loss_type": spec.loss_types,
+        "loss_weights": spec.loss_weights,
         "beta": spec.beta,
+        "lora": spec.lora.model_dump() if spec.lora else None,
         "pid": record.pid,
         "job_dir": spec.job_dir,
         "log_path": str(record.log_path),
         "train_rows": spec.num_rows,
+        "eval_rows": spec.num_eval_rows,
         "step": record.step,
         "total_steps": record.total_steps,
         "epoch": record.epoch,
         "n_epochs": spec.n_epochs,
         "metrics": record.metrics,
+        "eval_metrics": record.eval_metrics,
+        "checkpoints": [c.model_dump(mode="json", exclude={"created_at"}) for c in record.checkpoints],
         "tokens_per_s": record.tokens_per_s,
         "mfu": record.mfu,
         "padding_share": record.padding_share,

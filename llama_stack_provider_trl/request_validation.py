@@ -6,18 +6,20 @@ when the request really sets it: the 0.6.1 schema fills in defaults (dtype bf16,
 max_steps_per_epoch 1, loss_type sigmoid) that a client never asked for.
 """
 
+import importlib.util
 import math
 import re
 from pathlib import Path
 from typing import Any
 
-from llama_stack_provider_trl.config import TrlPostTrainingConfig, check_loss_type
+from pydantic import ValidationError
+
+from llama_stack_provider_trl.config import PER_JOB_FIELDS, TrlPostTrainingConfig, check_loss_type
 from llama_stack_provider_trl.devices import check_precision
-from llama_stack_provider_trl.job_spec import DPOJobSpec, Precision, ReferenceStrategy
+from llama_stack_provider_trl.job_spec import DPOJobSpec, LoraSpec, Precision, ReferenceStrategy
 from llama_stack_provider_trl.stack_api import BadRequestError, PreferenceOptimizeRequest
 
 JOB_UUID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-PREFERENCE_FIELDS = ("prompt", "chosen", "rejected")
 # Fewer distinct batch shapes on a GPU; on a CPU padding is pure waste.
 AUTO_PAD_MULTIPLE_CUDA = 128
 _DTYPES: dict[str, Precision] = {
@@ -71,6 +73,25 @@ def _positive_float(field: str, value: float) -> float:
     return value
 
 
+def job_config(config: TrlPostTrainingConfig, overrides: dict[str, Any] | None) -> TrlPostTrainingConfig:
+    """The provider config with the request's per-job overrides (hyperparam_search_config) applied."""
+    if not overrides:
+        return config
+    unknown = sorted(set(overrides) - PER_JOB_FIELDS)
+    if unknown:
+        raise _bad(
+            "hyperparam_search_config",
+            f"unknown or not per-job keys {unknown}; a job may override: {', '.join(sorted(PER_JOB_FIELDS))}",
+        )
+    try:
+        return TrlPostTrainingConfig.model_validate({**config.model_dump(), **overrides})
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in error['loc']) or 'value'}: {error['msg']}" for error in exc.errors()
+        )
+        raise _bad("hyperparam_search_config", problems) from exc
+
+
 def _check_model(model: str) -> str:
     if not model or not model.strip():
         raise _bad("finetuned_model", "is empty; give a Hugging Face model id or a local model directory")
@@ -80,6 +101,32 @@ def _check_model(model: str) -> str:
             raise _bad("finetuned_model", f"local model directory '{model}' does not exist")
         return str(local.resolve())
     return model
+
+
+def _reference_strategy(config: TrlPostTrainingConfig) -> ReferenceStrategy:
+    if not config.use_reference_model:
+        return "precomputed_log_probs"
+    return "adapters_disabled" if config.use_lora else "frozen_copy"
+
+
+def _lora(config: TrlPostTrainingConfig, device: str) -> LoraSpec | None:
+    if not config.use_lora:
+        return None
+    if config.qlora:
+        if not device.startswith("cuda"):
+            raise _bad(
+                "hyperparam_search_config.qlora", f"4-bit QLoRA needs a CUDA device, this server trains on {device}"
+            )
+        if importlib.util.find_spec("bitsandbytes") is None:
+            raise _bad("hyperparam_search_config.qlora", "4-bit QLoRA needs bitsandbytes: pip install bitsandbytes")
+    return LoraSpec(
+        rank=config.lora_rank,
+        alpha=config.lora_alpha,
+        dropout=config.lora_dropout,
+        target_modules=config.lora_target_modules,
+        quantize_4bit=config.qlora,
+        merge_adapter=config.merge_adapter,
+    )
 
 
 def _precision(request: PreferenceOptimizeRequest, config: TrlPostTrainingConfig, device: str) -> Precision:
@@ -103,14 +150,22 @@ def _pad_multiple(config: TrlPostTrainingConfig, device: str) -> int | None:
     return config.pad_to_multiple_of
 
 
-def _loss_type(request: PreferenceOptimizeRequest, config: TrlPostTrainingConfig) -> str:
+def _losses(request: PreferenceOptimizeRequest, config: TrlPostTrainingConfig) -> tuple[list[str], list[float] | None]:
+    """(TRL loss_type list, loss_weights): the request's single loss wins over the config's list."""
     algorithm = request.algorithm_config
     if "loss_type" not in algorithm.model_fields_set:
-        return config.dpo_loss_type
+        return config.loss_types, config.loss_weights
     try:
-        return check_loss_type(algorithm.loss_type.value)
+        loss = check_loss_type(algorithm.loss_type.value)
     except ValueError as exc:
         raise _bad("algorithm_config.loss_type", str(exc)) from exc
+    overrides = request.hyperparam_search_config or {}
+    if "dpo_loss_type" in overrides and config.loss_types != [loss]:
+        raise _bad(
+            "algorithm_config.loss_type",
+            f"'{loss}' conflicts with hyperparam_search_config.dpo_loss_type {config.loss_types}; set only one",
+        )
+    return [loss], None
 
 
 def _reject_unsupported(request: PreferenceOptimizeRequest) -> None:
@@ -123,20 +178,10 @@ def _reject_unsupported(request: PreferenceOptimizeRequest) -> None:
             "training_config.data_config.train_on_input",
             "DPO scores completions only; there is no loss on the prompt to turn on. Set false",
         )
-    if data is not None and data.validation_dataset_id:
-        raise _bad(
-            "training_config.data_config.validation_dataset_id",
-            "validation sets are not supported by this provider yet; leave it unset",
-        )
     if efficiency is not None and (efficiency.memory_efficient_fsdp_wrap or efficiency.fsdp_cpu_offload):
         raise _bad(
             "training_config.efficiency_config",
             "FSDP options do not apply: this provider trains on a single device. Set them false",
-        )
-    if request.hyperparam_search_config:
-        raise _bad(
-            "hyperparam_search_config",
-            f"no keys are supported yet (got {sorted(request.hyperparam_search_config)}); send {{}}",
         )
     if request.logger_config:
         raise _bad(
@@ -147,19 +192,20 @@ def _reject_unsupported(request: PreferenceOptimizeRequest) -> None:
 
 def build_job_spec(
     request: PreferenceOptimizeRequest,
-    config: TrlPostTrainingConfig,
+    provider_config: TrlPostTrainingConfig,
     job_dir: Path,
     device: str,
     num_rows: int,
 ) -> DPOJobSpec:
-    """Resolve every hyperparameter from the request and the provider config."""
+    """Resolve every hyperparameter from the request, its per-job overrides and the provider config."""
     _reject_unsupported(request)
+    config = job_config(provider_config, request.hyperparam_search_config)
     training = request.training_config
     data = training.data_config
     assert data is not None, "dataset_id_of() checks data_config first"
     optimizer = training.optimizer_config
     efficiency = training.efficiency_config
-    reference: ReferenceStrategy = "frozen_copy" if config.use_reference_model else "precomputed_log_probs"
+    loss_types, loss_weights = _losses(request, config)
 
     gradient_checkpointing = config.gradient_checkpointing
     if efficiency is not None and "enable_activation_checkpointing" in efficiency.model_fields_set:
@@ -176,8 +222,10 @@ def build_job_spec(
         device=device,
         precision=_precision(request, config, device),
         beta=_positive_float("algorithm_config.beta", request.algorithm_config.beta),
-        loss_type=_loss_type(request, config),
-        reference_strategy=reference,
+        loss_types=loss_types,
+        loss_weights=loss_weights,
+        reference_strategy=_reference_strategy(config),
+        lora=_lora(config, device),
         n_epochs=_positive_int("training_config.n_epochs", training.n_epochs),
         max_steps_per_epoch=max_steps_per_epoch,
         batch_size=_positive_int("training_config.data_config.batch_size", data.batch_size),
@@ -201,6 +249,8 @@ def build_job_spec(
         gradient_checkpointing=gradient_checkpointing,
         activation_offloading=bool(efficiency and efficiency.enable_activation_offloading),
         logging_steps=config.logging_steps,
+        save_every_epoch=config.save_every_epoch,
+        save_total_limit=config.save_total_limit,
         seed=config.seed,
         trust_remote_code=config.trust_remote_code,
         num_rows=num_rows,
@@ -215,27 +265,3 @@ def dataset_id_of(request: PreferenceOptimizeRequest) -> str:
             "is required: give dataset_id (a dataset registered with purpose post-training/messages) and batch_size",
         )
     return data.dataset_id
-
-
-def check_preference_rows(dataset_id: str, rows: list[dict[str, Any]]) -> list[dict[str, str]]:
-    """Every row needs non-empty prompt, chosen and rejected strings; return just those fields."""
-    if not rows:
-        raise _bad("training_config.data_config.dataset_id", f"dataset '{dataset_id}' has no rows")
-    clean = []
-    for index, row in enumerate(rows):
-        for field in PREFERENCE_FIELDS:
-            value = row.get(field)
-            if value is None or (isinstance(value, float) and math.isnan(value)):  # pandas fills gaps with NaN
-                raise _bad(
-                    f"dataset '{dataset_id}' row {index}",
-                    f"field '{field}' is missing; every row needs prompt, chosen and rejected strings",
-                )
-            if not isinstance(value, str):
-                raise _bad(
-                    f"dataset '{dataset_id}' row {index}",
-                    f"field '{field}' must be a string, got {type(value).__name__}",
-                )
-            if not value.strip():
-                raise _bad(f"dataset '{dataset_id}' row {index}", f"field '{field}' is empty")
-        clean.append({field: row[field] for field in PREFERENCE_FIELDS})
-    return clean

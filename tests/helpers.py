@@ -1,11 +1,15 @@
+import json
 import time
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from llama_stack_client import LlamaStackClient
 
 from llama_stack_provider_trl.demo.requests import dpo_request
+from llama_stack_provider_trl.job_spec import EVAL_DATA_FILE, EVENTS_FILE, TRAIN_DATA_FILE, DPOJobSpec
+from llama_stack_provider_trl.recipes.dpo_training_single_device import main as recipe_main
 
 __all__ = ["dpo_request"]
 
@@ -48,3 +52,57 @@ def process_gone(pid: int) -> bool:
             return f.read().split(") ", 1)[1].startswith("Z")
     except FileNotFoundError:
         return True
+
+
+def run_recipe(
+    tmp_path: Path,
+    model: Path,
+    rows: list[dict[str, Any]],
+    eval_rows: list[dict[str, Any]] | None = None,
+    **overrides: Any,
+) -> list[dict[str, Any]]:
+    """Run the training recipe in this process on a job directory under ``tmp_path``; return its events."""
+    job_dir = tmp_path / "job"
+    job_dir.mkdir(parents=True)
+    (job_dir / TRAIN_DATA_FILE).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    if eval_rows:
+        (job_dir / EVAL_DATA_FILE).write_text("".join(json.dumps(r) + "\n" for r in eval_rows))
+    fields: dict[str, Any] = {
+        "job_uuid": "job",
+        "model": str(model),
+        "job_dir": str(job_dir),
+        "device": "cpu",
+        "precision": "auto",
+        "beta": 0.1,
+        "loss_types": ["sigmoid"],
+        "reference_strategy": "frozen_copy",
+        "n_epochs": 1,
+        "max_steps_per_epoch": None,
+        "batch_size": 4,
+        "gradient_accumulation_steps": 1,
+        "shuffle": False,
+        "learning_rate": 5e-3,
+        "weight_decay": 0.0,
+        "warmup_steps": 0,
+        "optimizer": "adamw",
+        "max_seq_length": 128,
+        "gradient_checkpointing": False,
+        "activation_offloading": False,
+        "logging_steps": 1,
+        "seed": 0,
+        "trust_remote_code": False,
+        "num_rows": len(rows),
+        "num_eval_rows": len(eval_rows or []),
+    }
+    DPOJobSpec(**{**fields, **overrides}).write()
+    assert recipe_main(["recipe", str(job_dir)]) == 0, (job_dir / EVENTS_FILE).read_text()
+    return [json.loads(line) for line in (job_dir / EVENTS_FILE).read_text().splitlines()]
+
+
+def events_of(events: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [e for e in events if e["event"] == kind]
+
+
+def final_checkpoint(events: list[dict[str, Any]]) -> dict[str, Any]:
+    [final] = [e for e in events_of(events, "checkpoint") if e["identifier"] == "job-final"]
+    return final

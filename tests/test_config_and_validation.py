@@ -7,7 +7,7 @@ import pytest
 from pydantic import ValidationError
 
 from llama_stack_provider_trl.config import TRL_DPO_LOSS_TYPES, TrlPostTrainingConfig
-from llama_stack_provider_trl.request_validation import build_job_spec, check_preference_rows, job_dir_for
+from llama_stack_provider_trl.request_validation import build_job_spec, job_dir_for
 from llama_stack_provider_trl.stack_api import BadRequestError, PreferenceOptimizeRequest
 
 from helpers import dpo_request
@@ -52,7 +52,7 @@ def test_schema_defaults_do_not_override_the_provider_config(tmp_path: Path) -> 
     spec = _spec(tmp_path, config, max_steps_per_epoch=None, algorithm_config={"beta": 0.3})
     # the request did not set dtype, loss_type, max_steps_per_epoch or activation checkpointing
     assert spec.precision == "fp32"
-    assert spec.loss_type == "ipo"
+    assert spec.loss_types == ["ipo"]
     assert spec.max_steps_per_epoch is None
     assert spec.gradient_checkpointing is True
     assert spec.beta == 0.3
@@ -69,7 +69,7 @@ def test_request_values_win_when_the_request_sets_them(tmp_path: Path) -> None:
         gradient_accumulation_steps=3,
         efficiency_config={"enable_activation_checkpointing": False, "enable_activation_offloading": True},
     )
-    assert (spec.loss_type, spec.precision, spec.max_steps_per_epoch) == ("hinge", "bf16", 2)
+    assert (spec.loss_types, spec.precision, spec.max_steps_per_epoch) == (["hinge"], "bf16", 2)
     assert spec.gradient_accumulation_steps == 3
     assert spec.gradient_checkpointing is False and spec.activation_offloading is True
 
@@ -114,14 +114,11 @@ def test_options_a_single_device_dpo_run_cannot_honour_are_rejected(
         _spec(tmp_path, **overrides)
 
 
-def test_free_form_configs_must_be_empty(tmp_path: Path) -> None:
-    for key in ("hyperparam_search_config", "logger_config"):
-        request = dpo_request("job", "org/model", "ds")
-        request[key] = {"anything": 1}
-        with pytest.raises(BadRequestError, match=key):
-            build_job_spec(
-                PreferenceOptimizeRequest.model_validate(request), TrlPostTrainingConfig(), tmp_path, "cpu", 1
-            )
+def test_logger_config_must_be_empty(tmp_path: Path) -> None:
+    request = dpo_request("job", "org/model", "ds")
+    request["logger_config"] = {"anything": 1}
+    with pytest.raises(BadRequestError, match="logger_config"):
+        build_job_spec(PreferenceOptimizeRequest.model_validate(request), TrlPostTrainingConfig(), tmp_path, "cpu", 1)
 
 
 def test_job_dir_stays_inside_the_output_root(tmp_path: Path) -> None:
@@ -131,6 +128,79 @@ def test_job_dir_stays_inside_the_output_root(tmp_path: Path) -> None:
             job_dir_for(tmp_path.resolve(), bad)
 
 
-def test_rows_keep_only_the_preference_fields() -> None:
-    rows = [{"prompt": "p", "chosen": "c", "rejected": "r", "extra": 1}]
-    assert check_preference_rows("ds", rows) == [{"prompt": "p", "chosen": "c", "rejected": "r"}]
+def _with_overrides(tmp_path: Path, overrides: dict[str, Any], config: TrlPostTrainingConfig | None = None, **kw: Any):
+    request = dpo_request("job", "org/model", "ds", **kw)
+    request["hyperparam_search_config"] = overrides
+    return build_job_spec(
+        PreferenceOptimizeRequest.model_validate(request), config or TrlPostTrainingConfig(), tmp_path, "cpu", 1
+    )
+
+
+def test_per_job_overrides_set_lora_and_checkpointing_for_that_job_only(tmp_path: Path) -> None:
+    config = TrlPostTrainingConfig()
+    spec = _with_overrides(
+        tmp_path,
+        {
+            "use_lora": True,
+            "lora_rank": 4,
+            "lora_target_modules": ["q_proj"],
+            "merge_adapter": True,
+            "save_total_limit": 2,
+        },
+        config,
+    )
+    assert spec.lora is not None
+    assert (spec.lora.rank, spec.lora.target_modules, spec.lora.merge_adapter) == (4, ["q_proj"], True)
+    assert spec.save_total_limit == 2
+    assert spec.reference_strategy == "adapters_disabled"  # the base model with adapters off: no second copy
+    assert config.use_lora is False and _spec(tmp_path, config).lora is None
+
+
+def test_reference_strategy_follows_use_reference_model_and_lora(tmp_path: Path) -> None:
+    cases = {
+        (True, False): "frozen_copy",
+        (True, True): "adapters_disabled",
+        (False, False): "precomputed_log_probs",
+        (False, True): "precomputed_log_probs",
+    }
+    for (use_reference_model, use_lora), strategy in cases.items():
+        spec = _with_overrides(tmp_path, {"use_reference_model": use_reference_model, "use_lora": use_lora})
+        assert spec.reference_strategy == strategy
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"learning_rat": 1e-5}, r"unknown or not per-job keys \['learning_rat'\]"),
+        ({"output_dir": "/tmp/elsewhere"}, "output_dir"),
+        ({"trust_remote_code": True}, "trust_remote_code"),
+        ({"lora_rank": 0}, "lora_rank: Input should be greater than or equal to 1"),
+        ({"lora_dropout": 1.5}, "lora_dropout"),
+        ({"use_lora": "maybe"}, "use_lora"),
+        ({"dpo_loss_type": ["sigmoid", "kto_pair"]}, "kto_pair"),
+        ({"dpo_loss_type": ["sigmoid", "sft"], "loss_weights": [1.0]}, "one weight per loss"),
+        ({"merge_adapter": True}, "set use_lora true"),
+        ({"qlora": True}, "set use_lora true"),
+        ({"use_lora": True, "qlora": True}, "QLoRA needs a CUDA device"),
+    ],
+)
+def test_bad_per_job_overrides_are_400_naming_the_key(tmp_path: Path, overrides: dict[str, Any], message: str) -> None:
+    with pytest.raises(BadRequestError, match=message) as raised:
+        _with_overrides(tmp_path, overrides)
+    assert "hyperparam_search_config" in str(raised.value)
+
+
+def test_a_list_of_losses_with_weights_comes_from_config_or_overrides(tmp_path: Path) -> None:
+    config = TrlPostTrainingConfig(dpo_loss_type=["sigmoid", "sft"], loss_weights=[1.0, 0.5])
+    spec = _spec(tmp_path, config, algorithm_config={"beta": 0.1})  # the request sets no loss_type
+    assert (spec.loss_types, spec.loss_weights) == (["sigmoid", "sft"], [1.0, 0.5])
+    spec = _with_overrides(tmp_path, {"dpo_loss_type": ["ipo", "sft"]}, algorithm_config={"beta": 0.1})
+    assert (spec.loss_types, spec.loss_weights) == (["ipo", "sft"], None)
+
+
+def test_the_request_loss_type_wins_over_the_config_list(tmp_path: Path) -> None:
+    config = TrlPostTrainingConfig(dpo_loss_type=["sigmoid", "sft"], loss_weights=[1.0, 0.5])
+    spec = _spec(tmp_path, config, algorithm_config={"beta": 0.1, "loss_type": "hinge"})
+    assert (spec.loss_types, spec.loss_weights) == (["hinge"], None)
+    with pytest.raises(BadRequestError, match=r"conflicts with hyperparam_search_config\.dpo_loss_type"):
+        _with_overrides(tmp_path, {"dpo_loss_type": "ipo"}, algorithm_config={"beta": 0.1, "loss_type": "hinge"})

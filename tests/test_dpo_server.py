@@ -4,7 +4,10 @@ from pathlib import Path
 
 import torch
 from llama_stack_client import LlamaStackClient
+from peft import AutoPeftModelForCausalLM
 from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from llama_stack_provider_trl.demo.toy_data import as_conversations
 
 from helpers import dpo_request, process_gone, register_rows, unique, wait_final, wait_for
 
@@ -41,10 +44,17 @@ def test_dpo_job_completes_with_a_checkpoint_that_loads_with_changed_weights(
     assert resources["peak_memory_gib"] > 0
     assert Path(resources["log_path"]).is_file()
 
-    [checkpoint] = status.checkpoints
+    # one checkpoint per epoch, then the final model; no validation set, so no training_metrics
+    assert [c.identifier for c in status.checkpoints] == [
+        f"{job_uuid}-epoch-1",
+        f"{job_uuid}-epoch-2",
+        f"{job_uuid}-final",
+    ]
+    checkpoint = status.checkpoints[-1]
     assert checkpoint.epoch == 2 and checkpoint.post_training_job_id == job_uuid
+    assert checkpoint.training_metrics is None
     artifacts = client.alpha.post_training.job.artifacts(job_uuid=job_uuid)
-    assert [c.path for c in artifacts.checkpoints] == [checkpoint.path]
+    assert [c.path for c in artifacts.checkpoints] == [c.path for c in status.checkpoints]
     assert job_uuid in {j.job_uuid for j in client.alpha.post_training.job.list()}
 
     trained = AutoModelForCausalLM.from_pretrained(checkpoint.path)
@@ -98,3 +108,45 @@ def test_failing_training_process_is_reported_with_its_error(
     assert "no-such-org/no-such-model" in error
     assert "last lines of" in error  # the log tail comes with it
     assert status.checkpoints == []
+
+
+def test_lora_job_on_conversational_rows_with_a_validation_set_reports_eval_metrics_per_checkpoint(
+    client: LlamaStackClient, tiny_model: Path, preference_rows: list[dict[str, str]]
+) -> None:
+    train = register_rows(client, as_conversations(preference_rows[:16]))
+    validation = register_rows(client, as_conversations(preference_rows[16:]))
+    job_uuid = unique("lora")
+    client.alpha.post_training.preference_optimize(
+        **dpo_request(
+            job_uuid,
+            tiny_model,
+            train,
+            n_epochs=2,
+            max_steps_per_epoch=2,
+            lr=5e-2,
+            data_format="dialog",
+            validation_dataset_id=validation,
+            hyperparam_search_config={"use_lora": True, "lora_rank": 4, "merge_adapter": True},
+        )
+    )
+    status = wait_final(client, job_uuid)
+    resources = status.resources_allocated
+    assert status.status == "completed", resources["error"]
+    assert resources["reference_strategy"] == "adapters_disabled"
+    assert resources["lora"]["rank"] == 4 and resources["eval_rows"] == 8
+    assert "eval_loss" in resources["eval_metrics"]
+
+    artifacts = client.alpha.post_training.job.artifacts(job_uuid=job_uuid).checkpoints
+    assert [c.identifier for c in artifacts] == [
+        f"{job_uuid}-epoch-1",
+        f"{job_uuid}-epoch-2",
+        f"{job_uuid}-final",
+        f"{job_uuid}-final-merged",
+    ]
+    assert [c.epoch for c in artifacts] == [1, 2, 2, 2]
+    for checkpoint in artifacts:
+        metrics = checkpoint.training_metrics
+        assert metrics is not None and metrics.epoch == checkpoint.epoch
+        assert metrics.validation_loss > 0 and metrics.perplexity > 1 and metrics.train_loss > 0
+    assert AutoPeftModelForCausalLM.from_pretrained(artifacts[2].path) is not None
+    assert AutoModelForCausalLM.from_pretrained(artifacts[3].path).config.vocab_size > 0

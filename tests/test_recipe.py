@@ -2,53 +2,14 @@
 
 import json
 from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from llama_stack_provider_trl.job_spec import EVENTS_FILE, TRAIN_DATA_FILE, DPOJobSpec
-from llama_stack_provider_trl.recipes.dpo_training_single_device import main
+from llama_stack_provider_trl.job_spec import EVENTS_FILE
 
-
-def _run(tmp_path: Path, model: Path, rows: list[dict[str, str]], **overrides: Any) -> list[dict[str, Any]]:
-    job_dir = tmp_path / "job"
-    job_dir.mkdir(parents=True)
-    (job_dir / TRAIN_DATA_FILE).write_text("".join(json.dumps(r) + "\n" for r in rows))
-    fields: dict[str, Any] = {
-        "job_uuid": "job",
-        "model": str(model),
-        "job_dir": str(job_dir),
-        "device": "cpu",
-        "precision": "auto",
-        "beta": 0.1,
-        "loss_type": "sigmoid",
-        "reference_strategy": "frozen_copy",
-        "n_epochs": 1,
-        "max_steps_per_epoch": None,
-        "batch_size": 4,
-        "gradient_accumulation_steps": 1,
-        "shuffle": False,
-        "learning_rate": 5e-3,
-        "weight_decay": 0.0,
-        "warmup_steps": 0,
-        "optimizer": "adamw",
-        "max_seq_length": 128,
-        "gradient_checkpointing": False,
-        "activation_offloading": False,
-        "logging_steps": 1,
-        "seed": 0,
-        "trust_remote_code": False,
-        "num_rows": len(rows),
-    }
-    DPOJobSpec(**{**fields, **overrides}).write()
-    assert main(["recipe", str(job_dir)]) == 0, (job_dir / EVENTS_FILE).read_text()
-    return [json.loads(line) for line in (job_dir / EVENTS_FILE).read_text().splitlines()]
-
-
-def _of(events: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
-    return [e for e in events if e["event"] == kind]
+from helpers import events_of, final_checkpoint, run_recipe
 
 
 def _weights_changed(checkpoint: str, base: Path) -> bool:
@@ -61,40 +22,40 @@ def _weights_changed(checkpoint: str, base: Path) -> bool:
 def test_full_epochs_when_no_step_limit_and_auto_precision_is_fp32_on_cpu(
     tmp_path: Path, tiny_model: Path, preference_rows: list[dict[str, str]]
 ) -> None:
-    events = _run(tmp_path, tiny_model, preference_rows, n_epochs=2, batch_size=4, gradient_accumulation_steps=2)
-    [setup] = _of(events, "setup_done")
+    events = run_recipe(tmp_path, tiny_model, preference_rows, n_epochs=2, batch_size=4, gradient_accumulation_steps=2)
+    [setup] = events_of(events, "setup_done")
     assert setup["precision"] == "fp32"
     # 24 rows / batch 4 = 6 batches; 2 batches per optimizer step = 3 steps per epoch
     assert (setup["steps_per_epoch"], setup["total_steps"]) == (3, 6)
-    assert [e["step"] for e in _of(events, "epoch_end")] == [3, 6]
+    assert [e["step"] for e in events_of(events, "epoch_end")] == [3, 6]
     assert events[-1]["event"] == "completed"
 
 
 def test_precomputed_reference_log_probs_train_without_a_second_model(
     tmp_path: Path, tiny_model: Path, preference_rows: list[dict[str, str]]
 ) -> None:
-    events = _run(tmp_path, tiny_model, preference_rows, reference_strategy="precomputed_log_probs")
-    metrics = _of(events, "metrics")
+    events = run_recipe(tmp_path, tiny_model, preference_rows, reference_strategy="precomputed_log_probs")
+    metrics = events_of(events, "metrics")
     assert metrics[-1]["metrics"]["rewards/margins"] > 0
-    [checkpoint] = _of(events, "checkpoint")
-    assert _weights_changed(checkpoint["path"], tiny_model)
+    assert _weights_changed(final_checkpoint(events)["path"], tiny_model)
 
 
 @pytest.mark.parametrize(("optimizer", "torch_class"), [("adam", "Adam"), ("sgd", "SGD"), ("adamw", "AdamW")])
 def test_each_request_optimizer_trains(
     tmp_path: Path, tiny_model: Path, preference_rows: list[dict[str, str]], optimizer: str, torch_class: str
 ) -> None:
-    events = _run(tmp_path, tiny_model, preference_rows, optimizer=optimizer, learning_rate=1e-2, max_steps_per_epoch=2)
-    assert _of(events, "training_started")[0]["optimizer"] == torch_class
-    assert _of(events, "setup_done")[0]["total_steps"] == 2
-    [checkpoint] = _of(events, "checkpoint")
-    assert _weights_changed(checkpoint["path"], tiny_model)
+    events = run_recipe(
+        tmp_path, tiny_model, preference_rows, optimizer=optimizer, learning_rate=1e-2, max_steps_per_epoch=2
+    )
+    assert events_of(events, "training_started")[0]["optimizer"] == torch_class
+    assert events_of(events, "setup_done")[0]["total_steps"] == 2
+    assert _weights_changed(final_checkpoint(events)["path"], tiny_model)
 
 
 def test_a_recipe_failure_is_reported_as_an_event(tmp_path: Path, preference_rows: list[dict[str, str]]) -> None:
     with pytest.raises(AssertionError):
-        _run(tmp_path, tmp_path / "missing-model", preference_rows)
-    [failed] = _of([json.loads(x) for x in (tmp_path / "job" / EVENTS_FILE).read_text().splitlines()], "failed")
+        run_recipe(tmp_path, tmp_path / "missing-model", preference_rows)
+    [failed] = events_of([json.loads(x) for x in (tmp_path / "job" / EVENTS_FILE).read_text().splitlines()], "failed")
     assert "missing-model" in failed["error"]
 
 
@@ -104,7 +65,7 @@ def test_length_grouping_cuts_padding_and_padding_to_a_multiple_adds_it(tmp_path
         for i in range(48)
     ]
     runs = {
-        name: _of(_run(tmp_path / name, tiny_model, rows, shuffle=True, **options), "metrics")[-1]
+        name: events_of(run_recipe(tmp_path / name, tiny_model, rows, shuffle=True, **options), "metrics")[-1]
         for name, options in {
             "random": {"group_by_length": False},
             "grouped": {"group_by_length": True},

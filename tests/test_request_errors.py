@@ -1,5 +1,7 @@
 """Bad requests are answered at request time with the right HTTP code and a message naming the field."""
 
+import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -9,6 +11,7 @@ import pytest
 from llama_stack_client import LlamaStackClient
 
 from llama_stack_provider_trl.demo.stack_server import StackServer
+from llama_stack_provider_trl.demo.toy_data import as_conversations, with_implicit_prompt
 
 from helpers import dpo_request, register_rows, unique, wait_final
 
@@ -85,7 +88,11 @@ def test_unsafe_job_uuid_is_400_and_creates_nothing(
             [{"prompt": "p", "chosen": "c", "rejected": "r"}] * 2 + [{"prompt": 5, "chosen": "c", "rejected": "r"}],
             "row 2: field 'prompt' must be a string",
         ),
-        ([{"question": "p", "answer": "c"}], "row 0: field 'prompt' is missing"),
+        ([{"question": "p", "answer": "c"}], "row 0: field 'chosen' is missing"),
+        (
+            [{"prompt": [{"role": "user", "content": "p"}], "chosen": "c", "rejected": "r"}],
+            "row 0: field 'prompt' is a list of messages but the dataset's rows are standard",
+        ),
     ],
 )
 def test_malformed_rows_are_400_naming_row_and_field(
@@ -130,3 +137,41 @@ def test_a_400_keeps_the_keep_alive_connection(stack: StackServer, tiny_model: P
             assert "n_epochs" in response.json()["error"]["message"]
             sockets.append(response.extensions["network_stream"].get_extra_info("socket").getsockname())
     assert sockets[0] == sockets[1]  # the second request reused the first request's connection
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"lora_rnak": 8}, r"hyperparam_search_config: unknown or not per-job keys \['lora_rnak'\]"),
+        ({"use_lora": True, "lora_rank": -1}, "hyperparam_search_config: lora_rank"),
+        ({"use_lora": True, "qlora": True}, "hyperparam_search_config.qlora: 4-bit QLoRA needs a CUDA device"),
+        ({"device": "cuda"}, "not per-job keys"),
+    ],
+)
+def test_bad_per_job_overrides_are_400_naming_the_key(
+    client: LlamaStackClient, tiny_model: Path, dataset_id: str, overrides: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(llama_stack_client.BadRequestError, match=message):
+        _optimize(client, dpo_request(unique("j"), tiny_model, dataset_id, hyperparam_search_config=overrides))
+
+
+def test_conversational_rows_for_a_tokenizer_without_chat_template_are_400(
+    client: LlamaStackClient, tiny_model: Path, preference_rows: list[dict[str, str]], tmp_path: Path
+) -> None:
+    plain = tmp_path / "no-template"
+    shutil.copytree(tiny_model, plain)
+    (plain / "chat_template.jinja").unlink(missing_ok=True)
+    tokenizer_config = json.loads((plain / "tokenizer_config.json").read_text())
+    tokenizer_config.pop("chat_template", None)
+    (plain / "tokenizer_config.json").write_text(json.dumps(tokenizer_config))
+    dataset_id = register_rows(client, as_conversations(preference_rows[:4]))
+    with pytest.raises(llama_stack_client.BadRequestError, match="has no chat template"):
+        _optimize(client, dpo_request(unique("j"), plain, dataset_id, data_format="dialog"))
+
+
+def test_a_validation_set_in_another_format_is_400(
+    client: LlamaStackClient, tiny_model: Path, dataset_id: str, preference_rows: list[dict[str, str]]
+) -> None:
+    validation = register_rows(client, with_implicit_prompt(preference_rows[:4]))
+    with pytest.raises(llama_stack_client.BadRequestError, match="validation_dataset_id: its rows"):
+        _optimize(client, dpo_request(unique("j"), tiny_model, dataset_id, validation_dataset_id=validation))

@@ -13,13 +13,28 @@ def dpo_request(
     max_steps_per_epoch: int | None = 3,
     batch_size: int = 4,
     lr: float = 5e-3,
+    data_format: str = "instruct",
+    validation_dataset_id: str | None = None,
     algorithm_config: dict[str, Any] | None = None,
+    hyperparam_search_config: dict[str, Any] | None = None,
     **training_overrides: Any,
 ) -> dict[str, Any]:
-    """Keyword arguments for client.alpha.post_training.preference_optimize."""
+    """Keyword arguments for client.alpha.post_training.preference_optimize.
+
+    ``data_format``: instruct for prompt/chosen/rejected strings, dialog for lists of messages.
+    ``hyperparam_search_config``: per-job overrides of the provider config (e.g. use_lora, lora_rank).
+    """
+    data_config: dict[str, Any] = {
+        "dataset_id": dataset_id,
+        "batch_size": batch_size,
+        "shuffle": True,
+        "data_format": data_format,
+    }
+    if validation_dataset_id is not None:
+        data_config["validation_dataset_id"] = validation_dataset_id
     training_config: dict[str, Any] = {
         "n_epochs": n_epochs,
-        "data_config": {"dataset_id": dataset_id, "batch_size": batch_size, "shuffle": True, "data_format": "instruct"},
+        "data_config": data_config,
         "optimizer_config": {
             "optimizer_type": "adamw",
             "lr": lr,
@@ -35,6 +50,6 @@ def dpo_request(
         "finetuned_model": str(model),
         "algorithm_config": algorithm_config or {"beta": 0.1, "loss_type": "sigmoid"},
         "training_config": training_config,
-        "hyperparam_search_config": {},
+        "hyperparam_search_config": hyperparam_search_config or {},
         "logger_config": {},
     }

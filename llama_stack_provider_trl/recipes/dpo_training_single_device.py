@@ -4,9 +4,12 @@ The provider runs this file as its own OS process, one per job:
 
     python -m llama_stack_provider_trl.recipes.dpo_training_single_device <job_dir>
 
-It reads ``<job_dir>/job.json`` (a DPOJobSpec), trains, saves the final model and tokenizer under
-``<job_dir>/checkpoints/``, and reports progress as JSON lines in ``<job_dir>/events.jsonl``.
-Exit code 0 means completed; anything else means failed, with the reason in the last event.
+It reads ``<job_dir>/job.json`` (a DPOJobSpec) and the rows in ``train.jsonl`` (and ``eval.jsonl``),
+trains, saves an HF Trainer checkpoint at the end of every epoch (``checkpoints/checkpoint-<step>``) and
+the final model (``checkpoints/final``; with LoRA the adapter, plus ``checkpoints/final-merged`` when
+asked), each with its tokenizer and chat template, and reports progress as JSON lines in
+``<job_dir>/events.jsonl``. Exit code 0 means completed; anything else means failed, with the reason in
+the last event.
 """
 
 import gc
@@ -19,13 +22,21 @@ from typing import Any
 
 import torch
 from datasets import Dataset
-from torch.utils.data import Sampler
+from peft import LoraConfig, PeftModel, prepare_model_for_kbit_training
+from torch.utils.data import Sampler, SequentialSampler
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, TrainerCallback
 from trl import DPOConfig, DPOTrainer
 
 from llama_stack_provider_trl.devices import resolve_auto_precision
 from llama_stack_provider_trl.events import EventWriter
-from llama_stack_provider_trl.job_spec import CHECKPOINTS_DIR, EVENTS_FILE, TRAIN_DATA_FILE, DPOJobSpec
+from llama_stack_provider_trl.job_spec import (
+    CHECKPOINTS_DIR,
+    EVAL_DATA_FILE,
+    EVENTS_FILE,
+    TRAIN_DATA_FILE,
+    DPOJobSpec,
+    LoraSpec,
+)
 from llama_stack_provider_trl.sampling import PairLengthGroupedSampler, pair_lengths
 from llama_stack_provider_trl.throughput import (
     PaddingCounter,
@@ -40,7 +51,7 @@ from llama_stack_provider_trl.throughput import (
 class _ProviderDPOTrainer(DPOTrainer):
     """DPOTrainer with two changes: the learning-rate schedule spans the steps that will really run (with
     ``max_steps_per_epoch`` each epoch stops early, so Trainer's own count is too large), and length
-    grouping batches preference pairs of similar length (PairLengthGroupedSampler)."""
+    grouping batches preference pairs of similar length (PairLengthGroupedSampler) in training only."""
 
     def __init__(self, *args: Any, total_steps: int, **kwargs: Any) -> None:
         self._total_steps = total_steps
@@ -52,6 +63,9 @@ class _ProviderDPOTrainer(DPOTrainer):
         batch = self.args.train_batch_size * self.args.gradient_accumulation_steps
         return PairLengthGroupedSampler(pair_lengths(self.train_dataset), batch, seed=self.args.seed)
 
+    def _get_eval_sampler(self, eval_dataset: Dataset) -> Sampler | None:
+        return SequentialSampler(eval_dataset)  # Trainer would length-group it too, and fail on TRL's columns
+
     def create_scheduler(
         self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None
     ) -> torch.optim.lr_scheduler.LRScheduler:
@@ -59,26 +73,40 @@ class _ProviderDPOTrainer(DPOTrainer):
 
 
 class _ProgressReporter(TrainerCallback):
-    """Writes progress and TRL's logged metrics to the job's event file; ends epochs at the step limit."""
+    """Writes progress, TRL's logged metrics, evaluations and checkpoints to the job's event file; ends epochs at
+    the step limit."""
 
-    def __init__(self, events: EventWriter, total_steps: int, steps_per_epoch: int, meter: ThroughputMeter) -> None:
+    def __init__(
+        self,
+        events: EventWriter,
+        job_uuid: str,
+        total_steps: int,
+        steps_per_epoch: int,
+        meter: ThroughputMeter,
+    ) -> None:
         self._events = events
+        self._job_uuid = job_uuid
         self._meter = meter
         self.padding: PaddingCounter | None = None
+        self.eval_chosen_tokens_per_row: float | None = None
         self._total_steps = total_steps
         self._steps_per_epoch = steps_per_epoch
         self._epoch = 0
         self._epoch_start_step = 0
         self._epoch_losses: list[float] = []
         self.epoch_train_loss: float | None = None
+        self.eval_loss: float | None = None
+        self.perplexity: float | None = None
+        self._epoch_checkpoints: dict[str, Path] = {}
 
     def on_train_begin(self, args, state, control, optimizer=None, **kwargs):
         inner = getattr(optimizer, "optimizer", optimizer)  # accelerate wraps the torch optimizer
         self._events.emit("training_started", optimizer=type(inner).__name__)
 
     def on_epoch_begin(self, args, state, control, **kwargs):
-        self._epoch += 1
-        self._epoch_start_step = state.global_step
+        # From the step count, not a counter: a run resumed from a checkpoint starts mid-way
+        self._epoch = state.global_step // self._steps_per_epoch + 1
+        self._epoch_start_step = (self._epoch - 1) * self._steps_per_epoch
         self._epoch_losses = []
 
     def on_step_end(self, args, state, control, **kwargs):
@@ -110,9 +138,39 @@ class _ProgressReporter(TrainerCallback):
             self.epoch_train_loss = sum(self._epoch_losses) / len(self._epoch_losses)
         self._events.emit("epoch_end", epoch=self._epoch, step=state.global_step, train_loss=self.epoch_train_loss)
 
-    @property
-    def epochs_run(self) -> int:
-        return self._epoch
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        metrics = {k: v for k, v in (metrics or {}).items() if isinstance(v, int | float)}
+        self.eval_loss = metrics.get("eval_loss")
+        chosen_logps = metrics.get("eval_logps/chosen")
+        if chosen_logps is not None and self.eval_chosen_tokens_per_row:
+            # Per-token perplexity of the chosen answers: TRL reports their summed log-prob per row
+            self.perplexity = math.exp(min(-chosen_logps / self.eval_chosen_tokens_per_row, 700.0))
+        self._events.emit(
+            "eval", epoch=self._epoch, step=state.global_step, metrics=metrics, perplexity=self.perplexity
+        )
+
+    def on_save(self, args, state, control, **kwargs):
+        path = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        identifier = f"{self._job_uuid}-epoch-{self._epoch}"
+        self._epoch_checkpoints[identifier] = path
+        self.emit_checkpoint(identifier, path, state.global_step)
+        removed = [name for name, saved in self._epoch_checkpoints.items() if not saved.exists()]
+        if removed:  # Trainer deleted them for save_total_limit
+            for name in removed:
+                del self._epoch_checkpoints[name]
+            self._events.emit("checkpoints_removed", identifiers=removed)
+
+    def emit_checkpoint(self, identifier: str, path: Path, step: int) -> None:
+        self._events.emit(
+            "checkpoint",
+            identifier=identifier,
+            epoch=self._epoch,
+            step=step,
+            path=str(path),
+            train_loss=self.epoch_train_loss,
+            eval_loss=self.eval_loss,
+            perplexity=self.perplexity,
+        )
 
 
 class DPOTrainingSingleDevice:
@@ -128,15 +186,13 @@ class DPOTrainingSingleDevice:
         precision = resolve_auto_precision(spec.device) if spec.precision == "auto" else spec.precision
         if precision == "bf16" and spec.device.startswith("cuda") and not torch.cuda.is_bf16_supported():
             raise RuntimeError(f"{torch.cuda.get_device_name()} has no bf16 support; ask for dtype fp16 or fp32")
+        half = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
         try:
             tokenizer = AutoTokenizer.from_pretrained(spec.model, trust_remote_code=spec.trust_remote_code)
-            # Policy weights stay fp32; bf16/fp16 run as autocast mixed precision over fp32 master weights.
-            model = self._load_model(torch.float32)
-            # frozen_copy: a second copy scores the reference; it never trains, so it needs no fp32 master
-            # weights. precomputed_log_probs: the initial policy scores every row once before training (TRL
-            # precompute_ref_log_probs), so no second copy is kept.
-            reference_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32)
-            ref_model = self._load_model(reference_dtype) if spec.reference_strategy == "frozen_copy" else None
+            model = self._load_policy(half)
+            # frozen_copy: a second copy scores the reference; it never trains, so it needs no fp32 master weights.
+            # adapters_disabled (LoRA) and precomputed_log_probs keep no second copy (see ReferenceStrategy).
+            ref_model = self._load_model(half or torch.float32) if spec.reference_strategy == "frozen_copy" else None
         except (OSError, ValueError) as exc:
             raise RuntimeError(
                 f"finetuned_model '{spec.model}' could not be loaded as a local model directory or a Hugging Face "
@@ -146,22 +202,31 @@ class DPOTrainingSingleDevice:
             tokenizer.pad_token = tokenizer.eos_token
 
         train_dataset = Dataset.from_list(_read_jsonl(spec.path / TRAIN_DATA_FILE))
+        eval_dataset = Dataset.from_list(_read_jsonl(spec.path / EVAL_DATA_FILE)) if spec.num_eval_rows else None
+        if _is_conversational(train_dataset) and tokenizer.chat_template is None:
+            raise RuntimeError(
+                f"the rows are conversational (lists of messages) but the tokenizer of '{spec.model}' has no chat "
+                "template to render them; give prompt/chosen/rejected strings, or a model with a chat template"
+            )
         steps_per_epoch, total_steps = self._step_budget(len(train_dataset))
         meter = ThroughputMeter(
-            flops_per_token(matmul_parameters(model), reference_forward=ref_model is not None),
+            flops_per_token(
+                matmul_parameters(model), reference_forward=spec.reference_strategy != "precomputed_log_probs"
+            ),
             peak_flops(spec.device, precision),
         )
-        self.reporter = _ProgressReporter(self.events, total_steps, steps_per_epoch, meter)
-        sampling = _sampling_strategy(spec)
+        self.reporter = _ProgressReporter(self.events, spec.job_uuid, total_steps, steps_per_epoch, meter)
         on_cuda = spec.device.startswith("cuda")
 
         args = DPOConfig(
-            output_dir=str(spec.path / "trainer_state"),
+            output_dir=str(spec.path / CHECKPOINTS_DIR),
             seed=spec.seed,
             beta=spec.beta,
-            loss_type=[spec.loss_type],
+            loss_type=spec.loss_types,
+            loss_weights=spec.loss_weights,
             num_train_epochs=spec.n_epochs,
             per_device_train_batch_size=spec.batch_size,
+            per_device_eval_batch_size=spec.batch_size,
             gradient_accumulation_steps=spec.gradient_accumulation_steps,
             learning_rate=spec.learning_rate,
             weight_decay=spec.weight_decay,
@@ -175,9 +240,11 @@ class DPOTrainingSingleDevice:
             bf16=precision == "bf16",
             fp16=precision == "fp16",
             use_cpu=spec.device == "cpu",
-            train_sampling_strategy=sampling,
+            train_sampling_strategy=_sampling_strategy(spec),
             logging_steps=spec.logging_steps,
-            save_strategy="no",
+            eval_strategy="epoch" if eval_dataset is not None else "no",
+            save_strategy="epoch" if spec.save_every_epoch else "no",
+            save_total_limit=spec.save_total_limit,
             report_to="none",
             dataloader_num_workers=0,
             disable_tqdm=True,
@@ -187,10 +254,16 @@ class DPOTrainingSingleDevice:
             ref_model=ref_model,
             args=args,
             train_dataset=train_dataset,
+            eval_dataset=eval_dataset,
             processing_class=tokenizer,  # without it TRL fetches a tokenizer from the Hub
+            peft_config=_lora_config(spec.lora) if spec.lora else None,
             callbacks=[self.reporter],
             total_steps=total_steps,
         )
+        if self.trainer.eval_dataset is not None:
+            self.reporter.eval_chosen_tokens_per_row = _mean_chosen_tokens(
+                self.trainer.eval_dataset, spec.max_seq_length
+            )
         self.reporter.padding = PaddingCounter(self.trainer.data_collator)
         self.trainer.data_collator = self.reporter.padding
         if spec.optimizer == "adam":  # Trainer has no plain-Adam `optim`; Adam's weight decay is L2
@@ -202,8 +275,35 @@ class DPOTrainingSingleDevice:
             total_steps=total_steps,
             steps_per_epoch=steps_per_epoch,
             train_rows=len(train_dataset),
-            parameters=sum(p.numel() for p in model.parameters()),
+            eval_rows=len(eval_dataset) if eval_dataset is not None else 0,
+            parameters=sum(p.numel() for p in self.trainer.model.parameters()),
+            trainable_parameters=sum(p.numel() for p in self.trainer.model.parameters() if p.requires_grad),
         )
+
+    def _load_policy(self, half: torch.dtype | None) -> PreTrainedModel:
+        lora = self.spec.lora
+        if lora is None:
+            # Every weight trains: fp32 master weights; bf16/fp16 run as autocast mixed precision over them.
+            return self._load_model(torch.float32)
+        if not lora.quantize_4bit:
+            # LoRA: the base is frozen, so it can stay in half precision; peft keeps the adapters in fp32.
+            return self._load_model(half if half is not None and self.spec.device != "cpu" else torch.float32)
+        from transformers import BitsAndBytesConfig  # needs bitsandbytes, checked at request time
+
+        quantization = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=half or torch.bfloat16,
+        )
+        model = AutoModelForCausalLM.from_pretrained(
+            self.spec.model,
+            quantization_config=quantization,
+            dtype=half or torch.bfloat16,
+            device_map={"": torch.cuda.current_device()},
+            trust_remote_code=self.spec.trust_remote_code,
+        )
+        return prepare_model_for_kbit_training(model, use_gradient_checkpointing=self.spec.gradient_checkpointing)
 
     def _load_model(self, dtype: torch.dtype) -> PreTrainedModel:
         return AutoModelForCausalLM.from_pretrained(
@@ -227,16 +327,24 @@ class DPOTrainingSingleDevice:
     # -- save ----------------------------------------------------------------------------------
     def save(self) -> None:
         assert self.trainer is not None and self.reporter is not None
-        path = self.spec.path / CHECKPOINTS_DIR / "final"
-        self.trainer.save_model(str(path))  # model weights + config + tokenizer (processing_class)
-        self.events.emit(
-            "checkpoint",
-            identifier=f"{self.spec.job_uuid}-final",
-            epoch=self.reporter.epochs_run,
-            step=self.trainer.state.global_step,
-            path=str(path),
-            train_loss=self.reporter.epoch_train_loss,
-        )
+        spec, step = self.spec, self.trainer.state.global_step
+        final = spec.path / CHECKPOINTS_DIR / "final"
+        # model weights (or, with LoRA, the adapter) + config + tokenizer and chat template (processing_class)
+        self.trainer.save_model(str(final))
+        self.reporter.emit_checkpoint(f"{spec.job_uuid}-final", final, step)
+        if spec.lora is not None and spec.lora.merge_adapter:
+            merged = spec.path / CHECKPOINTS_DIR / "final-merged"
+            self._merged_model(final).save_pretrained(merged)
+            self.trainer.processing_class.save_pretrained(merged)
+            self.reporter.emit_checkpoint(f"{spec.job_uuid}-final-merged", merged, step)
+
+    def _merged_model(self, adapter_dir: Path) -> PreTrainedModel:
+        assert self.trainer is not None and self.spec.lora is not None
+        if not self.spec.lora.quantize_4bit:
+            return self.trainer.accelerator.unwrap_model(self.trainer.model).merge_and_unload()
+        # A 4-bit base cannot take the update: merge into a half-precision copy of the original weights instead
+        base = self._load_model(torch.bfloat16)
+        return PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
 
     # -- cleanup -------------------------------------------------------------------------------
     def cleanup(self) -> None:
@@ -250,6 +358,30 @@ def _sampling_strategy(spec: DPOJobSpec) -> str:
     if not spec.shuffle:
         return "sequential"  # the dataset's own order, as asked
     return "group_by_length" if spec.group_by_length else "random"
+
+
+def _lora_config(lora: LoraSpec) -> LoraConfig:
+    return LoraConfig(
+        r=lora.rank,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=lora.target_modules,  # "all-linear" leaves out the output head
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+
+
+def _is_conversational(dataset: Dataset) -> bool:
+    return isinstance(dataset[0]["chosen"], list)
+
+
+def _mean_chosen_tokens(tokenized: Dataset, max_length: int) -> float:
+    """Mean number of chosen-answer tokens TRL scores per row (prompt + answer are cut at max_length)."""
+    counts = [
+        max(min(len(prompt) + len(chosen), max_length) - len(prompt), 0)
+        for prompt, chosen in zip(tokenized["prompt_ids"], tokenized["chosen_ids"], strict=True)
+    ]
+    return max(sum(counts) / len(counts), 1.0)
 
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:

@@ -1,0 +1,33 @@
+"""Read a model's tokenizer files in the server, without loading the model or reaching the Hub."""
+
+import json
+from pathlib import Path
+
+from huggingface_hub import try_to_load_from_cache
+
+CHAT_TEMPLATE_FILES = ("chat_template.jinja", "chat_template.json")
+
+
+def _local_file(model: str, name: str) -> Path | None:
+    directory = Path(model)
+    if directory.is_dir():
+        path = directory / name
+        return path if path.is_file() else None
+    try:
+        cached = try_to_load_from_cache(model, name)  # a Hub id: only what is already in the local cache
+    except ValueError:  # not a valid Hub id either; loading the model will say so
+        return None
+    return Path(cached) if isinstance(cached, str) else None
+
+
+def has_chat_template(model: str) -> bool | None:
+    """Whether the model's tokenizer has a chat template; None when its files are not on this machine."""
+    if any(_local_file(model, name) for name in CHAT_TEMPLATE_FILES):
+        return True
+    config_path = _local_file(model, "tokenizer_config.json")
+    if config_path is None:
+        return None
+    try:
+        return bool(json.loads(config_path.read_text()).get("chat_template"))
+    except (OSError, ValueError):
+        return None
