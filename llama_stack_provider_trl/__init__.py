@@ -11,6 +11,6 @@ async def get_provider_impl(config: TrlPostTrainingConfig, deps: dict[Any, Any])
     from llama_stack_provider_trl.post_training import TrlPostTrainingImpl
     from llama_stack_provider_trl.stack_api import Api
 
-    impl = TrlPostTrainingImpl(config, deps[Api.datasetio], deps[Api.datasets])
+    impl = TrlPostTrainingImpl(config, deps[Api.datasetio], deps[Api.datasets], deps.get(Api.models))
     await impl.initialize()
     return impl

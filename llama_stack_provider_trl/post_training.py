@@ -19,7 +19,7 @@ from llama_stack_provider_trl.jobs import (
 )
 from llama_stack_provider_trl.model_files import has_chat_template
 from llama_stack_provider_trl.preference_data import PreferenceDataError, PreferenceRows, check_preference_rows
-from llama_stack_provider_trl.request_validation import build_job_spec, dataset_id_of, job_dir_for
+from llama_stack_provider_trl.request_validation import build_job_spec, check_model, dataset_id_of, job_dir_for
 from llama_stack_provider_trl.stack_api import (
     BadRequestError,
     CancelTrainingJobRequest,
@@ -28,12 +28,15 @@ from llama_stack_provider_trl.stack_api import (
     DatasetIO,
     Datasets,
     GetDatasetRequest,
+    GetModelRequest,
     GetTrainingJobArtifactsRequest,
     GetTrainingJobStatusRequest,
     IterRowsRequest,
     JobNotFoundError,
     JobStatus,
     ListPostTrainingJobsResponse,
+    ModelNotFoundError,
+    Models,
     NotImplementedByProviderError,
     PostTrainingJob,
     PostTrainingJobArtifactsResponse,
@@ -47,10 +50,17 @@ logger = logging.getLogger(__name__)
 
 
 class TrlPostTrainingImpl:
-    def __init__(self, config: TrlPostTrainingConfig, datasetio_api: DatasetIO, datasets_api: Datasets) -> None:
+    def __init__(
+        self,
+        config: TrlPostTrainingConfig,
+        datasetio_api: DatasetIO,
+        datasets_api: Datasets,
+        models_api: Models | None = None,
+    ) -> None:
         self.config = config
         self.datasetio_api = datasetio_api
         self.datasets_api = datasets_api
+        self.models_api = models_api
         self.output_root = Path(config.output_dir).expanduser().resolve()
         self.jobs = JobManager(config.max_concurrent_jobs, config.cancel_grace_period_s)
         self.device = "cpu"
@@ -76,6 +86,7 @@ class TrlPostTrainingImpl:
             raise ConflictError(f"job_uuid: a job named '{request.job_uuid}' already exists; choose another job_uuid")
         dataset_id = dataset_id_of(request)
         spec = build_job_spec(request, self.config, job_dir, self.device, num_rows=0)  # every field, before I/O
+        spec = spec.model_copy(update={"model": await self._registered_model_path(spec.model)})
         data_config = request.training_config.data_config
         data_format = data_config.data_format.value if data_config.data_format else None
         train = await self._preference_rows(dataset_id, "dataset_id", data_format)
@@ -143,6 +154,18 @@ class TrlPostTrainingImpl:
         record = self._get(request.job_uuid)
         return PostTrainingJobArtifactsResponse(job_uuid=record.job_uuid, checkpoints=_checkpoints(record))
 
+    async def _registered_model_path(self, model: str) -> str:
+        """A model registered with the stack trains from metadata.model_path, else its provider_resource_id (a
+        local directory or a Hub id). A local directory or an unregistered name is used as it is."""
+        if self.models_api is None or Path(model).is_absolute():
+            return model
+        try:
+            registered = await self.models_api.get_model(GetModelRequest(model_id=model))
+        except ModelNotFoundError:
+            return model
+        path = (registered.metadata or {}).get("model_path") or registered.provider_resource_id or model
+        return check_model(str(path))
+
     async def _preference_rows(self, dataset_id: str, field: str, data_format: str | None) -> PreferenceRows:
         await self.datasets_api.get_dataset(GetDatasetRequest(dataset_id=dataset_id))  # 404 if unknown
         page = await self.datasetio_api.iterrows(IterRowsRequest(dataset_id=dataset_id, limit=-1))
@@ -203,6 +226,7 @@ def _resources_allocated(record: JobRecord) -> dict[str, Any]:
     spec = record.spec
     return {
         "phase": record.phase,
+        "model": spec.model,
         "device": spec.device,
         "precision": record.setup.get("precision", spec.precision),
         "optimizer": record.setup.get("optimizer", spec.optimizer),

@@ -11,5 +11,6 @@ def get_provider_spec() -> ProviderSpec:
         module="llama_stack_provider_trl",
         config_class="llama_stack_provider_trl.config.TrlPostTrainingConfig",
         api_dependencies=[Api.datasetio, Api.datasets],
+        optional_api_dependencies=[Api.models],  # finetuned_model may name a registered model
         description="DPO preference optimization with Hugging Face TRL, one OS process per job.",
     )

@@ -92,14 +92,15 @@ def job_config(config: TrlPostTrainingConfig, overrides: dict[str, Any] | None) 
         raise _bad("hyperparam_search_config", problems) from exc
 
 
-def _check_model(model: str) -> str:
+def check_model(model: str) -> str:
+    """A local directory as an absolute path (the job runs in its own directory), else the name as given."""
     if not model or not model.strip():
         raise _bad("finetuned_model", "is empty; give a Hugging Face model id or a local model directory")
-    if model.startswith(("/", "./", "../", "~")):
-        local = Path(model).expanduser()
-        if not local.is_dir():
-            raise _bad("finetuned_model", f"local model directory '{model}' does not exist")
+    local = Path(model).expanduser()
+    if local.is_dir():
         return str(local.resolve())
+    if model.startswith(("/", "./", "../", "~")):
+        raise _bad("finetuned_model", f"local model directory '{model}' does not exist")
     return model
 
 
@@ -217,7 +218,7 @@ def build_job_spec(
 
     return DPOJobSpec(
         job_uuid=request.job_uuid,
-        model=_check_model(request.finetuned_model),
+        model=check_model(request.finetuned_model),
         job_dir=str(job_dir),
         device=device,
         precision=_precision(request, config, device),
