@@ -92,21 +92,16 @@ def _check_value(where: str, field: str, value: Any, shape: RowShape) -> str | l
 
 
 def _check_implicit_prompt(where: str, chosen: Any, rejected: Any, shape: RowShape) -> None:
-    """TRL takes the longest common prefix of chosen and rejected as the prompt; there must be one, and an answer
-    left on each side of it."""
-    if shape == "conversational":
-        shared = 0
-        while shared < min(len(chosen), len(rejected)) and chosen[shared] == rejected[shared]:
-            shared += 1
-        if shared == 0 or shared == len(chosen) or shared == len(rejected):
-            raise PreferenceDataError(
-                f"{where}: without a 'prompt' field, chosen and rejected must start with the same messages (the "
-                "prompt) and then differ; give a 'prompt' field instead"
-            )
-    elif chosen == rejected or not chosen or not rejected or chosen[0] != rejected[0]:
+    """TRL takes the longest common prefix of chosen and rejected (characters or messages) as the prompt; there
+    must be one, and each side must go on past it."""
+    shared = 0
+    while shared < min(len(chosen), len(rejected)) and chosen[shared] == rejected[shared]:
+        shared += 1
+    if shared == 0 or shared == min(len(chosen), len(rejected)):
+        unit = "messages" if shape == "conversational" else "text"
         raise PreferenceDataError(
-            f"{where}: without a 'prompt' field, chosen and rejected must start with the same text (the prompt) and "
-            "then differ; give a 'prompt' field instead"
+            f"{where}: without a 'prompt' field, chosen and rejected must start with the same {unit} (the prompt) "
+            "and then both go on differently; give a 'prompt' field instead"
         )
 
 

@@ -51,6 +51,7 @@ def test_implicit_prompt_rows_are_accepted_without_a_prompt_field(rows: list[dic
         ([{**CONVERSATIONAL[0], "rejected": [{"role": "assistant"}]}], "dialog", "needs non-empty string content"),
         ([{**CONVERSATIONAL[0], "prompt": ["hi"]}], "dialog", "must be an object with role and content"),
         ([{"chosen": "abc", "rejected": "xyz"}], None, "must start with the same text"),
+        ([{"chosen": "Q? yes", "rejected": "Q? yes, sure"}], None, "must start with the same text"),
         (
             [{"chosen": [{"role": "assistant", "content": "a"}], "rejected": [{"role": "assistant", "content": "b"}]}],
             None,
