@@ -33,5 +33,5 @@ def test_library_client_returns_before_the_job_finishes_and_the_job_completes(
     assert first.status in ("scheduled", "in_progress")
     final = wait_final(library_client, job_uuid)
     assert final.status == "completed", final.resources_allocated["error"]
-    [checkpoint] = final.checkpoints
-    assert (Path(checkpoint.path) / "config.json").is_file()
+    assert [c.identifier for c in final.checkpoints] == [f"{job_uuid}-epoch-1", f"{job_uuid}-final"]
+    assert all((Path(c.path) / "config.json").is_file() for c in final.checkpoints)

@@ -13,7 +13,11 @@ from conftest import REPO_ROOT
 
 def test_readme_client_example_runs_as_written(stack: StackServer, tiny_model: Path, tmp_path: Path) -> None:
     readme = (REPO_ROOT / "README.md").read_text()
-    [example] = re.findall(r"```python\n(.*?)```", readme, flags=re.DOTALL)
+    [example] = [
+        block
+        for block in re.findall(r"```python\n(.*?)```", readme, flags=re.DOTALL)
+        if "LlamaStackClient(" in block  # the full example; other blocks are fragments
+    ]
     script = tmp_path / "example.py"
     script.write_text(example)
 
@@ -22,5 +26,8 @@ def test_readme_client_example_runs_as_written(stack: StackServer, tiny_model: P
 
     assert result.returncode == 0, result.stderr
     assert "\ncompleted" in result.stdout
-    [checkpoint_line] = [line for line in result.stdout.splitlines() if line.startswith("checkpoint:")]
-    assert (Path(checkpoint_line.split(":", 1)[1].strip()) / "config.json").is_file()
+    checkpoints = [
+        line.split(":", 1)[1].strip() for line in result.stdout.splitlines() if line.startswith("checkpoint:")
+    ]
+    assert len(checkpoints) == 3  # after epoch 1, after epoch 2, final
+    assert all((Path(path) / "config.json").is_file() for path in checkpoints)
