@@ -110,6 +110,27 @@ class TrlPostTrainingConfig(BaseModel):
     cancel_grace_period_s: float = Field(
         default=10.0, ge=0, description="Seconds between SIGTERM and SIGKILL when a running job is cancelled."
     )
+    job_store_path: str = Field(
+        default="~/.llama/distributions/trl/post_training_jobs.db",
+        description="sqlite database holding every job's record, so status and history survive a restart.",
+    )
+    resume_interrupted_jobs: bool = Field(
+        default=True,
+        description="A job the server was running when it stopped is resumed from its last Trainer checkpoint "
+        "after a restart (or run again, if a clean shutdown stopped it before its first checkpoint). False: it is "
+        "failed (after a crash) or cancelled (on shutdown).",
+    )
+    max_train_rows: int = Field(
+        default=1_000_000, ge=1, description="Larger training sets are refused at request time (HTTP 413)."
+    )
+    max_field_chars: int = Field(
+        default=200_000, ge=1, description="Longest prompt/chosen/rejected string accepted (HTTP 413 above it)."
+    )
+    recipe_module: str = Field(
+        default="llama_stack_provider_trl.recipes.dpo_training_single_device",
+        description="Module each job runs as `python -m <module> <job_dir> [--resume]`. Change it only to plug "
+        "in another recipe that speaks the same job.json/events.jsonl protocol.",
+    )
 
     @field_validator("pad_to_multiple_of")
     @classmethod
@@ -153,4 +174,6 @@ class TrlPostTrainingConfig(BaseModel):
             "max_seq_length": 1024,
             "gradient_checkpointing": False,
             "max_concurrent_jobs": 1,
+            "job_store_path": "${env.SQLITE_STORE_DIR:=" + __distro_dir__ + "}/post_training_jobs.db",
+            "resume_interrupted_jobs": True,
         }

@@ -3,13 +3,16 @@
 import asyncio
 import json
 import logging
+import sqlite3
 from pathlib import Path
 from typing import Any
 
 from llama_stack_provider_trl.config import TrlPostTrainingConfig
 from llama_stack_provider_trl.devices import resolve_device
-from llama_stack_provider_trl.job_spec import TRAIN_DATA_FILE
+from llama_stack_provider_trl.job_spec import TRAIN_DATA_FILE, DPOJobSpec
+from llama_stack_provider_trl.job_store import JobStore
 from llama_stack_provider_trl.jobs import JobAlreadyExists, JobAlreadyFinished, JobManager, JobNotFound, JobRecord
+from llama_stack_provider_trl.request_limits import check_dataset_size, check_request_limits
 from llama_stack_provider_trl.request_validation import (
     build_job_spec,
     check_preference_rows,
@@ -17,7 +20,6 @@ from llama_stack_provider_trl.request_validation import (
     job_dir_for,
 )
 from llama_stack_provider_trl.stack_api import (
-    BadRequestError,
     CancelTrainingJobRequest,
     Checkpoint,
     ConflictError,
@@ -26,6 +28,7 @@ from llama_stack_provider_trl.stack_api import (
     GetDatasetRequest,
     GetTrainingJobArtifactsRequest,
     GetTrainingJobStatusRequest,
+    InsufficientStorageError,
     IterRowsRequest,
     JobNotFoundError,
     JobStatus,
@@ -37,6 +40,7 @@ from llama_stack_provider_trl.stack_api import (
     PreferenceOptimizeRequest,
     SupervisedFineTuneRequest,
 )
+from llama_stack_provider_trl.storage_errors import describe_write_error
 
 logger = logging.getLogger(__name__)
 
@@ -47,11 +51,20 @@ class TrlPostTrainingImpl:
         self.datasetio_api = datasetio_api
         self.datasets_api = datasets_api
         self.output_root = Path(config.output_dir).expanduser().resolve()
-        self.jobs = JobManager(config.max_concurrent_jobs, config.cancel_grace_period_s)
+        self.jobs = JobManager(
+            config.max_concurrent_jobs,
+            config.cancel_grace_period_s,
+            store=JobStore(config.job_store_path),
+            resume_interrupted_jobs=config.resume_interrupted_jobs,
+            recipe_module=config.recipe_module,
+        )
         self.device = "cpu"
 
     async def initialize(self) -> None:
-        self.output_root.mkdir(parents=True, exist_ok=True)
+        try:
+            self.output_root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # serve status and history anyway; each new job fails saying why
+            logger.error("TRL post-training: %s", describe_write_error(self.output_root, exc))
         self.device = resolve_device(self.config.device)
         self.jobs.start()
         logger.info("TRL post-training: device %s, jobs under %s", self.device, self.output_root)
@@ -66,13 +79,17 @@ class TrlPostTrainingImpl:
         )
 
     async def preference_optimize(self, request: PreferenceOptimizeRequest) -> PostTrainingJob:
+        check_request_limits(request)
         job_dir = job_dir_for(self.output_root, request.job_uuid)
         if self.jobs.exists(request.job_uuid):
             raise ConflictError(f"job_uuid: a job named '{request.job_uuid}' already exists; choose another job_uuid")
         dataset_id = dataset_id_of(request)
         spec = build_job_spec(request, self.config, job_dir, self.device, num_rows=0)  # every field, before I/O
         await self.datasets_api.get_dataset(GetDatasetRequest(dataset_id=dataset_id))  # 404 if unknown
-        page = await self.datasetio_api.iterrows(IterRowsRequest(dataset_id=dataset_id, limit=-1))
+        # One row over the limit is enough to refuse an oversize dataset without reading all of it.
+        limit = self.config.max_train_rows + 1
+        page = await self.datasetio_api.iterrows(IterRowsRequest(dataset_id=dataset_id, limit=limit))
+        check_dataset_size(dataset_id, page.data, self.config.max_train_rows, self.config.max_field_chars)
         rows = check_preference_rows(dataset_id, page.data)
         spec = spec.model_copy(update={"num_rows": len(rows)})
 
@@ -83,16 +100,29 @@ class TrlPostTrainingImpl:
                 f"job_uuid: '{request.job_uuid}' already has a directory in {self.output_root} from an earlier job; "
                 "choose another job_uuid"
             ) from exc
+        except OSError as exc:  # the server's storage, not the request, is at fault: the job fails saying so
+            return self._submit_failed(spec, f"the job's directory: {describe_write_error(job_dir, exc)}")
+        try:
+            with (job_dir / TRAIN_DATA_FILE).open("w", encoding="utf-8") as f:
+                f.writelines(json.dumps(row) + "\n" for row in rows)
+            spec.write()
         except OSError as exc:
-            raise BadRequestError(f"output_dir: cannot create {job_dir}: {exc}") from exc
-        with (job_dir / TRAIN_DATA_FILE).open("w", encoding="utf-8") as f:
-            f.writelines(json.dumps(row) + "\n" for row in rows)
-        spec.write()
+            return self._submit_failed(spec, f"the job's data: {describe_write_error(exc.filename or job_dir, exc)}")
         try:
             self.jobs.submit(spec)
         except JobAlreadyExists as exc:
             raise ConflictError(f"job_uuid: a job named '{request.job_uuid}' already exists") from exc
+        except (sqlite3.Error, OSError) as exc:
+            message = f"the job store {self.config.job_store_path} cannot record the job: {exc}"
+            raise InsufficientStorageError(message) from exc
         return PostTrainingJob(job_uuid=request.job_uuid)
+
+    def _submit_failed(self, spec: DPOJobSpec, error: str) -> PostTrainingJob:
+        try:
+            self.jobs.submit_failed(spec, error)
+        except JobAlreadyExists as exc:
+            raise ConflictError(f"job_uuid: a job named '{spec.job_uuid}' already exists") from exc
+        return PostTrainingJob(job_uuid=spec.job_uuid)
 
     async def get_training_jobs(self) -> ListPostTrainingJobsResponse:
         return ListPostTrainingJobsResponse(data=[PostTrainingJob(job_uuid=r.job_uuid) for r in self.jobs.list()])
@@ -169,4 +199,7 @@ def _resources_allocated(record: JobRecord) -> dict[str, Any]:
         "padding_share": record.padding_share,
         "peak_memory_gib": record.peak_memory_gib,
         "error": record.error,
+        "exit_code": record.exit_code,
+        "attempts": record.attempts,
+        "note": record.note,
     }

@@ -7,6 +7,7 @@ max_steps_per_epoch 1, loss_type sigmoid) that a client never asked for.
 """
 
 import math
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -76,7 +77,7 @@ def _check_model(model: str) -> str:
         raise _bad("finetuned_model", "is empty; give a Hugging Face model id or a local model directory")
     if model.startswith(("/", "./", "../", "~")):
         local = Path(model).expanduser()
-        if not local.is_dir():
+        if not os.path.isdir(local):  # unlike Path.is_dir, False (not an error) for a name too long
             raise _bad("finetuned_model", f"local model directory '{model}' does not exist")
         return str(local.resolve())
     return model

@@ -48,11 +48,13 @@ __all__ = [
     "GetTrainingJobArtifactsRequest",
     "GetTrainingJobStatusRequest",
     "InlineProviderSpec",
+    "InsufficientStorageError",
     "IterRowsRequest",
     "JobNotFoundError",
     "JobStatus",
     "ListPostTrainingJobsResponse",
     "NotImplementedByProviderError",
+    "PayloadTooLargeError",
     "PostTrainingJob",
     "PostTrainingJobArtifactsResponse",
     "PostTrainingJobStatusResponse",
@@ -76,6 +78,18 @@ class BadRequestError(ConflictError):
     """A request field is invalid (HTTP 400)."""
 
     status_code = httpx.codes.BAD_REQUEST
+
+
+class PayloadTooLargeError(ConflictError):
+    """A request or its dataset is larger than the provider accepts (HTTP 413)."""
+
+    status_code = httpx.codes.REQUEST_ENTITY_TOO_LARGE
+
+
+class InsufficientStorageError(ConflictError):
+    """The provider cannot record the job: its job store is not writable (HTTP 507)."""
+
+    status_code = httpx.codes.INSUFFICIENT_STORAGE
 
 
 class NotImplementedByProviderError(ConflictError):

@@ -2,11 +2,12 @@
 
 The provider runs this file as its own OS process, one per job:
 
-    python -m llama_stack_provider_trl.recipes.dpo_training_single_device <job_dir>
+    python -m llama_stack_provider_trl.recipes.dpo_training_single_device <job_dir> [--resume]
 
 It reads ``<job_dir>/job.json`` (a DPOJobSpec), trains, saves the final model and tokenizer under
 ``<job_dir>/checkpoints/``, and reports progress as JSON lines in ``<job_dir>/events.jsonl``.
 Exit code 0 means completed; anything else means failed, with the reason in the last event.
+``--resume`` continues from the last Trainer checkpoint under ``<job_dir>/trainer_state/`` if there is one.
 """
 
 import gc
@@ -26,7 +27,9 @@ from trl import DPOConfig, DPOTrainer
 from llama_stack_provider_trl.devices import resolve_auto_precision
 from llama_stack_provider_trl.events import EventWriter
 from llama_stack_provider_trl.job_spec import CHECKPOINTS_DIR, EVENTS_FILE, TRAIN_DATA_FILE, DPOJobSpec
+from llama_stack_provider_trl.parent_watch import die_with_parent
 from llama_stack_provider_trl.sampling import PairLengthGroupedSampler, pair_lengths
+from llama_stack_provider_trl.storage_errors import describe_write_error, is_storage_error
 from llama_stack_provider_trl.throughput import (
     PaddingCounter,
     ThroughputMeter,
@@ -35,6 +38,7 @@ from llama_stack_provider_trl.throughput import (
     peak_flops,
     peak_memory_gib,
 )
+from llama_stack_provider_trl.trainer_checkpoints import last_trainer_checkpoint
 
 
 class _ProviderDPOTrainer(DPOTrainer):
@@ -219,16 +223,23 @@ class DPOTrainingSingleDevice:
         return per_epoch, per_epoch * spec.n_epochs
 
     # -- train ---------------------------------------------------------------------------------
-    def train(self) -> None:
+    def train(self, resume_from: Path | None = None) -> None:
         assert self.trainer is not None, "call setup() first"
-        self.trainer.train()
+        if resume_from is not None:
+            self.events.emit("resuming", checkpoint=str(resume_from))
+        self.trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
         self.events.emit("peak_memory", gib=peak_memory_gib(self.spec.device))
 
     # -- save ----------------------------------------------------------------------------------
     def save(self) -> None:
         assert self.trainer is not None and self.reporter is not None
         path = self.spec.path / CHECKPOINTS_DIR / "final"
-        self.trainer.save_model(str(path))  # model weights + config + tokenizer (processing_class)
+        try:
+            self.trainer.save_model(str(path))  # model weights + config + tokenizer (processing_class)
+        except OSError as exc:
+            if not is_storage_error(exc):
+                raise
+            raise RuntimeError(f"saving the model failed: {describe_write_error(exc.filename or path, exc)}") from exc
         self.events.emit(
             "checkpoint",
             identifier=f"{self.spec.job_uuid}-final",
@@ -258,16 +269,17 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 2:
-        print(f"usage: {argv[0]} JOB_DIR", file=sys.stderr)
+    if len(argv) not in (2, 3) or argv[2:] not in ([], ["--resume"]):
+        print(f"usage: {argv[0]} JOB_DIR [--resume]", file=sys.stderr)
         return 2
+    die_with_parent()
     spec = DPOJobSpec.read(argv[1])
     events = EventWriter(spec.path / EVENTS_FILE)
     recipe = DPOTrainingSingleDevice(spec, events)
     try:
         events.emit("started")
         recipe.setup()
-        recipe.train()
+        recipe.train(last_trainer_checkpoint(spec.path) if "--resume" in argv else None)
         recipe.save()
         events.emit("completed")
         return 0
