@@ -1,13 +1,21 @@
 """Job specs and waits for tests of the job system that run without a Llama Stack server."""
 
 import json
+import os
+import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import yaml
+from llama_stack_client import LlamaStackClient
+
 from llama_stack_provider_trl.demo.fake_recipe import LAUNCHES_FILE
+from llama_stack_provider_trl.demo.stack_server import StackServer
 from llama_stack_provider_trl.job_spec import TRAIN_DATA_FILE, DPOJobSpec
+
+from conftest import RUN_YAML
 
 FAKE_RECIPE = "llama_stack_provider_trl.demo.fake_recipe"
 
@@ -61,3 +69,49 @@ def poll(condition: Callable[[], Any], timeout_s: float = 60, what: str = "condi
             raise TimeoutError(f"{what} not met after {timeout_s}s")
         time.sleep(0.1)
     return result
+
+
+def server_for(home: Path, **provider_config: Any) -> StackServer:
+    """A `llama stack run` of run.yaml with its provider config overridden, its state all under ``home``.
+
+    Call it again with the same ``home`` for a restarted server: same job store, same output directory.
+    """
+    config = yaml.safe_load(RUN_YAML.read_text())
+    [provider] = config["providers"]["post_training"]
+    provider["config"].update(provider_config)
+    home.mkdir(parents=True, exist_ok=True)
+    config_path = home / "run.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    env = {
+        "HOME": str(home),
+        "SQLITE_STORE_DIR": str(home / "store"),
+        "TRL_DEVICE": "cpu",
+        "HF_HUB_OFFLINE": "1",
+    }
+    if "output_dir" not in provider_config:
+        env["TRL_OUTPUT_DIR"] = str(home / "jobs")
+    return StackServer(config_path, log_path=home / "server.log", env=env)
+
+
+def client_for(server: StackServer) -> LlamaStackClient:
+    return LlamaStackClient(base_url=server.base_url, max_retries=0, timeout=60)
+
+
+def kill_server(server: StackServer) -> None:
+    """SIGKILL the whole server process group, as a crash would: no shutdown() runs."""
+    assert server.process is not None
+    os.killpg(server.process.pid, signal.SIGKILL)
+    server.process.wait()
+
+
+def group_members(pgid: int) -> list[int]:
+    """Live (non-zombie) processes in process group ``pgid``."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(") ", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if fields[0] != "Z" and int(fields[2]) == pgid:
+            members.append(int(stat.parent.name))
+    return members
