@@ -16,7 +16,7 @@ from llama_stack_client import LlamaStackClient
 
 from llama_stack_provider_trl.demo.stack_server import StackServer
 
-from helpers import FINAL, dpo_request, process_gone, register_rows, unique, wait_final, wait_for
+from helpers import dpo_request, process_gone, register_rows, unique, wait_final, wait_for
 from job_fixtures import FAKE_RECIPE, client_for, group_members, kill_server, launches, poll, server_for
 
 SLOTS = 4
@@ -170,7 +170,10 @@ def test_history_survives_a_restart_and_a_server_crash_fails_the_running_job(
         kill_server(restarted)
         poll(lambda: process_gone(pid), timeout_s=15, what="training process gone with its server")
 
-    with server_for(tmp_path, recipe_module=FAKE_RECIPE) as after_crash:
+    # Restarted once more, now with an output directory that cannot be created (a path under a regular file).
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+    with server_for(tmp_path, recipe_module=FAKE_RECIPE, output_dir=str(blocker / "jobs")) as after_crash:
         client = client_for(after_crash)
         status = client.alpha.post_training.job.status(job_uuid=interrupted)
         assert status.status == "failed"
@@ -178,4 +181,13 @@ def test_history_survives_a_restart_and_a_server_crash_fails_the_running_job(
             f"the server stopped while this job was running (pid {pid}); no checkpoint to resume from"
         )
         assert {k: v for k, v in _finals(client).items() if k != interrupted} == before
-        assert status.status in FINAL
+
+        no_room = unique("no-room")
+        _submit(client, dataset_id, no_room)
+        status = client.alpha.post_training.job.status(job_uuid=no_room)
+        assert status.status == "failed"
+        assert (
+            f"cannot write {blocker / 'jobs' / no_room}: the location is not writable"
+            in (status.resources_allocated["error"])
+        )
+        assert after_crash.healthy() and not blocker.read_text()
