@@ -78,6 +78,7 @@ class _ProgressReporter(TrainerCallback):
 
     def on_train_begin(self, args, state, control, optimizer=None, **kwargs):
         inner = getattr(optimizer, "optimizer", optimizer)  # accelerate wraps the torch optimizer
+        self._epoch = int(state.epoch or 0)  # a resumed run starts after the epochs its checkpoint completed
         self._events.emit("training_started", optimizer=type(inner).__name__)
 
     def on_epoch_begin(self, args, state, control, **kwargs):
