@@ -15,17 +15,22 @@ import pytest
 from llama_stack_client import LlamaStackClient
 
 from llama_stack_provider_trl.demo.stack_server import StackServer
+from llama_stack_provider_trl.job_store import JobStore
+from llama_stack_provider_trl.jobs import JobRecord
 
 from helpers import dpo_request, process_gone, register_rows, unique, wait_final, wait_for
 from job_fixtures import FAKE_RECIPE, client_for, group_members, kill_server, launches, poll, server_for
 
 SLOTS = 4
+MAX_ROWS = 30
 
 
 @pytest.fixture(scope="module")
 def fake_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackServer]:
     home = tmp_path_factory.mktemp("fake-server")
-    server = server_for(home, recipe_module=FAKE_RECIPE, max_concurrent_jobs=SLOTS, cancel_grace_period_s=5)
+    server = server_for(
+        home, recipe_module=FAKE_RECIPE, max_concurrent_jobs=SLOTS, cancel_grace_period_s=5, max_train_rows=MAX_ROWS
+    )
     server.env["TRL_FAKE_STEP_S"] = "0.05"
     with server:
         yield server
@@ -191,3 +196,42 @@ def test_history_survives_a_restart_and_a_server_crash_fails_the_running_job(
             in (status.resources_allocated["error"])
         )
         assert after_crash.healthy() and not blocker.read_text()
+
+
+def test_a_dataset_over_max_train_rows_is_413(fake_client: LlamaStackClient) -> None:
+    import llama_stack_client
+
+    rows = [{"prompt": f"p{i}", "chosen": "c", "rejected": "r"} for i in range(MAX_ROWS + 1)]
+    with pytest.raises(llama_stack_client.APIStatusError, match=f"more than {MAX_ROWS} rows") as info:
+        _submit(fake_client, register_rows(fake_client, rows), unique("too-many"))
+    assert info.value.status_code == 413
+    assert "training_config.data_config.dataset_id" in str(info.value)
+
+
+def test_sigterm_stops_the_running_job_and_the_restarted_server_runs_it_again_then_the_queue(
+    tmp_path: Path, preference_rows: list[dict[str, str]]
+) -> None:
+    stopped, waiting = unique("stopped"), unique("waiting")
+    with server_for(tmp_path, recipe_module=FAKE_RECIPE) as server:  # one job at a time
+        client = client_for(server)
+        dataset_id = register_rows(client, preference_rows)
+        _submit(client, dataset_id, stopped, steps=100)
+        _submit(client, dataset_id, waiting)
+        pid = wait_for(client, stopped, lambda s: (s.resources_allocated["step"] or 0) >= 1).resources_allocated["pid"]
+    # `with` stopped the server with SIGTERM: its shutdown() stopped the job and recorded why
+    assert process_gone(pid) and group_members(pid) == []
+    store = JobStore(tmp_path / "store" / "post_training_jobs.db")
+    records = {r.job_uuid: r for r in map(JobRecord.model_validate_json, store.load_all())}
+    store.close()
+    assert records[stopped].status == "scheduled" and records[stopped].resume
+    assert records[stopped].note.startswith("interrupted by a server shutdown; runs again from the beginning")
+    assert records[waiting].status == "scheduled" and records[waiting].attempts == 0
+
+    with server_for(tmp_path, recipe_module=FAKE_RECIPE) as restarted:
+        client = client_for(restarted)
+        first, second = wait_final(client, stopped), wait_final(client, waiting)
+
+    assert (first.status, second.status) == ("completed", "completed")
+    assert first.started_at < second.started_at
+    assert [launch[2:] for launch in launches(first.resources_allocated["job_dir"])] == [[], ["--resume"]]
+    assert len(launches(second.resources_allocated["job_dir"])) == 1
