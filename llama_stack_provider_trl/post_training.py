@@ -51,10 +51,14 @@ class TrlPostTrainingImpl:
         self.datasetio_api = datasetio_api
         self.datasets_api = datasets_api
         self.output_root = Path(config.output_dir).expanduser().resolve()
+        try:
+            store = JobStore(config.job_store_path)
+        except (sqlite3.Error, OSError) as exc:  # no durable records, no jobs: refuse to start, saying why
+            raise RuntimeError(f"job_store_path: cannot open the job store {config.job_store_path}: {exc}") from exc
         self.jobs = JobManager(
             config.max_concurrent_jobs,
             config.cancel_grace_period_s,
-            store=JobStore(config.job_store_path),
+            store=store,
             resume_interrupted_jobs=config.resume_interrupted_jobs,
             recipe_module=config.recipe_module,
         )

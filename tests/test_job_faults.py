@@ -147,6 +147,7 @@ def _finals(client: LlamaStackClient) -> dict[str, tuple]:
     return out
 
 
+@pytest.mark.slow
 def test_history_survives_a_restart_and_a_server_crash_fails_the_running_job(
     tmp_path: Path, preference_rows: list[dict[str, str]]
 ) -> None:
@@ -208,6 +209,7 @@ def test_a_dataset_over_max_train_rows_is_413(fake_client: LlamaStackClient) -> 
     assert "training_config.data_config.dataset_id" in str(info.value)
 
 
+@pytest.mark.slow
 def test_sigterm_stops_the_running_job_and_the_restarted_server_runs_it_again_then_the_queue(
     tmp_path: Path, preference_rows: list[dict[str, str]]
 ) -> None:
