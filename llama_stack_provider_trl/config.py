@@ -170,6 +170,25 @@ class TrlPostTrainingConfig(BaseModel):
     cancel_grace_period_s: float = Field(
         default=10.0, ge=0, description="Seconds between SIGTERM and SIGKILL when a running job is cancelled."
     )
+    job_store_path: str = Field(
+        default="~/.llama/distributions/trl/post_training_jobs.db",
+        description="sqlite database holding every job's record, so status and history survive a restart.",
+    )
+    resume_interrupted_jobs: bool = Field(
+        default=True,
+        description="A job the server was running when it stopped is resumed from its last Trainer checkpoint "
+        "after a restart (or run again, if a clean shutdown stopped it before its first checkpoint). False: it is "
+        "failed (after a crash) or cancelled (on shutdown).",
+    )
+    max_train_rows: int = Field(
+        default=1_000_000, ge=1, description="Larger training sets are refused at request time (HTTP 413)."
+    )
+    max_field_chars: int = Field(
+        default=200_000,
+        ge=1,
+        description="Longest prompt/chosen/rejected accepted, in characters (a list of messages counts their "
+        "contents; HTTP 413 above it).",
+    )
 
     @field_validator("pad_to_multiple_of")
     @classmethod
@@ -237,4 +256,6 @@ class TrlPostTrainingConfig(BaseModel):
             "use_lora": False,
             "save_every_epoch": True,
             "max_concurrent_jobs": 1,
+            "job_store_path": "${env.SQLITE_STORE_DIR:=" + __distro_dir__ + "}/post_training_jobs.db",
+            "resume_interrupted_jobs": True,
         }

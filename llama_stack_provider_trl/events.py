@@ -24,9 +24,9 @@ class EventWriter:
 
 
 class EventReader:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, offset: int = 0) -> None:
         self._path = path
-        self._offset = 0
+        self._offset = offset  # bytes already read (or to skip)
 
     def read_new(self) -> list[dict[str, Any]]:
         try:

@@ -4,6 +4,10 @@ One provider-owned thread does all the work, so no job depends on the event loop
 that created it (the library client runs each request on a loop it drains before returning).
 Each job is a process group of its own, started with ``python -m <recipe> <job_dir>``; the thread
 reads the events the recipe appends and decides the job's final state from them and the exit code.
+
+Every change to a record is written through to a JobStore, so a restarted server finds the same
+history: finished jobs as they ended, scheduled jobs queued again in submission order, and jobs the
+previous server was running either resumed from their last Trainer checkpoint or failed with the reason.
 """
 
 import collections
@@ -23,6 +27,10 @@ from pydantic import BaseModel, Field
 
 from llama_stack_provider_trl.events import EventReader
 from llama_stack_provider_trl.job_spec import EVENTS_FILE, LOG_FILE, DPOJobSpec
+from llama_stack_provider_trl.job_store import JobStore
+from llama_stack_provider_trl.parent_watch import PARENT_PID_ENV
+from llama_stack_provider_trl.storage_errors import describe_write_error
+from llama_stack_provider_trl.trainer_checkpoints import last_trainer_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +40,10 @@ Phase = Literal["queued", "starting", "loading", "training", "saving", "finished
 FINAL_STATES: frozenset[str] = frozenset({"completed", "failed", "cancelled"})
 RECIPE_MODULE = "llama_stack_provider_trl.recipes.dpo_training_single_device"
 LOG_TAIL_LINES = 15
+RESUME_FLAG = "--resume"
+MAX_ATTEMPTS = 3  # launches of one job (first run + resumes) before an interrupted job is failed instead
+PROGRESS_WRITE_INTERVAL_S = 1.0  # metric-only updates are written at most this often; state changes always
+SHUTDOWN_GRACE_S = 3.0  # Llama Stack gives each provider's shutdown() 5 s in all
 
 
 class JobNotFound(KeyError):
@@ -80,6 +92,10 @@ class JobRecord(BaseModel):
     peak_memory_gib: float | None = None
     checkpoints: list[CheckpointRecord] = Field(default_factory=list)
     error: str | None = None
+    exit_code: int | None = Field(default=None, description="The training process's; negative: killed by that signal.")
+    attempts: int = Field(default=0, description="Times a training process was launched for this job.")
+    resume: bool = Field(default=False, description="The next launch resumes from the last Trainer checkpoint.")
+    note: str | None = Field(default=None, description="Why a job was requeued or resumed.")
 
     @property
     def job_uuid(self) -> str:
@@ -100,12 +116,24 @@ class _Running:
         self.sigkill_sent = False
         self.reported: str | None = None  # "completed" / "failed" as the recipe itself reported
         self.reported_error: str | None = None
+        self.persisted_at = 0.0
 
 
 class JobManager:
-    def __init__(self, max_concurrent_jobs: int, cancel_grace_period_s: float, poll_interval_s: float = 0.2) -> None:
+    def __init__(
+        self,
+        max_concurrent_jobs: int,
+        cancel_grace_period_s: float,
+        store: JobStore | None = None,
+        resume_interrupted_jobs: bool = True,
+        recipe_module: str = RECIPE_MODULE,
+        poll_interval_s: float = 0.2,
+    ) -> None:
         self._max_concurrent = max_concurrent_jobs
         self._grace_s = cancel_grace_period_s
+        self._store = store
+        self._resume = resume_interrupted_jobs
+        self._recipe_module = recipe_module
         self._poll_s = poll_interval_s
         self._jobs: dict[str, JobRecord] = {}
         self._queue: collections.deque[str] = collections.deque()
@@ -113,10 +141,14 @@ class JobManager:
         self._cancel_requested: set[str] = set()
         self._lock = threading.Condition()
         self._stopping = False
+        # This thread forks every training process and outlives them all: their parent-death signal is tied
+        # to it (PR_SET_PDEATHSIG fires when the forking thread exits, not the process).
         self._thread = threading.Thread(target=self._watch, name="trl-job-manager", daemon=True)
 
     # -- API used by the provider -------------------------------------------------------------
     def start(self) -> None:
+        with self._lock:
+            self._recover()
         self._thread.start()
 
     def submit(self, spec: DPOJobSpec) -> JobRecord:
@@ -124,9 +156,20 @@ class JobManager:
             if spec.job_uuid in self._jobs:
                 raise JobAlreadyExists(spec.job_uuid)
             record = JobRecord(spec=spec)
+            self._persist(record)  # raises if the store cannot take it: the job is not accepted
             self._jobs[spec.job_uuid] = record
             self._queue.append(spec.job_uuid)
             self._lock.notify_all()
+            return record.model_copy(deep=True)
+
+    def submit_failed(self, spec: DPOJobSpec, error: str) -> JobRecord:
+        """Record a job that could not even be set up (its directory cannot be written)."""
+        with self._lock:
+            if spec.job_uuid in self._jobs:
+                raise JobAlreadyExists(spec.job_uuid)
+            record = JobRecord(spec=spec)
+            self._jobs[spec.job_uuid] = record
+            self._finish(record, "failed", error=error)
             return record.model_copy(deep=True)
 
     def exists(self, job_uuid: str) -> bool:
@@ -160,19 +203,71 @@ class JobManager:
             self._signal(job_uuid, signal.SIGTERM)
             self._lock.notify_all()
 
-    def shutdown(self, timeout_s: float | None = None) -> None:
-        """Cancel every job that has not finished and stop the watcher thread."""
+    def shutdown(self, timeout_s: float = SHUTDOWN_GRACE_S + 1) -> None:
+        """Stop every running job (SIGTERM, then SIGKILL after a short grace) and record how it ended.
+
+        Scheduled jobs stay scheduled in the store and run after a restart. A running job interrupted here
+        (not cancelled by a user) is recorded as resumable when resume_interrupted_jobs is on, else cancelled.
+        """
         with self._lock:
             self._stopping = True
-            for job_uuid in list(self._queue):
-                self._finish(self._jobs[job_uuid], "cancelled")
-            self._queue.clear()
             for job_uuid in self._running:
-                self._cancel_requested.add(job_uuid)
                 self._signal(job_uuid, signal.SIGTERM)
             self._lock.notify_all()
         if self._thread.is_alive():
-            self._thread.join(timeout=timeout_s if timeout_s is not None else self._grace_s + 5)
+            self._thread.join(timeout=timeout_s)
+        with self._lock:  # whatever outlived the grace period (or a watcher that never started)
+            for job_uuid in list(self._running):
+                self._signal(job_uuid, signal.SIGKILL)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self._running[job_uuid].process.wait(timeout=1)
+                self._on_exit(job_uuid)
+        if self._store is not None:
+            self._store.close()
+
+    # -- restart --------------------------------------------------------------------------------
+    def _recover(self) -> None:
+        """Load the store: finished jobs as they are, scheduled ones requeued in order, interrupted ones decided."""
+        if self._store is None:
+            return
+        for raw in self._store.load_all():
+            try:
+                record = JobRecord.model_validate_json(raw)
+            except ValueError:
+                logger.exception("skipping a job record that no longer parses")
+                continue
+            self._jobs[record.job_uuid] = record
+            if record.status == "in_progress":
+                self._recover_interrupted(record)
+            if record.status == "scheduled":
+                self._queue.append(record.job_uuid)
+        if self._jobs:
+            logger.info("loaded %d job records, %d queued", len(self._jobs), len(self._queue))
+
+    def _recover_interrupted(self, record: JobRecord) -> None:
+        pid = record.pid
+        if pid is not None and _is_our_recipe(pid, record.spec.job_dir):  # it survived the server somehow
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
+        stopped = f"the server stopped while this job was running (pid {pid})"
+        checkpoint = last_trainer_checkpoint(record.spec.path)
+        if not self._resume:
+            self._finish(record, "failed", error=f"{stopped}; resume_interrupted_jobs is off")
+        elif checkpoint is None:
+            self._finish(record, "failed", error=f"{stopped}; no checkpoint to resume from")
+        elif record.attempts >= MAX_ATTEMPTS:
+            self._finish(record, "failed", error=f"{stopped}; it was already launched {record.attempts} times")
+        else:
+            self._requeue(record, f"{stopped}; resuming from {checkpoint}")
+
+    def _requeue(self, record: JobRecord, note: str) -> None:
+        record.status = "scheduled"
+        record.phase = "queued"
+        record.pid = None
+        record.resume = True
+        record.note = note
+        self._persist(record)
+        logger.info("job %s requeued: %s", record.job_uuid, note)
 
     # -- the watcher thread -------------------------------------------------------------------
     def _watch(self) -> None:
@@ -202,33 +297,42 @@ class JobManager:
         try:
             log = record.log_path.open("ab")
         except OSError as exc:
-            self._finish(record, "failed", error=f"cannot open the job log {record.log_path}: {exc}")
+            self._finish(record, "failed", error=describe_write_error(record.log_path, exc))
             return
+        command = [sys.executable, "-m", self._recipe_module, str(spec.path)]
+        if record.resume:
+            command.append(RESUME_FLAG)
+        events_file = spec.path / EVENTS_FILE
         with log:
             try:
-                env = _child_environment(spec.device)
                 process = subprocess.Popen(
-                    [sys.executable, "-m", RECIPE_MODULE, str(spec.path)],
+                    command,
                     cwd=spec.path,
                     stdin=subprocess.DEVNULL,
                     stdout=log,
                     stderr=subprocess.STDOUT,
-                    env=env,
+                    env=_child_environment(spec.device),
                     start_new_session=True,  # its own process group: cancel signals reach every child it starts
                 )
             except (OSError, ValueError, IndexError) as exc:
                 self._finish(record, "failed", error=f"could not start the training process: {exc}")
                 return
-        self._running[record.job_uuid] = _Running(process, EventReader(spec.path / EVENTS_FILE))
+        # A resumed job appends to the events of its earlier run; read only what this run writes.
+        offset = events_file.stat().st_size if events_file.exists() else 0
+        self._running[record.job_uuid] = _Running(process, EventReader(events_file, offset=offset))
         record.status = "in_progress"
         record.phase = "starting"
-        record.started_at = datetime.now(UTC)
+        record.started_at = record.started_at if record.resume and record.started_at else datetime.now(UTC)
         record.pid = process.pid
-        logger.info("job %s started as pid %d", record.job_uuid, process.pid)
+        record.attempts += 1
+        self._persist(record)
+        logger.info("job %s started as pid %d%s", record.job_uuid, process.pid, " (resuming)" if record.resume else "")
 
     def _consume_events(self, job_uuid: str) -> None:
         record, running = self._jobs[job_uuid], self._running[job_uuid]
-        for event in running.events.read_new():
+        state_changed = False
+        events = running.events.read_new()
+        for event in events:
             kind = event.get("event")
             if kind == "started":
                 record.phase = "loading"
@@ -246,6 +350,7 @@ class JobManager:
                 record.tokens_per_s = event.get("tokens_per_s")
                 record.mfu = event.get("mfu")
                 record.padding_share = event.get("padding_share")
+                continue
             elif kind == "peak_memory":
                 record.peak_memory_gib = event["gib"]
             elif kind == "train_summary":
@@ -265,28 +370,48 @@ class JobManager:
             elif kind in ("completed", "failed"):
                 running.reported = kind
                 running.reported_error = event.get("error")
+            state_changed = True
+        now = time.monotonic()
+        if state_changed or (events and now - running.persisted_at >= PROGRESS_WRITE_INTERVAL_S):
+            running.persisted_at = now
+            self._persist(record)
 
     def _on_exit(self, job_uuid: str) -> None:
         self._consume_events(job_uuid)  # the last events may have landed after the previous read
         record = self._jobs[job_uuid]
         running = self._running.pop(job_uuid)
         code = running.process.returncode
+        record.exit_code = code
         if job_uuid in self._cancel_requested:
             self._cancel_requested.discard(job_uuid)
             self._finish(record, "cancelled")
         elif code == 0 and running.reported == "completed":
             self._finish(record, "completed")
+        elif self._stopping and running.sigterm_at is not None:  # stopped by shutdown(), not by its own fault
+            self._on_shutdown_stop(record)
         else:
             reason = running.reported_error or _describe_exit(code)
-            self._finish(record, "failed", error=f"{reason}\n--- last lines of {record.log_path} ---\n{_tail(record)}")
+            self._finish(
+                record,
+                "failed",
+                error=f"{reason} (pid {record.pid}, exit code {code})\n"
+                f"--- last lines of {record.log_path} ---\n{_tail(record)}",
+            )
         self._lock.notify_all()
 
+    def _on_shutdown_stop(self, record: JobRecord) -> None:
+        if not self._resume:
+            self._finish(record, "cancelled", error="cancelled: the server shut down while this job was running")
+            return
+        checkpoint = last_trainer_checkpoint(record.spec.path)
+        where = f"from {checkpoint}" if checkpoint else "from the beginning (no checkpoint yet)"
+        self._requeue(record, f"interrupted by a server shutdown; runs again {where} when the server restarts")
+
     def _grace_expired(self, running: _Running) -> bool:
-        return (
-            running.sigterm_at is not None
-            and not running.sigkill_sent
-            and time.monotonic() - running.sigterm_at >= self._grace_s
-        )
+        grace = min(self._grace_s, SHUTDOWN_GRACE_S) if self._stopping else self._grace_s
+        if running.sigterm_at is None or running.sigkill_sent:
+            return False
+        return time.monotonic() - running.sigterm_at >= grace
 
     def _signal(self, job_uuid: str, sig: signal.Signals) -> None:
         running = self._running.get(job_uuid)
@@ -299,17 +424,32 @@ class JobManager:
         elif sig == signal.SIGKILL:
             running.sigkill_sent = True
 
-    @staticmethod
-    def _finish(record: JobRecord, status: JobState, error: str | None = None) -> None:
+    def _finish(self, record: JobRecord, status: JobState, error: str | None = None) -> None:
         record.status = status
         record.phase = "finished"
         record.completed_at = datetime.now(UTC)
         record.error = error
+        record.resume = False
+        self._persist(record)
         logger.info("job %s %s%s", record.job_uuid, status, f": {error.splitlines()[0]}" if error else "")
+
+    def _persist(self, record: JobRecord) -> None:
+        if self._store is not None:
+            self._store.save(record.job_uuid, record.status, record.model_dump_json())
+
+
+def _is_our_recipe(pid: int, job_dir: str) -> bool:
+    """True if ``pid`` is alive and is a training process for this job (pids are reused)."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return job_dir.encode() in cmdline
 
 
 def _child_environment(device: str) -> dict[str, Any]:
     env = dict(os.environ, PYTHONUNBUFFERED="1", TOKENIZERS_PARALLELISM="false")
+    env[PARENT_PID_ENV] = str(os.getpid())
     if device.startswith("cuda:"):  # the recipe always trains on "cuda", the one device it can see
         index = int(device.split(":", 1)[1])
         visible = env.get("CUDA_VISIBLE_DEVICES")

@@ -3,12 +3,14 @@
 import asyncio
 import json
 import logging
+import sqlite3
 from pathlib import Path
 from typing import Any
 
 from llama_stack_provider_trl.config import TrlPostTrainingConfig
 from llama_stack_provider_trl.devices import resolve_device
 from llama_stack_provider_trl.job_spec import EVAL_DATA_FILE, TRAIN_DATA_FILE, DPOJobSpec
+from llama_stack_provider_trl.job_store import JobStore
 from llama_stack_provider_trl.jobs import (
     CheckpointRecord,
     JobAlreadyExists,
@@ -19,6 +21,7 @@ from llama_stack_provider_trl.jobs import (
 )
 from llama_stack_provider_trl.model_files import has_chat_template
 from llama_stack_provider_trl.preference_data import PreferenceDataError, PreferenceRows, check_preference_rows
+from llama_stack_provider_trl.request_limits import check_dataset_size, check_request_limits
 from llama_stack_provider_trl.request_validation import build_job_spec, check_model, dataset_id_of, job_dir_for
 from llama_stack_provider_trl.stack_api import (
     BadRequestError,
@@ -31,6 +34,7 @@ from llama_stack_provider_trl.stack_api import (
     GetModelRequest,
     GetTrainingJobArtifactsRequest,
     GetTrainingJobStatusRequest,
+    InsufficientStorageError,
     IterRowsRequest,
     JobNotFoundError,
     JobStatus,
@@ -45,6 +49,7 @@ from llama_stack_provider_trl.stack_api import (
     PreferenceOptimizeRequest,
     SupervisedFineTuneRequest,
 )
+from llama_stack_provider_trl.storage_errors import describe_write_error
 
 logger = logging.getLogger(__name__)
 
@@ -62,11 +67,23 @@ class TrlPostTrainingImpl:
         self.datasets_api = datasets_api
         self.models_api = models_api
         self.output_root = Path(config.output_dir).expanduser().resolve()
-        self.jobs = JobManager(config.max_concurrent_jobs, config.cancel_grace_period_s)
+        try:
+            store = JobStore(config.job_store_path)
+        except (sqlite3.Error, OSError) as exc:  # no durable records, no jobs: refuse to start, saying why
+            raise RuntimeError(f"job_store_path: cannot open the job store {config.job_store_path}: {exc}") from exc
+        self.jobs = JobManager(
+            config.max_concurrent_jobs,
+            config.cancel_grace_period_s,
+            store=store,
+            resume_interrupted_jobs=config.resume_interrupted_jobs,
+        )
         self.device = "cpu"
 
     async def initialize(self) -> None:
-        self.output_root.mkdir(parents=True, exist_ok=True)
+        try:
+            self.output_root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # serve status and history anyway; each new job fails saying why
+            logger.error("TRL post-training: %s", describe_write_error(self.output_root, exc))
         self.device = resolve_device(self.config.device)
         self.jobs.start()
         logger.info("TRL post-training: device %s, jobs under %s", self.device, self.output_root)
@@ -81,6 +98,7 @@ class TrlPostTrainingImpl:
         )
 
     async def preference_optimize(self, request: PreferenceOptimizeRequest) -> PostTrainingJob:
+        check_request_limits(request)
         job_dir = job_dir_for(self.output_root, request.job_uuid)
         if self.jobs.exists(request.job_uuid):
             raise ConflictError(f"job_uuid: a job named '{request.job_uuid}' already exists; choose another job_uuid")
@@ -113,17 +131,30 @@ class TrlPostTrainingImpl:
                 f"job_uuid: '{request.job_uuid}' already has a directory in {self.output_root} from an earlier job; "
                 "choose another job_uuid"
             ) from exc
+        except OSError as exc:  # the server's storage, not the request, is at fault: the job fails saying so
+            return self._submit_failed(spec, f"the job's directory: {describe_write_error(job_dir, exc)}")
+        try:
+            _write_jsonl(job_dir / TRAIN_DATA_FILE, train.rows)
+            if evaluation is not None:
+                _write_jsonl(job_dir / EVAL_DATA_FILE, evaluation.rows)
+            spec.write()
         except OSError as exc:
-            raise BadRequestError(f"output_dir: cannot create {job_dir}: {exc}") from exc
-        _write_jsonl(job_dir / TRAIN_DATA_FILE, train.rows)
-        if evaluation is not None:
-            _write_jsonl(job_dir / EVAL_DATA_FILE, evaluation.rows)
-        spec.write()
+            return self._submit_failed(spec, f"the job's data: {describe_write_error(exc.filename or job_dir, exc)}")
         try:
             self.jobs.submit(spec)
         except JobAlreadyExists as exc:
             raise ConflictError(f"job_uuid: a job named '{request.job_uuid}' already exists") from exc
+        except (sqlite3.Error, OSError) as exc:
+            message = f"the job store {self.config.job_store_path} cannot record the job: {exc}"
+            raise InsufficientStorageError(message) from exc
         return PostTrainingJob(job_uuid=request.job_uuid)
+
+    def _submit_failed(self, spec: DPOJobSpec, error: str) -> PostTrainingJob:
+        try:
+            self.jobs.submit_failed(spec, error)
+        except JobAlreadyExists as exc:
+            raise ConflictError(f"job_uuid: a job named '{spec.job_uuid}' already exists") from exc
+        return PostTrainingJob(job_uuid=spec.job_uuid)
 
     async def get_training_jobs(self) -> ListPostTrainingJobsResponse:
         return ListPostTrainingJobsResponse(data=[PostTrainingJob(job_uuid=r.job_uuid) for r in self.jobs.list()])
@@ -168,7 +199,10 @@ class TrlPostTrainingImpl:
 
     async def _preference_rows(self, dataset_id: str, field: str, data_format: str | None) -> PreferenceRows:
         await self.datasets_api.get_dataset(GetDatasetRequest(dataset_id=dataset_id))  # 404 if unknown
-        page = await self.datasetio_api.iterrows(IterRowsRequest(dataset_id=dataset_id, limit=-1))
+        # One row over the limit is enough to refuse an oversize dataset without reading all of it.
+        limit = self.config.max_train_rows + 1
+        page = await self.datasetio_api.iterrows(IterRowsRequest(dataset_id=dataset_id, limit=limit))
+        check_dataset_size(dataset_id, page.data, self.config.max_train_rows, self.config.max_field_chars)
         try:
             return check_preference_rows(dataset_id, page.data, data_format)
         except PreferenceDataError as exc:
@@ -252,4 +286,7 @@ def _resources_allocated(record: JobRecord) -> dict[str, Any]:
         "padding_share": record.padding_share,
         "peak_memory_gib": record.peak_memory_gib,
         "error": record.error,
+        "exit_code": record.exit_code,
+        "attempts": record.attempts,
+        "note": record.note,
     }

@@ -8,6 +8,7 @@ max_steps_per_epoch 1, loss_type sigmoid) that a client never asked for.
 
 import importlib.util
 import math
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -97,7 +98,7 @@ def check_model(model: str) -> str:
     if not model or not model.strip():
         raise _bad("finetuned_model", "is empty; give a Hugging Face model id or a local model directory")
     local = Path(model).expanduser()
-    if local.is_dir():
+    if os.path.isdir(local):  # unlike Path.is_dir, False (not an error) for a name too long
         return str(local.resolve())
     if model.startswith(("/", "./", "../", "~")):
         raise _bad("finetuned_model", f"local model directory '{model}' does not exist")

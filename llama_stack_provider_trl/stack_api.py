@@ -52,6 +52,7 @@ __all__ = [
     "GetTrainingJobArtifactsRequest",
     "GetTrainingJobStatusRequest",
     "InlineProviderSpec",
+    "InsufficientStorageError",
     "IterRowsRequest",
     "JobNotFoundError",
     "JobStatus",
@@ -59,6 +60,7 @@ __all__ = [
     "ModelNotFoundError",
     "Models",
     "NotImplementedByProviderError",
+    "PayloadTooLargeError",
     "PostTrainingJob",
     "PostTrainingJobArtifactsResponse",
     "PostTrainingJobStatusResponse",
@@ -82,6 +84,18 @@ class BadRequestError(ConflictError):
     """A request field is invalid (HTTP 400)."""
 
     status_code = httpx.codes.BAD_REQUEST
+
+
+class PayloadTooLargeError(ConflictError):
+    """A request or its dataset is larger than the provider accepts (HTTP 413)."""
+
+    status_code = httpx.codes.REQUEST_ENTITY_TOO_LARGE
+
+
+class InsufficientStorageError(ConflictError):
+    """The provider cannot record the job: its job store is not writable (HTTP 507)."""
+
+    status_code = httpx.codes.INSUFFICIENT_STORAGE
 
 
 class NotImplementedByProviderError(ConflictError):

@@ -2,14 +2,14 @@
 
 The provider runs this file as its own OS process, one per job:
 
-    python -m llama_stack_provider_trl.recipes.dpo_training_single_device <job_dir>
+    python -m llama_stack_provider_trl.recipes.dpo_training_single_device <job_dir> [--resume]
 
 It reads ``<job_dir>/job.json`` (a DPOJobSpec) and the rows in ``train.jsonl`` (and ``eval.jsonl``),
 trains, saves an HF Trainer checkpoint at the end of every epoch (``checkpoints/checkpoint-<step>``) and
 the final model (``checkpoints/final``; with LoRA the adapter, plus ``checkpoints/final-merged`` when
 asked), each with its tokenizer and chat template, and reports progress as JSON lines in
 ``<job_dir>/events.jsonl``. Exit code 0 means completed; anything else means failed, with the reason in
-the last event.
+the last event. ``--resume`` continues from the newest complete epoch checkpoint, if there is one.
 """
 
 import gc
@@ -37,7 +37,9 @@ from llama_stack_provider_trl.job_spec import (
     DPOJobSpec,
     LoraSpec,
 )
+from llama_stack_provider_trl.parent_watch import die_with_parent
 from llama_stack_provider_trl.sampling import PairLengthGroupedSampler, pair_lengths
+from llama_stack_provider_trl.storage_errors import describe_write_error, is_storage_error
 from llama_stack_provider_trl.throughput import (
     PaddingCounter,
     ThroughputMeter,
@@ -46,6 +48,7 @@ from llama_stack_provider_trl.throughput import (
     peak_flops,
     peak_memory_gib,
 )
+from llama_stack_provider_trl.trainer_checkpoints import last_trainer_checkpoint
 
 
 class _ProviderDPOTrainer(DPOTrainer):
@@ -319,9 +322,11 @@ class DPOTrainingSingleDevice:
         return per_epoch, per_epoch * spec.n_epochs
 
     # -- train ---------------------------------------------------------------------------------
-    def train(self) -> None:
+    def train(self, resume_from: Path | None = None) -> None:
         assert self.trainer is not None, "call setup() first"
-        self.trainer.train()
+        if resume_from is not None:
+            self.events.emit("resuming", checkpoint=str(resume_from))
+        self.trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
         self.events.emit("peak_memory", gib=peak_memory_gib(self.spec.device))
 
     # -- save ----------------------------------------------------------------------------------
@@ -390,22 +395,27 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 2:
-        print(f"usage: {argv[0]} JOB_DIR", file=sys.stderr)
+    if len(argv) not in (2, 3) or argv[2:] not in ([], ["--resume"]):
+        print(f"usage: {argv[0]} JOB_DIR [--resume]", file=sys.stderr)
         return 2
+    die_with_parent()
     spec = DPOJobSpec.read(argv[1])
     events = EventWriter(spec.path / EVENTS_FILE)
     recipe = DPOTrainingSingleDevice(spec, events)
     try:
         events.emit("started")
         recipe.setup()
-        recipe.train()
+        recipe.train(last_trainer_checkpoint(spec.path) if "--resume" in argv else None)
         recipe.save()
         events.emit("completed")
         return 0
     except Exception as exc:  # report any failure to the server, then exit non-zero
         traceback.print_exc()
-        events.emit("failed", error=f"{type(exc).__name__}: {exc}")
+        if is_storage_error(exc):  # a checkpoint or the final model could not be written: say why in words
+            error = f"saving failed: {describe_write_error(getattr(exc, 'filename', None) or spec.path, exc)}"
+        else:
+            error = f"{type(exc).__name__}: {exc}"
+        events.emit("failed", error=error)
         return 1
     finally:
         recipe.cleanup()

@@ -1,0 +1,54 @@
+"""A recipe that speaks the real one's protocol (job.json in, events.jsonl out, exit code) without torch.
+
+It starts in well under a second instead of the real recipe's seconds of torch/TRL imports, so tests of
+the job system itself (queueing, crashes, restarts) can run many jobs. Select it with the provider config
+``recipe_module: llama_stack_provider_trl.demo.fake_recipe``. Each step sleeps ``TRL_FAKE_STEP_S`` seconds
+(default 0.05); it writes a marker file per launch, so a test can count how often a job really ran.
+"""
+
+import json
+import math
+import os
+import sys
+import time
+
+from llama_stack_provider_trl.events import EventWriter
+from llama_stack_provider_trl.job_spec import CHECKPOINTS_DIR, EVENTS_FILE, DPOJobSpec
+from llama_stack_provider_trl.parent_watch import die_with_parent
+from llama_stack_provider_trl.storage_errors import describe_write_error
+
+LAUNCHES_FILE = "launches.txt"
+
+
+def main(argv: list[str]) -> int:
+    die_with_parent()
+    spec = DPOJobSpec.read(argv[1])
+    with (spec.path / LAUNCHES_FILE).open("a") as f:
+        f.write(f"{os.getpid()} {time.time()} {' '.join(argv[2:])}\n")
+    events = EventWriter(spec.path / EVENTS_FILE)
+    events.emit("started")
+    per_epoch = spec.max_steps_per_epoch or math.ceil(spec.num_rows / spec.batch_size)
+    total = per_epoch * spec.n_epochs
+    events.emit("setup_done", device=spec.device, precision="fp32", total_steps=total, steps_per_epoch=per_epoch)
+    step_s = float(os.environ.get("TRL_FAKE_STEP_S", "0.05"))
+    for step in range(1, total + 1):
+        time.sleep(step_s)
+        print(f"step {step}/{total}", flush=True)
+        epoch = math.ceil(step / per_epoch)
+        events.emit("metrics", step=step, total_steps=total, epoch=epoch, metrics={"loss": 1.0 / step})
+    path = spec.path / CHECKPOINTS_DIR / "final"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        (path / "config.json").write_text(json.dumps({"fake": True}))
+    except OSError as exc:
+        events.emit("failed", error=f"saving the model failed: {describe_write_error(exc.filename or path, exc)}")
+        return 1
+    events.emit(
+        "checkpoint", identifier=f"{spec.job_uuid}-final", epoch=spec.n_epochs, step=total, path=str(path), train_loss=0
+    )
+    events.emit("completed")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

@@ -1,0 +1,117 @@
+"""Job specs and waits for tests of the job system that run without a Llama Stack server."""
+
+import json
+import os
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+from llama_stack_client import LlamaStackClient
+
+from llama_stack_provider_trl.demo.fake_recipe import LAUNCHES_FILE
+from llama_stack_provider_trl.demo.stack_server import StackServer
+from llama_stack_provider_trl.job_spec import TRAIN_DATA_FILE, DPOJobSpec
+
+from conftest import RUN_YAML
+
+FAKE_RECIPE = "llama_stack_provider_trl.demo.fake_recipe"
+
+
+def make_spec(root: Path, job_uuid: str, model: str = "fake", **overrides: Any) -> DPOJobSpec:
+    job_dir = root / job_uuid
+    job_dir.mkdir(parents=True)
+    rows = [{"prompt": "p", "chosen": "c", "rejected": "r"}] * 8
+    (job_dir / TRAIN_DATA_FILE).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    fields: dict[str, Any] = {
+        "job_uuid": job_uuid,
+        "model": model,
+        "job_dir": str(job_dir),
+        "device": "cpu",
+        "precision": "auto",
+        "beta": 0.1,
+        "loss_type": "sigmoid",
+        "reference_strategy": "frozen_copy",
+        "n_epochs": 1,
+        "max_steps_per_epoch": 3,
+        "batch_size": 4,
+        "gradient_accumulation_steps": 1,
+        "shuffle": False,
+        "learning_rate": 5e-3,
+        "weight_decay": 0.0,
+        "warmup_steps": 0,
+        "optimizer": "adamw",
+        "max_seq_length": 128,
+        "gradient_checkpointing": False,
+        "activation_offloading": False,
+        "logging_steps": 1,
+        "seed": 0,
+        "trust_remote_code": False,
+        "num_rows": len(rows),
+    }
+    spec = DPOJobSpec(**{**fields, **overrides})
+    spec.write()
+    return spec
+
+
+def launches(job_dir: str | Path) -> list[list[str]]:
+    """One entry per time the fake recipe ran for this job: [pid, time, *flags]."""
+    path = Path(job_dir) / LAUNCHES_FILE
+    return [line.split() for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def poll(condition: Callable[[], Any], timeout_s: float = 60, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout_s
+    while not (result := condition()):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} not met after {timeout_s}s")
+        time.sleep(0.1)
+    return result
+
+
+def server_for(home: Path, **provider_config: Any) -> StackServer:
+    """A `llama stack run` of run.yaml with its provider config overridden, its state all under ``home``.
+
+    Call it again with the same ``home`` for a restarted server: same job store, same output directory.
+    """
+    config = yaml.safe_load(RUN_YAML.read_text())
+    [provider] = config["providers"]["post_training"]
+    provider["config"].update(provider_config)
+    home.mkdir(parents=True, exist_ok=True)
+    config_path = home / "run.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    env = {
+        "HOME": str(home),
+        "SQLITE_STORE_DIR": str(home / "store"),
+        "TRL_DEVICE": "cpu",
+        "HF_HUB_OFFLINE": "1",
+    }
+    if "output_dir" not in provider_config:
+        env["TRL_OUTPUT_DIR"] = str(home / "jobs")
+    return StackServer(config_path, log_path=home / "server.log", env=env)
+
+
+def client_for(server: StackServer) -> LlamaStackClient:
+    return LlamaStackClient(base_url=server.base_url, max_retries=0, timeout=60)
+
+
+def kill_server(server: StackServer) -> None:
+    """SIGKILL the whole server process group, as a crash would: no shutdown() runs."""
+    assert server.process is not None
+    os.killpg(server.process.pid, signal.SIGKILL)
+    server.process.wait()
+
+
+def group_members(pgid: int) -> list[int]:
+    """Live (non-zombie) processes in process group ``pgid``."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(") ", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if fields[0] != "Z" and int(fields[2]) == pgid:
+            members.append(int(stat.parent.name))
+    return members

@@ -1,0 +1,161 @@
+"""The sqlite job store and what JobManager rebuilds from it after a restart (no server, fake recipe)."""
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from llama_stack_provider_trl.job_store import JobStore
+from llama_stack_provider_trl.jobs import JobManager, JobRecord
+from llama_stack_provider_trl.trainer_checkpoints import last_trainer_checkpoint
+
+from helpers import process_gone
+from job_fixtures import FAKE_RECIPE, launches, make_spec, poll
+
+FINAL = {"completed", "failed", "cancelled"}
+
+
+@pytest.fixture
+def managers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[list[JobManager]]:
+    """Managers a test starts; every one is shut down at the end, so no process outlives the test."""
+    monkeypatch.setenv("TRL_FAKE_STEP_S", "0.05")
+    started: list[JobManager] = []
+    yield started
+    for manager in started:
+        manager.shutdown()
+
+
+def _manager(managers: list[JobManager], db: Path, **kwargs) -> JobManager:
+    options = {"max_concurrent_jobs": 1, "cancel_grace_period_s": 5.0, "recipe_module": FAKE_RECIPE, **kwargs}
+    manager = JobManager(store=JobStore(db), poll_interval_s=0.05, **options)
+    manager.start()
+    managers.append(manager)
+    return manager
+
+
+def _final(manager: JobManager, job_uuid: str, timeout_s: float = 60) -> JobRecord:
+    return poll(lambda: (r := manager.get(job_uuid)).status in FINAL and r, timeout_s, f"{job_uuid} final")
+
+
+def test_store_upserts_and_keeps_submission_order(tmp_path: Path) -> None:
+    store = JobStore(tmp_path / "jobs.db")
+    for name in ("b", "a", "c"):
+        store.save(name, "scheduled", f'{{"name": "{name}", "v": 1}}')
+    store.save("b", "completed", '{"name": "b", "v": 2}')
+    store.close()
+
+    reopened = JobStore(tmp_path / "jobs.db")
+    assert reopened.load_all() == ['{"name": "b", "v": 2}', '{"name": "a", "v": 1}', '{"name": "c", "v": 1}']
+    assert reopened._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_finished_jobs_read_the_same_after_a_restart(tmp_path: Path, managers: list[JobManager]) -> None:
+    db, root = tmp_path / "jobs.db", tmp_path / "jobs"
+    first = _manager(managers, db)
+    first.submit(make_spec(root, "ok"))
+    first.submit(make_spec(root, "cancel-me", max_steps_per_epoch=10_000))
+    assert _final(first, "ok").status == "completed"
+    poll(lambda: first.get("cancel-me").step >= 1, what="cancel-me running")
+    first.cancel("cancel-me")
+    before = {r.job_uuid: r for r in [_final(first, "ok"), _final(first, "cancel-me")]}
+    first.shutdown()
+
+    second = _manager(managers, db)
+    after = {r.job_uuid: r for r in second.list()}
+
+    assert list(after) == ["ok", "cancel-me"]
+    assert after == before  # status, timestamps, progress, metrics, checkpoints, error: all of it
+    assert after["ok"].checkpoints[0].path.endswith("final") and after["cancel-me"].status == "cancelled"
+
+
+def test_shutdown_leaves_running_and_queued_jobs_to_run_after_restart_in_order(
+    tmp_path: Path, managers: list[JobManager]
+) -> None:
+    db, root = tmp_path / "jobs.db", tmp_path / "jobs"
+    first = _manager(managers, db)
+    specs = [make_spec(root, "long", max_steps_per_epoch=60), make_spec(root, "second"), make_spec(root, "third")]
+    for spec in specs:
+        first.submit(spec)
+    running = poll(lambda: (r := first.get("long")).step >= 1 and r, what="long running")
+    first.shutdown()
+
+    assert process_gone(running.pid)
+    interrupted = JobRecord.model_validate_json(JobStore(db).load_all()[0])
+    assert interrupted.status == "scheduled" and interrupted.resume
+    assert "interrupted by a server shutdown" in interrupted.note
+
+    second = _manager(managers, db)
+    finals = [_final(second, spec.job_uuid) for spec in specs]
+
+    assert [r.status for r in finals] == ["completed"] * 3
+    assert finals[0].started_at < finals[1].started_at < finals[2].started_at  # submission order kept
+    assert [len(launches(s.job_dir)) for s in specs] == [2, 1, 1]  # none lost, none run twice
+    assert launches(specs[0].job_dir)[1][2:] == ["--resume"]
+    assert finals[0].attempts == 2
+
+
+def test_shutdown_with_resume_off_cancels_running_jobs(tmp_path: Path, managers: list[JobManager]) -> None:
+    manager = _manager(managers, tmp_path / "jobs.db", resume_interrupted_jobs=False)
+    manager.submit(make_spec(tmp_path / "jobs", "long", max_steps_per_epoch=10_000))
+    poll(lambda: manager.get("long").step >= 1, what="long running")
+    manager.shutdown()
+
+    record = JobRecord.model_validate_json(JobStore(tmp_path / "jobs.db").load_all()[0])
+    assert record.status == "cancelled" and "server shut down" in record.error
+
+
+def _interrupted(db: Path, spec, pid: int) -> None:
+    """The store as a server that was SIGKILLed while running ``spec`` leaves it."""
+    record = JobRecord(spec=spec, status="in_progress", phase="training", pid=pid, attempts=1)
+    JobStore(db).save(spec.job_uuid, record.status, record.model_dump_json())
+
+
+def test_job_interrupted_without_a_checkpoint_is_failed_with_the_reason(
+    tmp_path: Path, managers: list[JobManager]
+) -> None:
+    db = tmp_path / "jobs.db"
+    _interrupted(db, make_spec(tmp_path / "jobs", "crashed"), pid=2**22 + 1)
+
+    record = _manager(managers, db).get("crashed")
+
+    assert record.status == "failed"
+    assert record.error == (
+        f"the server stopped while this job was running (pid {2**22 + 1}); no checkpoint to resume from"
+    )
+
+
+def test_job_interrupted_with_a_checkpoint_resumes_and_its_stray_process_is_killed(
+    tmp_path: Path, managers: list[JobManager]
+) -> None:
+    db = tmp_path / "jobs.db"
+    spec = make_spec(tmp_path / "jobs", "crashed")
+    checkpoint = spec.path / "trainer_state" / "checkpoint-2"
+    checkpoint.mkdir(parents=True)
+    (checkpoint / "trainer_state.json").write_text("{}")
+    (spec.path / "trainer_state" / "checkpoint-3").mkdir()  # cut short: no trainer_state.json
+    # a training process that somehow outlived its server: same job dir on its command line
+    stray = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(120)", spec.job_dir], start_new_session=True
+    )
+    _interrupted(db, spec, pid=stray.pid)
+
+    manager = _manager(managers, db)
+    stray.wait(timeout=10)
+    record = _final(manager, "crashed")
+
+    assert stray.returncode == -signal.SIGKILL
+    assert last_trainer_checkpoint(spec.path) == checkpoint
+    assert record.status == "completed" and record.attempts == 2
+    assert record.note.endswith(f"resuming from {checkpoint}")
+    assert launches(spec.job_dir)[0][2:] == ["--resume"]
+
+
+def test_a_pid_reused_by_another_process_is_not_killed(tmp_path: Path, managers: list[JobManager]) -> None:
+    db = tmp_path / "jobs.db"
+    _interrupted(db, make_spec(tmp_path / "jobs", "crashed"), pid=os.getpid())  # this test process
+
+    assert _manager(managers, db).get("crashed").status == "failed"  # and we are still here
