@@ -29,7 +29,9 @@ from llama_stack_provider_trl.stack_api import (
     Checkpoint,
     ConflictError,
     DatasetIO,
+    DatasetNotFoundError,
     Datasets,
+    FieldDatasetNotFoundError,
     GetDatasetRequest,
     GetModelRequest,
     GetTrainingJobArtifactsRequest,
@@ -198,7 +200,10 @@ class TrlPostTrainingImpl:
         return check_model(str(path))
 
     async def _preference_rows(self, dataset_id: str, field: str, data_format: str | None) -> PreferenceRows:
-        await self.datasets_api.get_dataset(GetDatasetRequest(dataset_id=dataset_id))  # 404 if unknown
+        try:
+            await self.datasets_api.get_dataset(GetDatasetRequest(dataset_id=dataset_id))
+        except DatasetNotFoundError as exc:
+            raise FieldDatasetNotFoundError(f"training_config.data_config.{field}", dataset_id) from exc
         # One row over the limit is enough to refuse an oversize dataset without reading all of it.
         limit = self.config.max_train_rows + 1
         page = await self.datasetio_api.iterrows(IterRowsRequest(dataset_id=dataset_id, limit=limit))

@@ -47,6 +47,7 @@ __all__ = [
     "DatasetIO",
     "DatasetNotFoundError",
     "Datasets",
+    "FieldDatasetNotFoundError",
     "GetDatasetRequest",
     "GetModelRequest",
     "GetTrainingJobArtifactsRequest",
@@ -107,3 +108,11 @@ class NotImplementedByProviderError(ConflictError):
 class JobNotFoundError(ResourceNotFoundError):
     def __init__(self, job_uuid: str) -> None:
         super().__init__(job_uuid, "Training job", "alpha.post_training.job.list", resource_name_plural="training jobs")
+
+
+class FieldDatasetNotFoundError(DatasetNotFoundError):
+    """A dataset a request field names does not exist (HTTP 404); the message names the field."""
+
+    def __init__(self, field: str, dataset_id: str) -> None:
+        super().__init__(dataset_id)
+        self.args = (f"{field}: {self.args[0]}",)

@@ -1,9 +1,9 @@
 """A recipe that speaks the real one's protocol (job.json in, events.jsonl out, exit code) without torch.
 
-It starts in well under a second instead of the real recipe's seconds of torch/TRL imports, so tests of
-the job system itself (queueing, crashes, restarts) can run many jobs. Select it with the provider config
-``recipe_module: llama_stack_provider_trl.demo.fake_recipe``. Each step sleeps ``TRL_FAKE_STEP_S`` seconds
-(default 0.05); it writes a marker file per launch, so a test can count how often a job really ran.
+It starts in well under a second instead of the real recipe's seconds of torch/TRL imports, so
+JobManager's own tests (test_job_store.py) can run many jobs: ``JobManager(recipe_module="fake_recipe")``
+with tests/ on PYTHONPATH. Each step sleeps ``TRL_FAKE_STEP_S`` seconds (default 0.05); it writes a
+marker file per launch, so a test can count how often a job really ran.
 """
 
 import json

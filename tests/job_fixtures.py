@@ -1,4 +1,4 @@
-"""Job specs and waits for tests of the job system that run without a Llama Stack server."""
+"""Servers, job specs and waits for the job-system tests."""
 
 import json
 import os
@@ -11,13 +11,16 @@ from typing import Any
 import yaml
 from llama_stack_client import LlamaStackClient
 
-from llama_stack_provider_trl.demo.fake_recipe import LAUNCHES_FILE
 from llama_stack_provider_trl.demo.stack_server import StackServer
-from llama_stack_provider_trl.job_spec import TRAIN_DATA_FILE, DPOJobSpec
+from llama_stack_provider_trl.job_spec import EVENTS_FILE, TRAIN_DATA_FILE, DPOJobSpec
 
 from conftest import RUN_YAML
+from fake_recipe import LAUNCHES_FILE
 
-FAKE_RECIPE = "llama_stack_provider_trl.demo.fake_recipe"
+# A stand-in training process for JobManager's own tests (tests/fake_recipe.py; tests/ must be on PYTHONPATH).
+# Tests against a server run the real recipe.
+FAKE_RECIPE = "fake_recipe"
+TESTS_DIR = Path(__file__).resolve().parent
 
 
 def make_spec(root: Path, job_uuid: str, model: str = "fake", **overrides: Any) -> DPOJobSpec:
@@ -32,7 +35,7 @@ def make_spec(root: Path, job_uuid: str, model: str = "fake", **overrides: Any) 
         "device": "cpu",
         "precision": "auto",
         "beta": 0.1,
-        "loss_type": "sigmoid",
+        "loss_types": ["sigmoid"],
         "reference_strategy": "frozen_copy",
         "n_epochs": 1,
         "max_steps_per_epoch": 3,
@@ -60,6 +63,12 @@ def launches(job_dir: str | Path) -> list[list[str]]:
     """One entry per time the fake recipe ran for this job: [pid, time, *flags]."""
     path = Path(job_dir) / LAUNCHES_FILE
     return [line.split() for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def recipe_starts(job_dir: str | Path) -> int:
+    """How many times a training process (real or fake) started for this job: its 'started' events."""
+    path = Path(job_dir) / EVENTS_FILE
+    return sum(json.loads(line)["event"] == "started" for line in path.read_text().splitlines()) if path.exists() else 0
 
 
 def poll(condition: Callable[[], Any], timeout_s: float = 60, what: str = "condition") -> Any:

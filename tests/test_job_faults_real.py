@@ -10,8 +10,6 @@ from llama_stack_provider_trl.trainer_checkpoints import last_trainer_checkpoint
 from helpers import dpo_request, process_gone, register_rows, unique, wait_final, wait_for
 from job_fixtures import client_for, kill_server, poll, server_for
 
-EPOCH_CHECKPOINT_RECIPE = "llama_stack_provider_trl.demo.epoch_checkpoint_recipe"
-
 
 @pytest.mark.slow
 def test_server_killed_mid_job_takes_the_job_down_and_the_restarted_server_resumes_it(
@@ -19,7 +17,7 @@ def test_server_killed_mid_job_takes_the_job_down_and_the_restarted_server_resum
 ) -> None:
     epochs, steps_per_epoch = 10, len(preference_rows) // 4
     job_uuid = unique("resume")
-    with server_for(tmp_path, recipe_module=EPOCH_CHECKPOINT_RECIPE) as server:
+    with server_for(tmp_path) as server:
         client = client_for(server)
         dataset_id = register_rows(client, preference_rows)
         client.alpha.post_training.preference_optimize(
@@ -33,7 +31,7 @@ def test_server_killed_mid_job_takes_the_job_down_and_the_restarted_server_resum
         poll(lambda: process_gone(pid), timeout_s=15, what="the training process gone with its server")
         assert not server.healthy()
 
-    with server_for(tmp_path, recipe_module=EPOCH_CHECKPOINT_RECIPE) as restarted:
+    with server_for(tmp_path) as restarted:
         client = client_for(restarted)
         status = wait_final(client, job_uuid, timeout_s=600)  # generous: 2 cores shared with other work
 
@@ -53,5 +51,5 @@ def test_server_killed_mid_job_takes_the_job_down_and_the_restarted_server_resum
     after = events[events.index(resumed) :]
     first_step = next(e["step"] for e in after if e["event"] == "metrics")
     assert first_step == resumed_step + 1  # it went on from the checkpoint, not from step 1
-    [final] = status.checkpoints
-    assert (Path(final.path) / "config.json").is_file()
+    final = status.checkpoints[-1]
+    assert final.identifier == f"{job_uuid}-final" and (Path(final.path) / "config.json").is_file()

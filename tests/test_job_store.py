@@ -1,4 +1,9 @@
-"""The sqlite job store and what JobManager rebuilds from it after a restart (no server, fake recipe)."""
+"""The sqlite job store and what JobManager rebuilds from it after a restart.
+
+No server here, and the supervised process is tests/fake_recipe.py: a stand-in that speaks the recipe's
+protocol (job.json in, events out, exit code) in a fraction of a second, so these tests exercise the
+supervisor itself. The same behaviour with real TRL jobs behind a real server: test_job_faults.py.
+"""
 
 import os
 import signal
@@ -14,7 +19,7 @@ from llama_stack_provider_trl.jobs import JobManager, JobRecord
 from llama_stack_provider_trl.trainer_checkpoints import last_trainer_checkpoint
 
 from helpers import process_gone
-from job_fixtures import FAKE_RECIPE, launches, make_spec, poll
+from job_fixtures import FAKE_RECIPE, TESTS_DIR, launches, make_spec, poll
 
 FINAL = {"completed", "failed", "cancelled"}
 
@@ -23,6 +28,7 @@ FINAL = {"completed", "failed", "cancelled"}
 def managers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[list[JobManager]]:
     """Managers a test starts; every one is shut down at the end, so no process outlives the test."""
     monkeypatch.setenv("TRL_FAKE_STEP_S", "0.05")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(TESTS_DIR), os.environ.get("PYTHONPATH", "")]))
     started: list[JobManager] = []
     yield started
     for manager in started:
@@ -133,10 +139,10 @@ def test_job_interrupted_with_a_checkpoint_resumes_and_its_stray_process_is_kill
 ) -> None:
     db = tmp_path / "jobs.db"
     spec = make_spec(tmp_path / "jobs", "crashed")
-    checkpoint = spec.path / "trainer_state" / "checkpoint-2"
+    checkpoint = spec.path / "checkpoints" / "checkpoint-2"
     checkpoint.mkdir(parents=True)
     (checkpoint / "trainer_state.json").write_text("{}")
-    (spec.path / "trainer_state" / "checkpoint-3").mkdir()  # cut short: no trainer_state.json
+    (spec.path / "checkpoints" / "checkpoint-3").mkdir()  # cut short: no trainer_state.json
     # a training process that somehow outlived its server: same job dir on its command line
     stray = subprocess.Popen(
         [sys.executable, "-c", "import time; time.sleep(120)", spec.job_dir], start_new_session=True
