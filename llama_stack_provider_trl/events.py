@@ -28,6 +28,10 @@ class EventReader:
         self._path = path
         self._offset = offset  # bytes already read (or to skip)
 
+    @property
+    def offset(self) -> int:
+        return self._offset
+
     def read_new(self) -> list[dict[str, Any]]:
         try:
             with self._path.open("rb") as f:

@@ -96,6 +96,7 @@ class JobRecord(BaseModel):
     attempts: int = Field(default=0, description="Times a training process was launched for this job.")
     resume: bool = Field(default=False, description="The next launch resumes from the last Trainer checkpoint.")
     note: str | None = Field(default=None, description="Why a job was requeued or resumed.")
+    events_offset: int = Field(default=0, description="Bytes of the job's events.jsonl already applied here.")
 
     @property
     def job_uuid(self) -> str:
@@ -317,9 +318,9 @@ class JobManager:
             except (OSError, ValueError, IndexError) as exc:
                 self._finish(record, "failed", error=f"could not start the training process: {exc}")
                 return
-        # A resumed job appends to the events of its earlier run; read only what this run writes.
-        offset = events_file.stat().st_size if events_file.exists() else 0
-        self._running[record.job_uuid] = _Running(process, EventReader(events_file, offset=offset))
+        # A relaunched job appends to the events of its earlier run: go on from the last one this record took in
+        # (its run may have written more before the server stopped; re-applying progress events is harmless).
+        self._running[record.job_uuid] = _Running(process, EventReader(events_file, offset=record.events_offset))
         record.status = "in_progress"
         record.phase = "starting"
         record.started_at = record.started_at if record.resume and record.started_at else datetime.now(UTC)
@@ -332,6 +333,7 @@ class JobManager:
         record, running = self._jobs[job_uuid], self._running[job_uuid]
         state_changed = False
         events = running.events.read_new()
+        record.events_offset = running.events.offset
         for event in events:
             kind = event.get("event")
             if kind == "started":
@@ -358,15 +360,16 @@ class JobManager:
             elif kind == "eval":
                 record.eval_metrics = event["metrics"]
             elif kind == "checkpoint":
-                record.checkpoints.append(
+                # Trainer deletes the oldest epoch checkpoints under save_total_limit (those of an earlier run
+                # of a resumed job too): keep only what is still on disk.
+                kept = [c for c in record.checkpoints if c.identifier != event["identifier"] and Path(c.path).exists()]
+                record.checkpoints = [
+                    *kept,
                     CheckpointRecord(
                         created_at=datetime.fromtimestamp(event["time"], UTC),
                         **{k: v for k, v in event.items() if k in CheckpointRecord.model_fields},
-                    )
-                )
-            elif kind == "checkpoints_removed":  # save_total_limit deleted older epoch checkpoints
-                gone = set(event["identifiers"])
-                record.checkpoints = [c for c in record.checkpoints if c.identifier not in gone]
+                    ),
+                ]
             elif kind in ("completed", "failed"):
                 running.reported = kind
                 running.reported_error = event.get("error")

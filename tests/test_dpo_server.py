@@ -126,7 +126,7 @@ def test_lora_job_on_conversational_rows_with_a_validation_set_reports_eval_metr
             lr=5e-2,
             data_format="dialog",
             validation_dataset_id=validation,
-            hyperparam_search_config={"use_lora": True, "lora_rank": 4, "merge_adapter": True},
+            hyperparam_search_config={"use_lora": True, "lora_rank": 4, "merge_adapter": True, "save_total_limit": 1},
         )
     )
     status = wait_final(client, job_uuid)
@@ -137,16 +137,13 @@ def test_lora_job_on_conversational_rows_with_a_validation_set_reports_eval_metr
     assert "eval_loss" in resources["eval_metrics"]
 
     artifacts = client.alpha.post_training.job.artifacts(job_uuid=job_uuid).checkpoints
-    assert [c.identifier for c in artifacts] == [
-        f"{job_uuid}-epoch-1",
-        f"{job_uuid}-epoch-2",
-        f"{job_uuid}-final",
-        f"{job_uuid}-final-merged",
-    ]
-    assert [c.epoch for c in artifacts] == [1, 2, 2, 2]
+    # save_total_limit 1: the epoch-1 checkpoint was deleted once epoch 2 saved, and left the list
+    assert [c.identifier for c in artifacts] == [f"{job_uuid}-epoch-2", f"{job_uuid}-final", f"{job_uuid}-final-merged"]
+    assert [c.epoch for c in artifacts] == [2, 2, 2]
+    assert all(Path(c.path).is_dir() for c in artifacts)
     for checkpoint in artifacts:
         metrics = checkpoint.training_metrics
         assert metrics is not None and metrics.epoch == checkpoint.epoch
         assert metrics.validation_loss > 0 and metrics.perplexity > 1 and metrics.train_loss > 0
-    assert AutoPeftModelForCausalLM.from_pretrained(artifacts[2].path) is not None
-    assert AutoModelForCausalLM.from_pretrained(artifacts[3].path).config.vocab_size > 0
+    assert AutoPeftModelForCausalLM.from_pretrained(artifacts[1].path) is not None
+    assert AutoModelForCausalLM.from_pretrained(artifacts[2].path).config.vocab_size > 0

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from llama_stack_provider_trl.events import EventWriter
+from llama_stack_provider_trl.job_spec import EVENTS_FILE
 from llama_stack_provider_trl.job_store import JobStore
 from llama_stack_provider_trl.jobs import JobManager, JobRecord
 from llama_stack_provider_trl.trainer_checkpoints import last_trainer_checkpoint
@@ -165,3 +167,23 @@ def test_a_pid_reused_by_another_process_is_not_killed(tmp_path: Path, managers:
     _interrupted(db, make_spec(tmp_path / "jobs", "crashed"), pid=os.getpid())  # this test process
 
     assert _manager(managers, db).get("crashed").status == "failed"  # and we are still here
+
+
+def test_a_resumed_job_takes_in_what_its_earlier_run_reported_after_the_last_save_of_its_record(
+    tmp_path: Path, managers: list[JobManager]
+) -> None:
+    """The server died after the recipe reported an epoch checkpoint but before the record took it in."""
+    db = tmp_path / "jobs.db"
+    spec = make_spec(tmp_path / "jobs", "crashed")
+    checkpoint = spec.path / "checkpoints" / "checkpoint-2"
+    checkpoint.mkdir(parents=True)
+    (checkpoint / "trainer_state.json").write_text("{}")
+    EventWriter(spec.path / EVENTS_FILE).emit(
+        "checkpoint", identifier="crashed-epoch-1", epoch=1, step=2, path=str(checkpoint), train_loss=0.5
+    )
+    _interrupted(db, spec, pid=2**22 + 1)
+
+    record = _final(_manager(managers, db), "crashed")
+
+    assert record.status == "completed" and record.attempts == 2
+    assert [c.identifier for c in record.checkpoints] == ["crashed-epoch-1", "crashed-final"]

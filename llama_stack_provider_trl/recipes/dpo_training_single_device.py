@@ -100,7 +100,6 @@ class _ProgressReporter(TrainerCallback):
         self.epoch_train_loss: float | None = None
         self.eval_loss: float | None = None
         self.perplexity: float | None = None
-        self._epoch_checkpoints: dict[str, Path] = {}
 
     def on_train_begin(self, args, state, control, optimizer=None, **kwargs):
         inner = getattr(optimizer, "optimizer", optimizer)  # accelerate wraps the torch optimizer
@@ -154,14 +153,7 @@ class _ProgressReporter(TrainerCallback):
 
     def on_save(self, args, state, control, **kwargs):
         path = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-        identifier = f"{self._job_uuid}-epoch-{self._epoch}"
-        self._epoch_checkpoints[identifier] = path
-        self.emit_checkpoint(identifier, path, state.global_step)
-        removed = [name for name, saved in self._epoch_checkpoints.items() if not saved.exists()]
-        if removed:  # Trainer deleted them for save_total_limit
-            for name in removed:
-                del self._epoch_checkpoints[name]
-            self._events.emit("checkpoints_removed", identifiers=removed)
+        self.emit_checkpoint(f"{self._job_uuid}-epoch-{self._epoch}", path, state.global_step)
 
     def emit_checkpoint(self, identifier: str, path: Path, step: int) -> None:
         self._events.emit(
