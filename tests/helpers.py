@@ -54,21 +54,20 @@ def process_gone(pid: int) -> bool:
         return True
 
 
-def run_recipe(
-    tmp_path: Path,
-    model: Path,
+def write_job(
+    job_dir: Path,
+    model: str | Path,
     rows: list[dict[str, Any]],
     eval_rows: list[dict[str, Any]] | None = None,
     **overrides: Any,
-) -> list[dict[str, Any]]:
-    """Run the training recipe in this process on a job directory under ``tmp_path``; return its events."""
-    job_dir = tmp_path / "job"
+) -> DPOJobSpec:
+    """A job directory as the server leaves it for the recipe: rows and job.json (small CPU defaults)."""
     job_dir.mkdir(parents=True)
     (job_dir / TRAIN_DATA_FILE).write_text("".join(json.dumps(r) + "\n" for r in rows))
     if eval_rows:
         (job_dir / EVAL_DATA_FILE).write_text("".join(json.dumps(r) + "\n" for r in eval_rows))
     fields: dict[str, Any] = {
-        "job_uuid": "job",
+        "job_uuid": job_dir.name,
         "model": str(model),
         "job_dir": str(job_dir),
         "device": "cpu",
@@ -94,7 +93,20 @@ def run_recipe(
         "num_rows": len(rows),
         "num_eval_rows": len(eval_rows or []),
     }
-    DPOJobSpec(**{**fields, **overrides}).write()
+    spec = DPOJobSpec(**{**fields, **overrides})
+    spec.write()
+    return spec
+
+
+def run_recipe(
+    tmp_path: Path,
+    model: Path,
+    rows: list[dict[str, Any]],
+    eval_rows: list[dict[str, Any]] | None = None,
+    **overrides: Any,
+) -> list[dict[str, Any]]:
+    """Run the training recipe in this process on a job directory under ``tmp_path``; return its events."""
+    job_dir = write_job(tmp_path / "job", model, rows, eval_rows, **overrides).path
     assert recipe_main(["recipe", str(job_dir)]) == 0, (job_dir / EVENTS_FILE).read_text()
     return [json.loads(line) for line in (job_dir / EVENTS_FILE).read_text().splitlines()]
 

@@ -12,10 +12,11 @@ import yaml
 from llama_stack_client import LlamaStackClient
 
 from llama_stack_provider_trl.demo.stack_server import StackServer
-from llama_stack_provider_trl.job_spec import EVENTS_FILE, TRAIN_DATA_FILE, DPOJobSpec
+from llama_stack_provider_trl.job_spec import EVENTS_FILE, DPOJobSpec
 
 from conftest import RUN_YAML
 from fake_recipe import LAUNCHES_FILE
+from helpers import write_job
 
 # A stand-in training process for JobManager's own tests (tests/fake_recipe.py; tests/ must be on PYTHONPATH).
 # Tests against a server run the real recipe.
@@ -24,39 +25,8 @@ TESTS_DIR = Path(__file__).resolve().parent
 
 
 def make_spec(root: Path, job_uuid: str, model: str = "fake", **overrides: Any) -> DPOJobSpec:
-    job_dir = root / job_uuid
-    job_dir.mkdir(parents=True)
     rows = [{"prompt": "p", "chosen": "c", "rejected": "r"}] * 8
-    (job_dir / TRAIN_DATA_FILE).write_text("".join(json.dumps(r) + "\n" for r in rows))
-    fields: dict[str, Any] = {
-        "job_uuid": job_uuid,
-        "model": model,
-        "job_dir": str(job_dir),
-        "device": "cpu",
-        "precision": "auto",
-        "beta": 0.1,
-        "loss_types": ["sigmoid"],
-        "reference_strategy": "frozen_copy",
-        "n_epochs": 1,
-        "max_steps_per_epoch": 3,
-        "batch_size": 4,
-        "gradient_accumulation_steps": 1,
-        "shuffle": False,
-        "learning_rate": 5e-3,
-        "weight_decay": 0.0,
-        "warmup_steps": 0,
-        "optimizer": "adamw",
-        "max_seq_length": 128,
-        "gradient_checkpointing": False,
-        "activation_offloading": False,
-        "logging_steps": 1,
-        "seed": 0,
-        "trust_remote_code": False,
-        "num_rows": len(rows),
-    }
-    spec = DPOJobSpec(**{**fields, **overrides})
-    spec.write()
-    return spec
+    return write_job(root / job_uuid, model, rows, **{"max_steps_per_epoch": 3, **overrides})
 
 
 def launches(job_dir: str | Path) -> list[list[str]]:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from llama_stack_provider_trl.events import EventWriter
-from llama_stack_provider_trl.job_spec import EVENTS_FILE
+from llama_stack_provider_trl.job_spec import EVENTS_FILE, DPOJobSpec
 from llama_stack_provider_trl.job_store import JobStore
 from llama_stack_provider_trl.jobs import JobManager, JobRecord
 from llama_stack_provider_trl.trainer_checkpoints import last_trainer_checkpoint
@@ -116,6 +116,14 @@ def test_shutdown_with_resume_off_cancels_running_jobs(tmp_path: Path, managers:
     assert record.status == "cancelled" and "server shut down" in record.error
 
 
+def _complete_checkpoint(spec: DPOJobSpec, step: int) -> Path:
+    """An epoch checkpoint directory as Trainer leaves it once the save is complete."""
+    checkpoint = spec.path / "checkpoints" / f"checkpoint-{step}"
+    checkpoint.mkdir(parents=True)
+    (checkpoint / "trainer_state.json").write_text("{}")
+    return checkpoint
+
+
 def _interrupted(db: Path, spec, pid: int) -> None:
     """The store as a server that was SIGKILLed while running ``spec`` leaves it."""
     record = JobRecord(spec=spec, status="in_progress", phase="training", pid=pid, attempts=1)
@@ -141,9 +149,7 @@ def test_job_interrupted_with_a_checkpoint_resumes_and_its_stray_process_is_kill
 ) -> None:
     db = tmp_path / "jobs.db"
     spec = make_spec(tmp_path / "jobs", "crashed")
-    checkpoint = spec.path / "checkpoints" / "checkpoint-2"
-    checkpoint.mkdir(parents=True)
-    (checkpoint / "trainer_state.json").write_text("{}")
+    checkpoint = _complete_checkpoint(spec, step=2)
     (spec.path / "checkpoints" / "checkpoint-3").mkdir()  # cut short: no trainer_state.json
     # a training process that somehow outlived its server: same job dir on its command line
     stray = subprocess.Popen(
@@ -175,9 +181,7 @@ def test_a_resumed_job_takes_in_what_its_earlier_run_reported_after_the_last_sav
     """The server died after the recipe reported an epoch checkpoint but before the record took it in."""
     db = tmp_path / "jobs.db"
     spec = make_spec(tmp_path / "jobs", "crashed")
-    checkpoint = spec.path / "checkpoints" / "checkpoint-2"
-    checkpoint.mkdir(parents=True)
-    (checkpoint / "trainer_state.json").write_text("{}")
+    checkpoint = _complete_checkpoint(spec, step=2)
     EventWriter(spec.path / EVENTS_FILE).emit(
         "checkpoint", identifier="crashed-epoch-1", epoch=1, step=2, path=str(checkpoint), train_loss=0.5
     )
