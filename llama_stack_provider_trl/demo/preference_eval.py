@@ -76,3 +76,19 @@ def preference_margins(model_path: str | Path, rows: list[dict[str, Any]]) -> li
     chosen = completion_logps(model, [(prompt, c) for prompt, c, _ in ids])
     rejected = completion_logps(model, [(prompt, r) for prompt, _, r in ids])
     return [c - r for c, r in zip(chosen, rejected, strict=True)]
+
+
+def greedy_answers(model_path: str | Path, prompts: list[list[dict[str, str]]], max_new_tokens: int = 24) -> list[str]:
+    """The model's greedy reply to each conversational prompt."""
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    model = load_model(model_path)
+    answers = []
+    for messages in prompts:
+        inputs = tokenizer.apply_chat_template(
+            messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
+        )
+        with torch.no_grad():
+            output = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
+        reply = tokenizer.decode(output[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+        answers.append(" ".join(reply.split()))
+    return answers
