@@ -107,20 +107,7 @@ class TrlPostTrainingImpl:
         dataset_id = dataset_id_of(request)
         spec = build_job_spec(request, self.config, job_dir, self.device, num_rows=0)  # every field, before I/O
         spec = spec.model_copy(update={"model": await self._registered_model_path(spec.model)})
-        data_config = request.training_config.data_config
-        data_format = data_config.data_format.value if data_config.data_format else None
-        train = await self._preference_rows(dataset_id, "dataset_id", data_format)
-        evaluation = None
-        if data_config.validation_dataset_id:
-            evaluation = await self._preference_rows(
-                data_config.validation_dataset_id, "validation_dataset_id", data_format
-            )
-            if (evaluation.shape, evaluation.implicit_prompt) != (train.shape, train.implicit_prompt):
-                raise BadRequestError(
-                    f"training_config.data_config.validation_dataset_id: its rows ({evaluation.shape}, fields "
-                    f"{list(evaluation.fields)}) differ from the training rows ({train.shape}, fields "
-                    f"{list(train.fields)}); use one format for both"
-                )
+        train, evaluation = await self._training_and_validation_rows(request, dataset_id)
         _check_chat_template(spec, train)
         spec = spec.model_copy(
             update={"num_rows": len(train.rows), "num_eval_rows": len(evaluation.rows) if evaluation else 0}
@@ -198,6 +185,25 @@ class TrlPostTrainingImpl:
             return model
         path = (registered.metadata or {}).get("model_path") or registered.provider_resource_id or model
         return check_model(str(path))
+
+    async def _training_and_validation_rows(
+        self, request: PreferenceOptimizeRequest, dataset_id: str
+    ) -> tuple[PreferenceRows, PreferenceRows | None]:
+        data_config = request.training_config.data_config
+        data_format = data_config.data_format.value if data_config.data_format else None
+        train = await self._preference_rows(dataset_id, "dataset_id", data_format)
+        if not data_config.validation_dataset_id:
+            return train, None
+        evaluation = await self._preference_rows(
+            data_config.validation_dataset_id, "validation_dataset_id", data_format
+        )
+        if (evaluation.shape, evaluation.implicit_prompt) != (train.shape, train.implicit_prompt):
+            raise BadRequestError(
+                f"training_config.data_config.validation_dataset_id: its rows ({evaluation.shape}, fields "
+                f"{list(evaluation.fields)}) differ from the training rows ({train.shape}, fields "
+                f"{list(train.fields)}); use one format for both"
+            )
+        return train, evaluation
 
     async def _preference_rows(self, dataset_id: str, field: str, data_format: str | None) -> PreferenceRows:
         try:
