@@ -4,7 +4,9 @@
 
 Reads the provider job's ``job.json`` and ``train.jsonl`` so both arms train the same model on the same
 rows with the same settings, then prints one ``RESULT {json}`` line measured the way the provider
-measures itself (llama_stack_provider_trl.throughput).
+measures itself (llama_stack_provider_trl.throughput). TRL has no working switch for two of those
+settings, so this arm takes them from the provider as they are: length grouping of pairs, and with
+``padding_free`` the packed forward (llama_stack_provider_trl.padding_free).
 """
 
 import json
@@ -17,6 +19,7 @@ from datasets import Dataset
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 from trl import DPOConfig, DPOTrainer
 
+from llama_stack_provider_trl.padding_free import enable_padding_free
 from llama_stack_provider_trl.sampling import PairLengthGroupedSampler, pair_lengths
 from llama_stack_provider_trl.throughput import (
     PaddingCounter,
@@ -59,6 +62,9 @@ def main(job_dir: Path, precision: str) -> None:
     ref_model = None
     if spec["reference_strategy"] == "frozen_copy":
         ref_model = AutoModelForCausalLM.from_pretrained(spec["model"], dtype=half)
+    if spec.get("padding_free"):
+        for each in (model, ref_model) if ref_model is not None else (model,):
+            enable_padding_free(each, spec["max_seq_length"])
     sampling = "group_by_length" if spec["shuffle"] and spec["group_by_length"] else "random"
     if not spec["shuffle"]:
         sampling = "sequential"
@@ -100,7 +106,7 @@ def main(job_dir: Path, precision: str) -> None:
         processing_class=tokenizer,
         callbacks=[meter],
     )
-    padding = PaddingCounter(trainer.data_collator)
+    padding = PaddingCounter(trainer.data_collator, packed=bool(spec.get("padding_free")))
     trainer.data_collator = padding
     trainer.train()
     result = {

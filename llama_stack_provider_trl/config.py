@@ -36,6 +36,7 @@ PER_JOB_FIELDS: frozenset[str] = frozenset(
         "max_seq_length",
         "pad_to_multiple_of",
         "group_by_length",
+        "padding_free",
         "gradient_checkpointing",
         "use_lora",
         "lora_rank",
@@ -119,6 +120,13 @@ class TrlPostTrainingConfig(BaseModel):
         default=True,
         description="Put pairs of similar length in the same batch (Trainer's LengthGroupedSampler), so less of "
         "each batch is padding. Applies when data_config.shuffle is true.",
+    )
+    padding_free: bool = Field(
+        default=False,
+        description="Compute no padding: each batch runs as one packed row of its real tokens, with attention kept "
+        "inside each sequence (FlashAttention's variable-length kernel on CUDA in bf16/fp16, per-sequence SDPA "
+        "elsewhere). Same losses as padded batches up to float rounding. Needs a model whose attention is "
+        "pluggable and full (Llama, Qwen2, Mistral without sliding window, ...); pad_to_multiple_of is then unused.",
     )
     gradient_checkpointing: bool = Field(
         default=False,

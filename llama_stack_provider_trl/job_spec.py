@@ -55,6 +55,7 @@ class DPOJobSpec(BaseModel):
     max_seq_length: int
     pad_to_multiple_of: int | None = Field(default=None, description="Pad batches to a multiple of this length.")
     group_by_length: bool = Field(default=False, description="Batch pairs of similar length (when shuffling).")
+    padding_free: bool = Field(default=False, description="Run each batch packed, computing no padding.")
     gradient_checkpointing: bool
     activation_offloading: bool
     logging_steps: int

@@ -1,4 +1,4 @@
-"""Read a model's tokenizer files in the server, without loading the model or reaching the Hub."""
+"""Read a model's config and tokenizer files in the server, without loading the model or reaching the Hub."""
 
 import json
 from pathlib import Path
@@ -31,3 +31,20 @@ def has_chat_template(model: str) -> bool | None:
         return bool(json.loads(config_path.read_text()).get("chat_template"))
     except (OSError, ValueError):
         return None
+
+
+def sliding_window(model: str) -> int | None:
+    """The attention window of a model that limits attention to one; None when it does not, or when its
+    config.json is not on this machine."""
+    config_path = _local_file(model, "config.json")
+    if config_path is None:
+        return None
+    try:
+        config = json.loads(config_path.read_text())
+    except (OSError, ValueError):
+        return None
+    config = config.get("text_config") or config
+    if not config.get("use_sliding_window", True):  # Qwen2 lists a window it does not use
+        return None
+    window = config.get("sliding_window")
+    return window if isinstance(window, int) else None

@@ -19,7 +19,7 @@ from llama_stack_provider_trl.jobs import (
     JobNotFound,
     JobRecord,
 )
-from llama_stack_provider_trl.model_files import has_chat_template
+from llama_stack_provider_trl.model_files import has_chat_template, sliding_window
 from llama_stack_provider_trl.preference_data import PreferenceDataError, PreferenceRows, check_preference_rows
 from llama_stack_provider_trl.request_limits import check_dataset_size, check_request_limits
 from llama_stack_provider_trl.request_validation import build_job_spec, check_model, dataset_id_of, job_dir_for
@@ -109,6 +109,7 @@ class TrlPostTrainingImpl:
         spec = spec.model_copy(update={"model": await self._registered_model_path(spec.model)})
         train, evaluation = await self._training_and_validation_rows(request, dataset_id)
         _check_chat_template(spec, train)
+        _check_padding_free(spec)
         spec = spec.model_copy(
             update={"num_rows": len(train.rows), "num_eval_rows": len(evaluation.rows) if evaluation else 0}
         )
@@ -235,6 +236,16 @@ def _check_chat_template(spec: DPOJobSpec, train: PreferenceRows) -> None:
         )
 
 
+def _check_padding_free(spec: DPOJobSpec) -> None:
+    window = sliding_window(spec.model) if spec.padding_free else None
+    if window is not None and window < spec.max_seq_length:
+        raise BadRequestError(
+            f"padding_free: '{spec.model}' attends within a sliding window of {window} tokens, shorter than "
+            f"max_seq_length {spec.max_seq_length}, and packed sequences cannot keep that window; set padding_free "
+            f"false (provider config or hyperparam_search_config), or max_seq_length {window} or less"
+        )
+
+
 def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
     with path.open("w", encoding="utf-8") as f:
         f.writelines(json.dumps(row) + "\n" for row in rows)
@@ -280,6 +291,7 @@ def _resources_allocated(record: JobRecord) -> dict[str, Any]:
         "loss_weights": spec.loss_weights,
         "beta": spec.beta,
         "lora": spec.lora.model_dump() if spec.lora else None,
+        "padding_free": spec.padding_free,
         "pid": record.pid,
         "job_dir": spec.job_dir,
         "log_path": str(record.log_path),

@@ -148,7 +148,8 @@ def _precision(request: PreferenceOptimizeRequest, config: TrlPostTrainingConfig
 
 def _pad_multiple(config: TrlPostTrainingConfig, device: str) -> int | None:
     if config.pad_to_multiple_of == "auto":
-        return AUTO_PAD_MULTIPLE_CUDA if device.startswith("cuda") else None
+        # Packed batches compute no padding, so padding the layout would only cost memory
+        return AUTO_PAD_MULTIPLE_CUDA if device.startswith("cuda") and not config.padding_free else None
     return config.pad_to_multiple_of
 
 
@@ -248,6 +249,7 @@ def build_job_spec(
         max_seq_length=config.max_seq_length,
         pad_to_multiple_of=_pad_multiple(config, device),
         group_by_length=config.group_by_length,
+        padding_free=config.padding_free,
         gradient_checkpointing=gradient_checkpointing,
         activation_offloading=bool(efficiency and efficiency.enable_activation_offloading),
         logging_steps=config.logging_steps,

@@ -57,17 +57,20 @@ class ThroughputMeter:
 
 
 class PaddingCounter:
-    """Wraps TRL's collator to count the tokens each batch holds: real ones and padding."""
+    """Wraps TRL's collator to count the tokens each batch computes: real ones and padding. A packed
+    (padding-free) batch computes its real tokens only, whatever its padded layout."""
 
-    def __init__(self, collate: Any) -> None:
+    def __init__(self, collate: Any, packed: bool = False) -> None:
         self._collate = collate
+        self._packed = packed
         self.real_tokens = 0
         self.padded_tokens = 0
 
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
         batch = self._collate(examples)
-        self.real_tokens += int(batch["attention_mask"].sum())
-        self.padded_tokens += batch["attention_mask"].numel()
+        real = int(batch["attention_mask"].sum())
+        self.real_tokens += real
+        self.padded_tokens += real if self._packed else batch["attention_mask"].numel()
         return batch
 
     @property

@@ -54,6 +54,10 @@ def process_gone(pid: int) -> bool:
         return True
 
 
+# A small LoRA for recipe tests (a LoraSpec, less merge_adapter)
+LORA = {"rank": 4, "alpha": 8.0, "dropout": 0.0, "target_modules": "all-linear", "quantize_4bit": False}
+
+
 def write_job(
     job_dir: Path,
     model: str | Path,

@@ -110,7 +110,7 @@ def test_failing_training_process_is_reported_with_its_error(
     assert status.checkpoints == []
 
 
-def test_lora_job_on_conversational_rows_with_a_validation_set_reports_eval_metrics_per_checkpoint(
+def test_packed_lora_job_on_conversational_rows_with_a_validation_set_reports_eval_metrics_per_checkpoint(
     client: LlamaStackClient, tiny_model: Path, preference_rows: list[dict[str, str]]
 ) -> None:
     train = register_rows(client, as_conversations(preference_rows[:16]))
@@ -126,12 +126,19 @@ def test_lora_job_on_conversational_rows_with_a_validation_set_reports_eval_metr
             lr=5e-2,
             data_format="dialog",
             validation_dataset_id=validation,
-            hyperparam_search_config={"use_lora": True, "lora_rank": 4, "merge_adapter": True, "save_total_limit": 1},
+            hyperparam_search_config={
+                "use_lora": True,
+                "lora_rank": 4,
+                "merge_adapter": True,
+                "save_total_limit": 1,
+                "padding_free": True,
+            },
         )
     )
     status = wait_final(client, job_uuid)
     resources = status.resources_allocated
     assert status.status == "completed", resources["error"]
+    assert resources["padding_free"] is True and resources["padding_share"] == 0.0
     assert resources["reference_strategy"] == "adapters_disabled"
     assert resources["lora"]["rank"] == 4 and resources["eval_rows"] == 8
     assert "eval_loss" in resources["eval_metrics"]

@@ -12,9 +12,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from llama_stack_provider_trl.demo.toy_data import arithmetic_preferences, as_conversations, with_implicit_prompt
 
-from helpers import events_of, final_checkpoint, run_recipe
-
-LORA = {"rank": 4, "alpha": 8.0, "dropout": 0.0, "target_modules": "all-linear", "quantize_4bit": False}
+from helpers import LORA, events_of, final_checkpoint, run_recipe
 
 
 @pytest.fixture(scope="module")

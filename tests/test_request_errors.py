@@ -169,6 +169,18 @@ def test_conversational_rows_for_a_tokenizer_without_chat_template_are_400(
         _optimize(client, dpo_request(unique("j"), plain, dataset_id, data_format="dialog"))
 
 
+def test_padding_free_for_a_sliding_window_shorter_than_the_sequences_is_400(
+    client: LlamaStackClient, tiny_model: Path, dataset_id: str, tmp_path: Path
+) -> None:
+    windowed = tmp_path / "windowed"
+    shutil.copytree(tiny_model, windowed)
+    config = json.loads((windowed / "config.json").read_text())
+    (windowed / "config.json").write_text(json.dumps({**config, "sliding_window": 16}))
+    request = dpo_request(unique("j"), windowed, dataset_id, hyperparam_search_config={"padding_free": True})
+    with pytest.raises(llama_stack_client.BadRequestError, match="padding_free: .* sliding window of 16 tokens"):
+        _optimize(client, request)
+
+
 def test_a_validation_set_in_another_format_is_400(
     client: LlamaStackClient, tiny_model: Path, dataset_id: str, preference_rows: list[dict[str, str]]
 ) -> None:

@@ -37,6 +37,7 @@ from llama_stack_provider_trl.job_spec import (
     DPOJobSpec,
     LoraSpec,
 )
+from llama_stack_provider_trl.padding_free import PaddingFreeUnsupported, enable_padding_free
 from llama_stack_provider_trl.parent_watch import die_with_parent
 from llama_stack_provider_trl.sampling import PairLengthGroupedSampler, pair_lengths
 from llama_stack_provider_trl.storage_errors import describe_write_error, is_storage_error
@@ -195,6 +196,12 @@ class DPOTrainingSingleDevice:
             ) from exc
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
+        if spec.padding_free:
+            try:
+                for each in (model, ref_model) if ref_model is not None else (model,):
+                    enable_padding_free(each, spec.max_seq_length)
+            except PaddingFreeUnsupported as exc:
+                raise RuntimeError(f"padding_free: {exc}; set padding_free: false for this model") from exc
 
         train_dataset = Dataset.from_list(_read_jsonl(spec.path / TRAIN_DATA_FILE))
         eval_dataset = Dataset.from_list(_read_jsonl(spec.path / EVAL_DATA_FILE)) if spec.num_eval_rows else None
@@ -259,7 +266,7 @@ class DPOTrainingSingleDevice:
             self.reporter.eval_chosen_tokens_per_row = _mean_chosen_tokens(
                 self.trainer.eval_dataset, spec.max_seq_length
             )
-        self.reporter.padding = PaddingCounter(self.trainer.data_collator)
+        self.reporter.padding = PaddingCounter(self.trainer.data_collator, packed=spec.padding_free)
         self.trainer.data_collator = self.reporter.padding
         if spec.optimizer == "adam":  # Trainer has no plain-Adam `optim`; Adam's weight decay is L2
             self.trainer.optimizer_cls_and_kwargs = (torch.optim.Adam, {"lr": spec.learning_rate})

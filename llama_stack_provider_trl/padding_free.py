@@ -1,0 +1,158 @@
+"""Padding-free forward passes: a right-padded batch runs as one packed row of its real tokens.
+
+TRL 1.16's DPOTrainer pads every batch (its own ``padding_free`` is disabled), and on chat-like data a
+third of each batch or more is padding that the GPU computes anyway. ``enable_padding_free(model)``
+patches the model's backbone: a right-padded batch is packed into one row of real tokens with
+per-sequence position ids, runs through the layers with a variable-length attention that never
+crosses a sequence boundary, and its hidden states are scattered back to the padded layout. Everything
+around the backbone (TRL's fused LM head, the DPO losses, PEFT adapters, the reference model) sees the
+same shapes as before, so the result equals the padded forward up to float rounding.
+
+Attention: on CUDA in bf16/fp16, PyTorch's FlashAttention variable-length kernel (no padding, no mask);
+elsewhere, causal SDPA over each sequence in turn. Calls that are not packed (no ``cu_seq_lens_q``)
+run plain SDPA with the mask transformers builds for it, so generation and left padding still work.
+"""
+
+import functools
+import itertools
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from transformers import AttentionInterface, PreTrainedModel
+from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_forward
+from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+ATTENTION = "provider_padding_free"
+
+
+class PaddingFreeUnsupported(ValueError):
+    """The model's architecture cannot run packed."""
+
+
+def padding_free_attention(
+    module: torch.nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    dropout: float = 0.0,
+    scaling: float | None = None,
+    cu_seq_lens_q: torch.Tensor | None = None,
+    max_length_q: int | None = None,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, None]:
+    """transformers attention interface: query (1, heads, tokens, dim), key/value (1, kv_heads, tokens, dim)."""
+    if cu_seq_lens_q is None or max_length_q is None:
+        return sdpa_attention_forward(
+            module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
+        )
+    groups = query.size(1) // key.size(1)
+    # (tokens, heads, dim): the layout both kernels below take
+    q, k, v = (x[0].transpose(0, 1).contiguous() for x in (query, repeat_kv(key, groups), repeat_kv(value, groups)))
+    if _flash_varlen_supported(q):
+        out = torch.ops.aten._flash_attention_forward(
+            q, k, v, cu_seq_lens_q, cu_seq_lens_q, max_length_q, max_length_q, dropout, True, False, scale=scaling
+        )[0]
+    else:
+        bounds = cu_seq_lens_q.tolist()
+        out = torch.cat(
+            [
+                F.scaled_dot_product_attention(
+                    q[start:end].transpose(0, 1),
+                    k[start:end].transpose(0, 1),
+                    v[start:end].transpose(0, 1),
+                    dropout_p=dropout,
+                    is_causal=True,
+                    scale=scaling,
+                ).transpose(0, 1)
+                for start, end in itertools.pairwise(bounds)
+            ]
+        )
+    return out.unsqueeze(0), None
+
+
+def _flash_varlen_supported(q: torch.Tensor) -> bool:
+    return (
+        q.is_cuda
+        and q.dtype in (torch.float16, torch.bfloat16)
+        and q.size(-1) % 8 == 0
+        and q.size(-1) <= 256
+        and torch.backends.cuda.flash_sdp_enabled()
+        and torch.cuda.get_device_capability(q.device) >= (8, 0)
+    )
+
+
+@functools.cache
+def _register() -> None:
+    AttentionInterface.register(ATTENTION, padding_free_attention)
+    AttentionMaskInterface.register(ATTENTION, sdpa_mask)  # for the unpacked calls; packed calls ignore it
+
+
+def check_supported(model: PreTrainedModel, max_length: int) -> None:
+    """Raise PaddingFreeUnsupported, naming the reason, for a model that cannot run packed sequences of up to
+    ``max_length`` tokens."""
+    config = model.config.get_text_config()
+    name = type(model).__name__
+    if not getattr(model, "_supports_attention_backend", False):
+        raise PaddingFreeUnsupported(f"{name} does not take a pluggable attention function")
+    window = getattr(config, "sliding_window", None)
+    if window is not None and window < max_length:  # a window as long as every sequence never cuts anything
+        raise PaddingFreeUnsupported(
+            f"{name} attends within a sliding window of {window} tokens, shorter than max_seq_length {max_length}"
+        )
+    other_layers = set(getattr(config, "layer_types", None) or []) - {"full_attention", "sliding_attention"}
+    if other_layers:
+        raise PaddingFreeUnsupported(f"{name} has attention layers packing cannot run: {sorted(other_layers)}")
+
+
+def enable_padding_free(model: PreTrainedModel, max_length: int) -> None:
+    """Make every right-padded forward of ``model`` (sequences of at most ``max_length`` tokens) run packed."""
+    check_supported(model, max_length)
+    _register()
+    model.set_attn_implementation(ATTENTION)
+    backbone = model.base_model
+    padded_forward = backbone.forward
+
+    @functools.wraps(padded_forward)
+    def forward(*args: Any, **kwargs: Any) -> Any:
+        input_ids, attention_mask = kwargs.get("input_ids"), kwargs.get("attention_mask")
+        if args or not _packable(input_ids, attention_mask, kwargs):
+            return padded_forward(*args, **kwargs)
+        keep = attention_mask.bool()
+        lengths = keep.sum(dim=1)
+        cu_seq_lens = F.pad(lengths.cumsum(0), (1, 0)).to(torch.int32)
+        starts = torch.repeat_interleave(cu_seq_lens[:-1], lengths)
+        position_ids = (torch.arange(starts.numel(), device=starts.device) - starts).unsqueeze(0)
+        max_length = int(lengths.max())
+        kwargs.update(
+            input_ids=input_ids[keep].unsqueeze(0),
+            attention_mask=None,
+            position_ids=position_ids,
+            cu_seq_lens_q=cu_seq_lens,
+            cu_seq_lens_k=cu_seq_lens,
+            max_length_q=max_length,
+            max_length_k=max_length,
+        )
+        outputs = padded_forward(**kwargs)
+        packed = outputs.last_hidden_state[0]
+        outputs.last_hidden_state = packed.new_zeros(*keep.shape, packed.size(-1)).masked_scatter(
+            keep.unsqueeze(-1), packed
+        )
+        return outputs
+
+    backbone.forward = forward
+
+
+def _packable(input_ids: torch.Tensor | None, attention_mask: torch.Tensor | None, kwargs: dict[str, Any]) -> bool:
+    """A training-style call: token ids, a 2-D right-padded mask, no cache, no positions of its own."""
+    if input_ids is None or attention_mask is None or attention_mask.dim() != 2:
+        return False
+    if kwargs.get("position_ids") is not None or kwargs.get("inputs_embeds") is not None:
+        return False
+    if kwargs.get("use_cache") or any(kwargs.get(k) is not None for k in ("cache", "past_key_values")):
+        return False
+    keep = attention_mask.bool()
+    lengths = keep.sum(dim=1, keepdim=True)
+    right_padded = torch.arange(keep.size(1), device=keep.device).unsqueeze(0) < lengths
+    return bool(lengths.min() > 0) and torch.equal(right_padded, keep)

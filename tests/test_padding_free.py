@@ -1,0 +1,170 @@
+"""Padding-free (packed) forwards give what padded ones give, and a packed job trains the same."""
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from peft import AutoPeftModelForCausalLM
+from transformers import (
+    AutoModelForCausalLM,
+    LlamaConfig,
+    LlamaForCausalLM,
+    MistralConfig,
+    MistralForCausalLM,
+    PreTrainedModel,
+    Qwen2Config,
+    Qwen2ForCausalLM,
+)
+from trl.trainer.utils import add_fused_lm_head
+
+from llama_stack_provider_trl import padding_free
+from llama_stack_provider_trl.padding_free import PaddingFreeUnsupported, enable_padding_free
+
+from helpers import LORA, events_of, final_checkpoint, run_recipe
+
+_SHAPE = dict(
+    vocab_size=128,
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,  # grouped-query attention, as in Qwen2.5 and Llama 3
+    max_position_embeddings=256,
+)
+
+
+def _padded_batch(lengths: list[int], padding_side: str = "right") -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(lengths)
+    input_ids = torch.randint(1, _SHAPE["vocab_size"], (len(lengths), width))
+    mask = torch.zeros(len(lengths), width, dtype=torch.long)
+    for row, n in enumerate(lengths):
+        mask[row, :n] = 1
+    if padding_side == "left":
+        mask = mask.flip(1)
+    return input_ids.masked_fill(mask == 0, 0), mask
+
+
+def _padded_and_packed(model_class: type[PreTrainedModel], config: object) -> tuple[PreTrainedModel, PreTrainedModel]:
+    torch.manual_seed(0)
+    padded = model_class(config)
+    packed = copy.deepcopy(padded)
+    for model in (padded, packed):
+        add_fused_lm_head(model)  # what DPOTrainer does to both policy and reference
+    enable_padding_free(packed, max_length=64)
+    return padded, packed
+
+
+@pytest.mark.parametrize(
+    ("model_class", "config"), [(LlamaForCausalLM, LlamaConfig(**_SHAPE)), (Qwen2ForCausalLM, Qwen2Config(**_SHAPE))]
+)
+def test_packed_log_probs_and_gradients_equal_the_padded_ones(model_class: type, config: object) -> None:
+    padded, packed = _padded_and_packed(model_class, config)
+    input_ids, mask = _padded_batch([7, 19, 3, 19, 11])
+    labels = input_ids.masked_fill(mask == 0, -100)
+    labels[:, :2] = -100  # the prompt: not scored, as in TRL's completion mask
+    calls: list[bool] = []
+    attention = padding_free.padding_free_attention
+
+    def spy(*args: object, **kwargs: object) -> object:
+        calls.append(kwargs.get("cu_seq_lens_q") is not None)
+        return attention(*args, **kwargs)
+
+    padding_free.AttentionInterface.register(padding_free.ATTENTION, spy)
+    try:
+        out_padded = padded(input_ids=input_ids, attention_mask=mask, labels=labels, fused_lm_head=True)
+        out_packed = packed(input_ids=input_ids, attention_mask=mask, labels=labels, fused_lm_head=True)
+    finally:
+        padding_free.AttentionInterface.register(padding_free.ATTENTION, attention)
+
+    assert calls == [True, True]  # both layers ran packed
+    assert out_packed.log_probs.shape == out_padded.log_probs.shape
+    torch.testing.assert_close(out_packed.log_probs, out_padded.log_probs, atol=1e-5, rtol=1e-5)
+    out_padded.log_probs.sum().backward()
+    out_packed.log_probs.sum().backward()
+    padded_grads = {name: p.grad for name, p in padded.named_parameters()}
+    for name, p in packed.named_parameters():
+        torch.testing.assert_close(p.grad, padded_grads[name], atol=1e-5, rtol=1e-4)
+
+
+def test_calls_that_cannot_be_packed_run_padded_as_before() -> None:
+    padded, packed = _padded_and_packed(LlamaForCausalLM, LlamaConfig(**_SHAPE))
+    input_ids, mask = _padded_batch([5, 9, 2], padding_side="left")  # generation-style batch
+    torch.testing.assert_close(
+        packed(input_ids=input_ids, attention_mask=mask).logits[mask.bool()],
+        padded(input_ids=input_ids, attention_mask=mask).logits[mask.bool()],
+    )
+    prompt = input_ids[1:2]
+    assert torch.equal(
+        packed.generate(prompt, max_new_tokens=4, do_sample=False),
+        padded.generate(prompt, max_new_tokens=4, do_sample=False),
+    )
+
+
+def test_a_sliding_window_shorter_than_the_sequences_is_refused() -> None:
+    mistral = MistralForCausalLM(MistralConfig(**_SHAPE, sliding_window=32))
+    with pytest.raises(PaddingFreeUnsupported, match="sliding window of 32 tokens, shorter than max_seq_length 64"):
+        enable_padding_free(mistral, max_length=64)
+    enable_padding_free(mistral, max_length=32)  # the window never cuts a 32-token sequence
+
+
+@pytest.mark.parametrize(
+    "strategy",
+    [
+        {},  # full fine-tune, frozen reference copy: both models run packed
+        # LoRA: the reference is the same model with its adapters disabled
+        {"reference_strategy": "adapters_disabled", "lora": {**LORA, "merge_adapter": False}},
+    ],
+    ids=["full", "lora"],
+)
+def test_a_packed_job_trains_like_a_padded_one_and_saves_a_plain_checkpoint(
+    tmp_path: Path, tiny_model: Path, strategy: dict[str, Any]
+) -> None:
+    rows = [
+        {"prompt": "What is " + "one plus " * (i % 12) + "one?", "chosen": " two" * (1 + i % 7), "rejected": " no"}
+        for i in range(32)
+    ]
+    runs = {
+        name: run_recipe(
+            tmp_path / name, tiny_model, rows, shuffle=False, learning_rate=1e-3, padding_free=packed, **strategy
+        )
+        for name, packed in (("padded", False), ("packed", True))
+    }
+    losses = {name: [e["metrics"]["loss"] for e in events_of(events, "metrics")] for name, events in runs.items()}
+    assert len(losses["packed"]) == 8 and losses["packed"][-1] < losses["packed"][0]
+    assert losses["packed"] == pytest.approx(losses["padded"], abs=1e-4)
+    assert events_of(runs["packed"], "metrics")[-1]["padding_share"] == 0.0
+    assert events_of(runs["padded"], "metrics")[-1]["padding_share"] > 0.1
+    # The checkpoint names no custom attention: it loads anywhere, with transformers' default attention
+    load = AutoPeftModelForCausalLM if strategy else AutoModelForCausalLM
+    checkpoint = load.from_pretrained(final_checkpoint(runs["packed"])["path"])
+    assert checkpoint.config._attn_implementation == "sdpa"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_on_cuda_packed_batches_run_the_flash_varlen_kernel_and_match_padded_ones(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    padded, packed = _padded_and_packed(Qwen2ForCausalLM, Qwen2Config(**{**_SHAPE, "hidden_size": 256}))
+    padded, packed = padded.cuda(), packed.cuda()
+    input_ids, mask = (t.cuda() for t in _padded_batch([7, 61, 3, 64, 30]))
+    labels = input_ids.masked_fill(mask == 0, -100)
+    kernel_calls: list[int] = []
+    flash = torch.ops.aten._flash_attention_forward
+
+    def spy(*args: object, **kwargs: object) -> object:
+        kernel_calls.append(1)
+        return flash(*args, **kwargs)
+
+    monkeypatch.setattr(torch.ops.aten, "_flash_attention_forward", spy)  # looked up at call time
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        out_padded = padded(input_ids=input_ids, attention_mask=mask, labels=labels, fused_lm_head=True)
+        out_packed = packed(input_ids=input_ids, attention_mask=mask, labels=labels, fused_lm_head=True)
+    assert len(kernel_calls) == 2  # one per layer
+    torch.testing.assert_close(out_packed.log_probs, out_padded.log_probs, atol=0.05, rtol=0.02)
+    out_padded.log_probs.sum().backward()
+    out_packed.log_probs.sum().backward()
+    grads = {name: p.grad for name, p in padded.named_parameters()}
+    for name, p in packed.named_parameters():
+        assert torch.nn.functional.cosine_similarity(p.grad.flatten(), grads[name].flatten(), dim=0) > 0.99, name
