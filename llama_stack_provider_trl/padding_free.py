@@ -117,18 +117,14 @@ def enable_padding_free(model: PreTrainedModel, max_length: int) -> None:
     @functools.wraps(padded_forward)
     def forward(*args: Any, **kwargs: Any) -> Any:
         input_ids, attention_mask = kwargs.get("input_ids"), kwargs.get("attention_mask")
-        if args or not _packable(input_ids, attention_mask, kwargs):
+        layout = None if args else _packed_layout(input_ids, attention_mask, kwargs)
+        if layout is None:
             return padded_forward(*args, **kwargs)
-        keep = attention_mask.bool()
-        lengths = keep.sum(dim=1)
-        cu_seq_lens = F.pad(lengths.cumsum(0), (1, 0)).to(torch.int32)
-        starts = torch.repeat_interleave(cu_seq_lens[:-1], lengths)
-        position_ids = (torch.arange(starts.numel(), device=starts.device) - starts).unsqueeze(0)
-        max_length = int(lengths.max())
+        rows, columns, cu_seq_lens, max_length = layout
         kwargs.update(
-            input_ids=input_ids[keep].unsqueeze(0),
+            input_ids=input_ids[rows, columns].unsqueeze(0),
             attention_mask=None,
-            position_ids=position_ids,
+            position_ids=columns.unsqueeze(0),  # a token's column is its position in its own sequence
             cu_seq_lens_q=cu_seq_lens,
             cu_seq_lens_k=cu_seq_lens,
             max_length_q=max_length,
@@ -136,23 +132,35 @@ def enable_padding_free(model: PreTrainedModel, max_length: int) -> None:
         )
         outputs = padded_forward(**kwargs)
         packed = outputs.last_hidden_state[0]
-        outputs.last_hidden_state = packed.new_zeros(*keep.shape, packed.size(-1)).masked_scatter(
-            keep.unsqueeze(-1), packed
-        )
+        padded = packed.new_zeros(*attention_mask.shape, packed.size(-1))
+        outputs.last_hidden_state = padded.index_put((rows, columns), packed)
         return outputs
 
     backbone.forward = forward
 
 
-def _packable(input_ids: torch.Tensor | None, attention_mask: torch.Tensor | None, kwargs: dict[str, Any]) -> bool:
-    """A training-style call: token ids, a 2-D right-padded mask, no cache, no positions of its own."""
+def _packed_layout(
+    input_ids: torch.Tensor | None, attention_mask: torch.Tensor | None, kwargs: dict[str, Any]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int] | None:
+    """For a training-style call (token ids, a 2-D right-padded mask, no cache, no positions of its own): each
+    real token's (row, column) in the padded batch, the cumulative sequence lengths and the longest length.
+    None for any other call. One device-to-host copy in all, so the GPU's queue is not drained more often."""
     if input_ids is None or attention_mask is None or attention_mask.dim() != 2:
-        return False
+        return None
     if kwargs.get("position_ids") is not None or kwargs.get("inputs_embeds") is not None:
-        return False
+        return None
     if kwargs.get("use_cache") or any(kwargs.get(k) is not None for k in ("cache", "past_key_values")):
-        return False
+        return None
     keep = attention_mask.bool()
-    lengths = keep.sum(dim=1, keepdim=True)
-    right_padded = torch.arange(keep.size(1), device=keep.device).unsqueeze(0) < lengths
-    return bool(lengths.min() > 0) and torch.equal(right_padded, keep)
+    lengths = keep.sum(dim=1)
+    positions = torch.arange(keep.size(1), device=keep.device)
+    not_right_padded = ((positions.unsqueeze(0) < lengths.unsqueeze(1)) != keep).sum()
+    shortest, longest, total, mismatches = torch.stack(
+        [lengths.min(), lengths.max(), lengths.sum(), not_right_padded]
+    ).tolist()
+    if shortest == 0 or mismatches:
+        return None
+    rows = torch.repeat_interleave(torch.arange(keep.size(0), device=keep.device), lengths, output_size=total)
+    cu_seq_lens = F.pad(lengths.cumsum(0), (1, 0)).to(torch.int32)
+    columns = torch.arange(total, device=keep.device) - cu_seq_lens[rows]
+    return rows, columns, cu_seq_lens, longest

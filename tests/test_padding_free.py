@@ -115,8 +115,10 @@ def test_a_sliding_window_shorter_than_the_sequences_is_refused() -> None:
         {},  # full fine-tune, frozen reference copy: both models run packed
         # LoRA: the reference is the same model with its adapters disabled
         {"reference_strategy": "adapters_disabled", "lora": {**LORA, "merge_adapter": False}},
+        # the reference log-probs are computed once, when the trainer is built
+        {"reference_strategy": "precomputed_log_probs"},
     ],
-    ids=["full", "lora"],
+    ids=["full", "lora", "precomputed_reference"],
 )
 def test_a_packed_job_trains_like_a_padded_one_and_saves_a_plain_checkpoint(
     tmp_path: Path, tiny_model: Path, strategy: dict[str, Any]
@@ -137,7 +139,7 @@ def test_a_packed_job_trains_like_a_padded_one_and_saves_a_plain_checkpoint(
     assert events_of(runs["packed"], "metrics")[-1]["padding_share"] == 0.0
     assert events_of(runs["padded"], "metrics")[-1]["padding_share"] > 0.1
     # The checkpoint names no custom attention: it loads anywhere, with transformers' default attention
-    load = AutoPeftModelForCausalLM if strategy else AutoModelForCausalLM
+    load = AutoPeftModelForCausalLM if "lora" in strategy else AutoModelForCausalLM
     checkpoint = load.from_pretrained(final_checkpoint(runs["packed"])["path"])
     assert checkpoint.config._attn_implementation == "sdpa"
 
