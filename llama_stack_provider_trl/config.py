@@ -26,6 +26,8 @@ TRL_DPO_LOSS_TYPES: tuple[str, ...] = (
 
 _DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
+WARM_STANDBY_MIN_CPUS = 8
+
 # Fields a request may override for its own job through hyperparam_search_config. The rest (where jobs live,
 # which device, whether remote code may run, how many jobs run at once) belong to whoever runs the server.
 PER_JOB_FIELDS: frozenset[str] = frozenset(
@@ -178,6 +180,13 @@ class TrlPostTrainingConfig(BaseModel):
     cancel_grace_period_s: float = Field(
         default=10.0, ge=0, description="Seconds between SIGTERM and SIGKILL when a running job is cancelled."
     )
+    warm_standby: bool | Literal["auto"] = Field(
+        default="auto",
+        description="Keep one training process started ahead, its torch/transformers/TRL imports done, so a job "
+        "reaches its first step about 8 s sooner (2 CPU cores). It holds about 1 GB of memory and no GPU memory "
+        f"while it waits, and the next one imports while a job runs. auto: on with {WARM_STANDBY_MIN_CPUS} or more "
+        "CPU cores, where that import takes no time from the running job; off on smaller machines.",
+    )
     job_store_path: str = Field(
         default="~/.llama/distributions/trl/post_training_jobs.db",
         description="sqlite database holding every job's record, so status and history survive a restart.",
@@ -264,6 +273,7 @@ class TrlPostTrainingConfig(BaseModel):
             "use_lora": False,
             "save_every_epoch": True,
             "max_concurrent_jobs": 1,
+            "warm_standby": "${env.TRL_WARM_STANDBY:=auto}",
             "job_store_path": "${env.SQLITE_STORE_DIR:=" + __distro_dir__ + "}/post_training_jobs.db",
             "resume_interrupted_jobs": True,
         }

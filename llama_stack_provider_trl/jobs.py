@@ -2,8 +2,9 @@
 
 One provider-owned thread does all the work, so no job depends on the event loop of the request
 that created it (the library client runs each request on a loop it drains before returning).
-Each job is a process group of its own, started with ``python -m <recipe> <job_dir>``; the thread
-reads the events the recipe appends and decides the job's final state from them and the exit code.
+Each job is a process group of its own, started with ``python -m <recipe> <job_dir>``, or handed to the
+standby recipe process the thread keeps ready with its imports done (llama_stack_provider_trl.standby); the
+thread reads the events the recipe appends and decides the job's final state from them and the exit code.
 
 Every change to a record is written through to a JobStore, so a restarted server finds the same
 history: finished jobs as they ended, scheduled jobs queued again in submission order, and jobs the
@@ -19,6 +20,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -29,6 +31,7 @@ from llama_stack_provider_trl.events import EventReader
 from llama_stack_provider_trl.job_spec import EVENTS_FILE, LOG_FILE, DPOJobSpec
 from llama_stack_provider_trl.job_store import JobStore
 from llama_stack_provider_trl.parent_watch import PARENT_PID_ENV
+from llama_stack_provider_trl.standby import STANDBY_FLAG, handoff_line
 from llama_stack_provider_trl.storage_errors import describe_write_error
 from llama_stack_provider_trl.trainer_checkpoints import last_trainer_checkpoint
 
@@ -96,6 +99,7 @@ class JobRecord(BaseModel):
     attempts: int = Field(default=0, description="Times a training process was launched for this job.")
     resume: bool = Field(default=False, description="The next launch resumes from the last Trainer checkpoint.")
     note: str | None = Field(default=None, description="Why a job was requeued or resumed.")
+    warm_start: bool = Field(default=False, description="Its last launch went to a standby process (imports done).")
     events_offset: int = Field(default=0, description="Bytes of the job's events.jsonl already applied here.")
 
     @property
@@ -110,14 +114,23 @@ class JobRecord(BaseModel):
 class _Running:
     """Runtime handles of a launched job, kept apart from its record."""
 
-    def __init__(self, process: subprocess.Popen[bytes], events: EventReader) -> None:
+    def __init__(self, process: subprocess.Popen[bytes], events: EventReader, from_standby: bool) -> None:
         self.process = process
         self.events = events
+        self.from_standby = from_standby
         self.sigterm_at: float | None = None
         self.sigkill_sent = False
         self.reported: str | None = None  # "completed" / "failed" as the recipe itself reported
         self.reported_error: str | None = None
         self.persisted_at = 0.0
+
+
+class _Standby:
+    """A recipe process waiting on its stdin for a job, started for one device."""
+
+    def __init__(self, process: subprocess.Popen[bytes], device: str) -> None:
+        self.process = process
+        self.device = device
 
 
 class JobManager:
@@ -142,13 +155,18 @@ class JobManager:
         self._cancel_requested: set[str] = set()
         self._lock = threading.Condition()
         self._stopping = False
+        self._standby_device: str | None = None  # None: every job starts a fresh process
+        self._standby: _Standby | None = None
         # This thread forks every training process and outlives them all: their parent-death signal is tied
         # to it (PR_SET_PDEATHSIG fires when the forking thread exits, not the process).
         self._thread = threading.Thread(target=self._watch, name="trl-job-manager", daemon=True)
 
     # -- API used by the provider -------------------------------------------------------------
-    def start(self) -> None:
+    def start(self, standby_device: str | None = None) -> None:
+        """Load the store and start watching. With ``standby_device``, keep a recipe process for that device
+        started ahead, so the next job skips the imports."""
         with self._lock:
+            self._standby_device = standby_device
             self._recover()
         self._thread.start()
 
@@ -217,6 +235,8 @@ class JobManager:
             self._lock.notify_all()
         if self._thread.is_alive():
             self._thread.join(timeout=timeout_s)
+        with self._lock:
+            self._stop_standby()
         with self._lock:  # whatever outlived the grace period (or a watcher that never started)
             for job_uuid in list(self._running):
                 self._signal(job_uuid, signal.SIGKILL)
@@ -292,6 +312,7 @@ class JobManager:
                 self._signal(job_uuid, signal.SIGKILL)
         while self._queue and len(self._running) < self._max_concurrent and not self._stopping:
             self._launch(self._jobs[self._queue.popleft()])
+        self._keep_standby()
 
     def _launch(self, record: JobRecord) -> None:
         spec = record.spec
@@ -300,34 +321,87 @@ class JobManager:
         except OSError as exc:
             self._finish(record, "failed", error=describe_write_error(record.log_path, exc))
             return
-        command = [sys.executable, "-m", self._recipe_module, str(spec.path)]
-        if record.resume:
-            command.append(RESUME_FLAG)
+        args = [RESUME_FLAG] if record.resume else []
+        with log:  # a standby process opens the log itself
+            process = self._hand_to_standby(spec, args)
+            from_standby = process is not None
+            if process is None:
+                try:
+                    process = subprocess.Popen(
+                        [sys.executable, "-m", self._recipe_module, str(spec.path), *args],
+                        cwd=spec.path,
+                        stdin=subprocess.DEVNULL,
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                        env=_child_environment(spec.device),
+                        start_new_session=True,  # its own process group: cancel signals reach every child it starts
+                    )
+                except (OSError, ValueError, IndexError) as exc:
+                    self._finish(record, "failed", error=f"could not start the training process: {exc}")
+                    return
         events_file = spec.path / EVENTS_FILE
-        with log:
-            try:
-                process = subprocess.Popen(
-                    command,
-                    cwd=spec.path,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    env=_child_environment(spec.device),
-                    start_new_session=True,  # its own process group: cancel signals reach every child it starts
-                )
-            except (OSError, ValueError, IndexError) as exc:
-                self._finish(record, "failed", error=f"could not start the training process: {exc}")
-                return
         # A relaunched job appends to the events of its earlier run: go on from the last one this record took in
         # (its run may have written more before the server stopped; re-applying progress events is harmless).
-        self._running[record.job_uuid] = _Running(process, EventReader(events_file, offset=record.events_offset))
+        events = EventReader(events_file, offset=record.events_offset)
+        self._running[record.job_uuid] = _Running(process, events, from_standby)
         record.status = "in_progress"
         record.phase = "starting"
         record.started_at = record.started_at if record.resume and record.started_at else datetime.now(UTC)
         record.pid = process.pid
+        record.warm_start = from_standby
         record.attempts += 1
         self._persist(record)
         logger.info("job %s started as pid %d%s", record.job_uuid, process.pid, " (resuming)" if record.resume else "")
+
+    # -- the standby process -------------------------------------------------------------------
+    def _keep_standby(self) -> None:
+        standby = self._standby
+        if standby is not None and standby.process.poll() is not None:
+            self._give_up_standbys(f"the standby training process exited with code {standby.process.returncode}")
+        if self._standby is None and self._standby_device is not None and not self._stopping:
+            try:
+                process = subprocess.Popen(
+                    [sys.executable, "-m", self._recipe_module, STANDBY_FLAG],
+                    stdin=subprocess.PIPE,  # its output goes to the server's until it has a job and a log
+                    env=_child_environment(self._standby_device),
+                    start_new_session=True,
+                )
+            except OSError as exc:
+                self._give_up_standbys(f"a standby training process could not start: {exc}")
+                return
+            self._standby = _Standby(process, self._standby_device)
+
+    def _hand_to_standby(self, spec: DPOJobSpec, args: Sequence[str]) -> subprocess.Popen[bytes] | None:
+        """Give the job to the standby process, if there is a live one for its device; None: start a fresh one."""
+        standby = self._standby
+        if standby is None or standby.device != spec.device or standby.process.poll() is not None:
+            return None
+        self._standby = None  # used up: the next tick starts another
+        try:
+            assert standby.process.stdin is not None
+            standby.process.stdin.write(handoff_line(spec.path, args))
+            standby.process.stdin.close()
+        except OSError:
+            self._standby = standby
+            self._give_up_standbys("the standby training process died before it got a job")
+            return None
+        return standby.process
+
+    def _give_up_standbys(self, reason: str) -> None:
+        """A standby that dies before its job would die again (an install that cannot import ends every one the
+        same way): from now on each job starts a fresh process, which writes the reason to the job's log."""
+        logger.warning("%s; jobs start fresh processes from now on", reason)
+        self._standby_device = None
+        self._stop_standby()
+
+    def _stop_standby(self) -> None:
+        standby, self._standby = self._standby, None
+        if standby is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(standby.process.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            standby.process.wait(timeout=1)
 
     def _consume_events(self, job_uuid: str) -> None:
         record, running = self._jobs[job_uuid], self._running[job_uuid]
@@ -385,6 +459,14 @@ class JobManager:
         running = self._running.pop(job_uuid)
         code = running.process.returncode
         record.exit_code = code
+        if running.from_standby and record.phase == "starting" and job_uuid not in self._cancel_requested:
+            # Its standby process died before it began the job (killed while handing over, or it could not
+            # import): not the job's fault. It runs again in a fresh process.
+            self._give_up_standbys(f"job {job_uuid}: its standby process exited with code {code} before starting it")
+            record.attempts -= 1
+            if not self._stopping:
+                self._launch(record)
+                return
         if job_uuid in self._cancel_requested:
             self._cancel_requested.discard(job_uuid)
             self._finish(record, "cancelled")
@@ -442,12 +524,15 @@ class JobManager:
 
 
 def _is_our_recipe(pid: int, job_dir: str) -> bool:
-    """True if ``pid`` is alive and is a training process for this job (pids are reused)."""
+    """True if ``pid`` is alive and is a training process for this job (pids are reused): started for the job
+    directory, or a standby process that moved into it."""
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        if job_dir.encode() in cmdline:
+            return True
+        return STANDBY_FLAG.encode() in cmdline and os.readlink(f"/proc/{pid}/cwd") == job_dir
     except OSError:
         return False
-    return job_dir.encode() in cmdline
 
 
 def _child_environment(device: str) -> dict[str, Any]:

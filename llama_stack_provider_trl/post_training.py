@@ -3,11 +3,12 @@
 import asyncio
 import json
 import logging
+import os
 import sqlite3
 from pathlib import Path
 from typing import Any
 
-from llama_stack_provider_trl.config import TrlPostTrainingConfig
+from llama_stack_provider_trl.config import WARM_STANDBY_MIN_CPUS, TrlPostTrainingConfig
 from llama_stack_provider_trl.devices import resolve_device
 from llama_stack_provider_trl.job_spec import EVAL_DATA_FILE, TRAIN_DATA_FILE, DPOJobSpec
 from llama_stack_provider_trl.job_store import JobStore
@@ -87,7 +88,10 @@ class TrlPostTrainingImpl:
         except OSError as exc:  # serve status and history anyway; each new job fails saying why
             logger.error("TRL post-training: %s", describe_write_error(self.output_root, exc))
         self.device = resolve_device(self.config.device)
-        self.jobs.start()
+        standby = self.config.warm_standby
+        if standby == "auto":
+            standby = (os.cpu_count() or 1) >= WARM_STANDBY_MIN_CPUS
+        self.jobs.start(standby_device=self.device if standby else None)
         logger.info("TRL post-training: device %s, jobs under %s", self.device, self.output_root)
 
     async def shutdown(self) -> None:
@@ -311,5 +315,6 @@ def _resources_allocated(record: JobRecord) -> dict[str, Any]:
         "error": record.error,
         "exit_code": record.exit_code,
         "attempts": record.attempts,
+        "warm_start": record.warm_start,
         "note": record.note,
     }

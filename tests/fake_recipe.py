@@ -15,6 +15,7 @@ import time
 from llama_stack_provider_trl.events import EventWriter
 from llama_stack_provider_trl.job_spec import CHECKPOINTS_DIR, EVENTS_FILE, DPOJobSpec
 from llama_stack_provider_trl.parent_watch import die_with_parent
+from llama_stack_provider_trl.standby import STANDBY_FLAG, wait_for_job
 from llama_stack_provider_trl.storage_errors import describe_write_error
 
 LAUNCHES_FILE = "launches.txt"
@@ -22,6 +23,11 @@ LAUNCHES_FILE = "launches.txt"
 
 def main(argv: list[str]) -> int:
     die_with_parent()
+    if argv[1:] == [STANDBY_FLAG]:
+        job_argv = wait_for_job(argv[0])
+        if job_argv is None:
+            return 0
+        argv = job_argv
     spec = DPOJobSpec.read(argv[1])
     with (spec.path / LAUNCHES_FILE).open("a") as f:
         f.write(f"{os.getpid()} {time.time()} {' '.join(argv[2:])}\n")

@@ -37,10 +37,10 @@ def managers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[list[J
         manager.shutdown()
 
 
-def _manager(managers: list[JobManager], db: Path, **kwargs) -> JobManager:
+def _manager(managers: list[JobManager], db: Path, standby_device: str | None = None, **kwargs) -> JobManager:
     options = {"max_concurrent_jobs": 1, "cancel_grace_period_s": 5.0, "recipe_module": FAKE_RECIPE, **kwargs}
     manager = JobManager(store=JobStore(db), poll_interval_s=0.05, **options)
-    manager.start()
+    manager.start(standby_device=standby_device)
     managers.append(manager)
     return manager
 
@@ -144,16 +144,20 @@ def test_job_interrupted_without_a_checkpoint_is_failed_with_the_reason(
     )
 
 
+@pytest.mark.parametrize("launched_as", ["fresh", "standby"])
 def test_job_interrupted_with_a_checkpoint_resumes_and_its_stray_process_is_killed(
-    tmp_path: Path, managers: list[JobManager]
+    tmp_path: Path, managers: list[JobManager], launched_as: str
 ) -> None:
     db = tmp_path / "jobs.db"
     spec = make_spec(tmp_path / "jobs", "crashed")
     checkpoint = _complete_checkpoint(spec, step=2)
     (spec.path / "checkpoints" / "checkpoint-3").mkdir()  # cut short: no trainer_state.json
-    # a training process that somehow outlived its server: same job dir on its command line
+    # A training process that somehow outlived its server: started with the job dir on its command line, or a
+    # standby process that was handed the job and moved into its directory
     stray = subprocess.Popen(
-        [sys.executable, "-c", "import time; time.sleep(120)", spec.job_dir], start_new_session=True
+        [sys.executable, "-c", "import time; time.sleep(120)", spec.job_dir if launched_as == "fresh" else "--standby"],
+        cwd=spec.path,
+        start_new_session=True,
     )
     _interrupted(db, spec, pid=stray.pid)
 
@@ -191,3 +195,56 @@ def test_a_resumed_job_takes_in_what_its_earlier_run_reported_after_the_last_sav
 
     assert record.status == "completed" and record.attempts == 2
     assert [c.identifier for c in record.checkpoints] == ["crashed-epoch-1", "crashed-final"]
+
+
+def _standby_pids() -> set[int]:
+    """Live standby recipe processes this test process started (a JobManager's watcher thread forks them; an
+    in-process library client elsewhere in the session has one too). A standby keeps its command line once it
+    has a job, so a running job's process is listed too."""
+    pids = set()
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().split(b"\0")
+            parent = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        if parent == os.getpid() and b"--standby" in cmdline:
+            pids.add(int(proc.name))
+    return pids
+
+
+def test_jobs_run_in_the_standby_process_and_a_new_one_waits_for_the_next(
+    tmp_path: Path, managers: list[JobManager]
+) -> None:
+    others = _standby_pids()
+    manager = _manager(managers, tmp_path / "jobs.db", standby_device="cpu")
+    [first] = poll(lambda: _standby_pids() - others, what="a standby process")
+    specs = [make_spec(tmp_path / "jobs", name) for name in ("a", "b")]
+
+    manager.submit(specs[0])
+    record = _final(manager, "a")
+
+    assert record.status == "completed" and record.pid == first  # the job ran in the process started ahead
+    assert "step 3/3" in record.log_path.read_text()  # and its output went to the job's log
+    [second] = poll(lambda: _standby_pids() - others - {first}, what="the next standby process")
+    manager.submit(specs[1])
+    assert _final(manager, "b").pid == second
+    manager.shutdown()
+    assert poll(lambda: not _standby_pids() - others, timeout_s=5, what="no standby after shutdown")
+
+
+def test_a_standby_process_that_dies_before_its_job_leaves_jobs_to_fresh_processes(
+    tmp_path: Path, managers: list[JobManager]
+) -> None:
+    others = _standby_pids()
+    manager = _manager(managers, tmp_path / "jobs.db", standby_device="cpu")
+    [standby] = poll(lambda: _standby_pids() - others, what="a standby process")
+    os.killpg(standby, signal.SIGKILL)  # as an install that cannot import would end it
+
+    manager.submit(make_spec(tmp_path / "jobs", "a"))
+    record = _final(manager, "a")
+
+    assert record.status == "completed" and record.pid != standby
+    assert not _standby_pids() - others  # no new standby processes: they would fail the same way, over and over

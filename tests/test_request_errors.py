@@ -177,7 +177,7 @@ def test_padding_free_for_a_sliding_window_shorter_than_the_sequences_is_400(
     config = json.loads((windowed / "config.json").read_text())
     (windowed / "config.json").write_text(json.dumps({**config, "sliding_window": 16}))
     request = dpo_request(unique("j"), windowed, dataset_id, hyperparam_search_config={"padding_free": True})
-    with pytest.raises(llama_stack_client.BadRequestError, match="padding_free: .* sliding window of 16 tokens"):
+    with pytest.raises(llama_stack_client.BadRequestError, match=r"padding_free: .* sliding window of 16 tokens"):
         _optimize(client, request)
 
 

@@ -10,6 +10,7 @@ the final model (``checkpoints/final``; with LoRA the adapter, plus ``checkpoint
 asked), each with its tokenizer and chat template, and reports progress as JSON lines in
 ``<job_dir>/events.jsonl``. Exit code 0 means completed; anything else means failed, with the reason in
 the last event. ``--resume`` continues from the newest complete epoch checkpoint, if there is one.
+``--standby`` imports everything and waits for the server to hand it a job (llama_stack_provider_trl.standby).
 """
 
 import gc
@@ -40,6 +41,7 @@ from llama_stack_provider_trl.job_spec import (
 from llama_stack_provider_trl.padding_free import PaddingFreeUnsupported, enable_padding_free
 from llama_stack_provider_trl.parent_watch import die_with_parent
 from llama_stack_provider_trl.sampling import PairLengthGroupedSampler, pair_lengths
+from llama_stack_provider_trl.standby import STANDBY_FLAG, wait_for_job
 from llama_stack_provider_trl.storage_errors import describe_write_error, is_storage_error
 from llama_stack_provider_trl.throughput import (
     PaddingCounter,
@@ -394,10 +396,15 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) not in (2, 3) or argv[2:] not in ([], ["--resume"]):
-        print(f"usage: {argv[0]} JOB_DIR [--resume]", file=sys.stderr)
-        return 2
     die_with_parent()
+    if argv[1:] == [STANDBY_FLAG]:  # imports done; wait for the server to hand over a job
+        job_argv = wait_for_job(argv[0])
+        if job_argv is None:
+            return 0
+        argv = job_argv
+    if len(argv) not in (2, 3) or argv[2:] not in ([], ["--resume"]):
+        print(f"usage: {argv[0]} JOB_DIR [--resume] | {argv[0]} {STANDBY_FLAG}", file=sys.stderr)
+        return 2
     spec = DPOJobSpec.read(argv[1])
     events = EventWriter(spec.path / EVENTS_FILE)
     recipe = DPOTrainingSingleDevice(spec, events)
