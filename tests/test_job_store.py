@@ -215,12 +215,18 @@ def _standby_pids() -> set[int]:
     return pids
 
 
+def _manager_with_standby(managers: list[JobManager], db: Path) -> tuple[JobManager, set[int], int]:
+    """A manager keeping a standby process, the standby processes there were before it, and its standby's pid."""
+    others = _standby_pids()
+    manager = _manager(managers, db, standby_device="cpu")
+    [standby] = poll(lambda: _standby_pids() - others, what="a standby process")
+    return manager, others, standby
+
+
 def test_jobs_run_in_the_standby_process_and_a_new_one_waits_for_the_next(
     tmp_path: Path, managers: list[JobManager]
 ) -> None:
-    others = _standby_pids()
-    manager = _manager(managers, tmp_path / "jobs.db", standby_device="cpu")
-    [first] = poll(lambda: _standby_pids() - others, what="a standby process")
+    manager, others, first = _manager_with_standby(managers, tmp_path / "jobs.db")
     specs = [make_spec(tmp_path / "jobs", name) for name in ("a", "b")]
 
     manager.submit(specs[0])
@@ -238,9 +244,7 @@ def test_jobs_run_in_the_standby_process_and_a_new_one_waits_for_the_next(
 def test_a_standby_process_that_dies_before_its_job_leaves_jobs_to_fresh_processes(
     tmp_path: Path, managers: list[JobManager]
 ) -> None:
-    others = _standby_pids()
-    manager = _manager(managers, tmp_path / "jobs.db", standby_device="cpu")
-    [standby] = poll(lambda: _standby_pids() - others, what="a standby process")
+    manager, others, standby = _manager_with_standby(managers, tmp_path / "jobs.db")
     os.killpg(standby, signal.SIGKILL)  # as an install that cannot import would end it
 
     manager.submit(make_spec(tmp_path / "jobs", "a"))
