@@ -235,9 +235,8 @@ class JobManager:
             self._lock.notify_all()
         if self._thread.is_alive():
             self._thread.join(timeout=timeout_s)
-        with self._lock:
+        with self._lock:  # the standby, and whatever outlived the grace period (or a watcher that never started)
             self._stop_standby()
-        with self._lock:  # whatever outlived the grace period (or a watcher that never started)
             for job_uuid in list(self._running):
                 self._signal(job_uuid, signal.SIGKILL)
                 with contextlib.suppress(subprocess.TimeoutExpired):
