@@ -1,6 +1,7 @@
 """The provider against raw TRL on the same DPO work, alternating A B A B in one run.
 
     python bench/dpo_bench.py SHAPE [--varlen] [--steps N] [--bs B] [--seq L] [--reps R] [--arms a,b,c]
+                              [--variant NAME=KEY=VALUE[,KEY=VALUE...]]
 
 Workload: the shared anchor's (../shared/bench/trl_dpo_anchor.py): a random-init Qwen2-shaped model
 (tiny, qwen0.5b, qwen1.5b), its word-level tokenizer, and its prompt/chosen/rejected rows, equal
@@ -9,10 +10,14 @@ length or chat-like (--varlen), so these numbers compare with the anchor's. Arms
   provider       a real `llama stack run` server and llama-stack-client, provider defaults
   raw_trl        bench/raw_trl_dpo.py: DPOTrainer called directly with the settings the provider job resolved
   trl_defaults   the anchor itself in its trl_defaults mode: what TRL gives out of the box
+  NAME           a --variant: a provider job whose request overrides provider config fields
+                 (hyperparam_search_config), e.g. --variant packed=padding_free=true --arms provider,packed,raw_trl
 
 Reports per arm the median over reps of real (non-padding) tokens/s, MFU (GPU), padding share, time
-from request (process start for raw_trl) to the first optimizer step, and peak memory, then
-`provider/raw_trl tokens_per_s ratio: X`.
+from request (process start for raw_trl) to the first optimizer step, the part of it after the training
+process's imports (job handed over or imports done, to the first step: model, data, first step), and peak
+memory, then
+`provider/raw_trl tokens_per_s ratio: X` and, for each variant, `NAME/provider tokens_per_s ratio: X`.
 """
 
 import argparse
@@ -42,7 +47,7 @@ from llama_stack_provider_trl.demo.stack_server import StackServer
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_ANCHOR = REPO_ROOT.parent / "shared" / "bench" / "trl_dpo_anchor.py"
-METRICS = ("tokens_per_s", "mfu", "padding_share", "first_step_s", "peak_memory_gib", "final_loss")
+METRICS = ("tokens_per_s", "mfu", "padding_share", "first_step_s", "after_imports_s", "peak_memory_gib", "final_loss")
 
 
 def load_anchor(path: Path) -> ModuleType:
@@ -99,12 +104,38 @@ def write_run_config(work: Path, max_seq_length: int, overrides: list[str]) -> P
     return path
 
 
-def run_provider(client: LlamaStackClient, jobs_root: Path, model_dir: Path, dataset_id: str, a: argparse.Namespace):
+def parse_variants(specs: list[str]) -> dict[str, dict[str, Any]]:
+    """NAME=KEY=VALUE[,KEY=VALUE...] -> {NAME: {KEY: VALUE}}, each VALUE read as YAML (true, 64, null)."""
+    variants: dict[str, dict[str, Any]] = {}
+    for spec in specs:
+        name, _, settings = spec.partition("=")
+        pairs = [setting.partition("=") for setting in settings.split(",")]
+        if not name or name in ("provider", "raw_trl", "trl_defaults") or any(not k or not eq for k, eq, _ in pairs):
+            sys.exit(f"--variant {spec!r}: expected NAME=KEY=VALUE[,KEY=VALUE...] with a new NAME")
+        variants[name] = {key: yaml.safe_load(value) for key, _, value in pairs}
+    return variants
+
+
+def run_provider(
+    client: LlamaStackClient,
+    jobs_root: Path,
+    model_dir: Path,
+    dataset_id: str,
+    a: argparse.Namespace,
+    overrides: dict[str, Any] | None = None,
+):
     job_uuid = f"bench-{time.time_ns()}"
     requested = time.time()
-    client.alpha.post_training.preference_optimize(
-        **dpo_request(job_uuid, model_dir, dataset_id, max_steps_per_epoch=a.steps, batch_size=a.bs, lr=1e-6)
+    request = dpo_request(
+        job_uuid,
+        model_dir,
+        dataset_id,
+        max_steps_per_epoch=a.steps,
+        batch_size=a.bs,
+        lr=1e-6,
+        hyperparam_search_config=overrides,
     )
+    client.alpha.post_training.preference_optimize(**request)
     while (status := client.alpha.post_training.job.status(job_uuid=job_uuid)).status not in (
         "completed",
         "failed",
@@ -117,13 +148,16 @@ def run_provider(client: LlamaStackClient, jobs_root: Path, model_dir: Path, dat
     steps = [e for e in events if e["event"] == "metrics"]
     [peak] = [e["gib"] for e in events if e["event"] == "peak_memory"]
     [setup] = [e for e in events if e["event"] == "setup_done"]
+    [started] = [e["time"] for e in events if e["event"] == "started"]  # the recipe's imports are done
     result = {
         "tokens_per_s": steps[-1]["tokens_per_s"],
         "mfu": steps[-1]["mfu"],
         "padding_share": steps[-1]["padding_share"],
         "first_step_s": steps[0]["time"] - requested,
+        "after_imports_s": steps[0]["time"] - started,
         "peak_memory_gib": peak,
         "final_loss": steps[-1]["metrics"].get("loss"),
+        "job_dir": str(jobs_root / job_uuid),
     }
     return result, jobs_root / job_uuid, setup["precision"]
 
@@ -145,6 +179,7 @@ def run_trl_defaults(anchor_path: Path, a: argparse.Namespace) -> dict[str, Any]
         "mfu": mfu / 100 if mfu is not None and torch.cuda.is_available() else None,
         "padding_share": out["pad_share"],
         "first_step_s": None,
+        "after_imports_s": None,
         "peak_memory_gib": out["peak_gib"],
         "final_loss": out["final_loss"],
     }
@@ -180,10 +215,23 @@ def main() -> None:
     ap.add_argument(
         "--provider-config", action="append", default=[], metavar="KEY=VALUE", help="override a provider config field"
     )
+    ap.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="NAME=KEY=VALUE[,KEY=VALUE]",
+        help="an arm NAME: a provider job with these per-job overrides",
+    )
     a = ap.parse_args()
     arms = a.arms.split(",")
+    variants = parse_variants(a.variant)
+    unknown = [arm for arm in arms if arm not in ("provider", "raw_trl", "trl_defaults") and arm not in variants]
+    if unknown:
+        sys.exit(f"unknown arms {unknown}: use provider, raw_trl, trl_defaults or a --variant NAME")
     if "raw_trl" in arms and "provider" not in arms:
         sys.exit("raw_trl replays a provider job's settings: include the provider arm")
+    if "raw_trl" in arms and arms.index("raw_trl") < arms.index("provider"):
+        sys.exit("raw_trl replays the provider arm's job of the same rep: list provider before raw_trl")
 
     anchor = load_anchor(a.anchor)
     work = a.workdir / f"{a.shape}-{'varlen' if a.varlen else 'fixed'}-{a.seq}"
@@ -205,6 +253,8 @@ def main() -> None:
             for arm in arms:
                 if arm == "provider":
                     result, job_dir, precision = run_provider(client, jobs_root, model_dir, dataset_id, a)
+                elif arm in variants:
+                    result, _, _ = run_provider(client, jobs_root, model_dir, dataset_id, a, variants[arm])
                 elif arm == "raw_trl":
                     result = run_raw_trl(job_dir, precision)
                 else:
@@ -217,9 +267,12 @@ def main() -> None:
     print(f"\n{a.shape} {'varlen' if a.varlen else 'fixed'} seq {a.seq} bs {a.bs} steps {a.steps} reps {a.reps}")
     if a.provider_config:
         print("provider config overrides: " + " ".join(a.provider_config))
+    for name, overrides in variants.items():
+        print(f"variant {name}: " + json.dumps(overrides))
     print(f"device {device}; torch {torch.__version__}, transformers {transformers.__version__}, trl {trl.__version__}")
     columns = [("tokens/s", "tokens_per_s", ".0f"), ("MFU", "mfu", ".1%"), ("padding", "padding_share", ".0%")]
-    columns += [("1st step s", "first_step_s", ".1f"), ("peak GiB", "peak_memory_gib", ".2f")]
+    columns += [("1st step s", "first_step_s", ".1f"), ("w/o import", "after_imports_s", ".1f")]
+    columns += [("peak GiB", "peak_memory_gib", ".2f")]
     columns += [("loss", "final_loss", ".4f")]
     print(f"{'arm':<14}" + "".join(f"{title:>11}" for title, _, _ in columns))
     for arm, medians in summary.items():
@@ -244,9 +297,12 @@ def main() -> None:
                 indent=2,
             )
         )
-    if summary.get("provider") and summary.get("raw_trl") and summary["raw_trl"]["tokens_per_s"]:
-        ratio = summary["provider"]["tokens_per_s"] / summary["raw_trl"]["tokens_per_s"]
-        print(f"provider/raw_trl tokens_per_s ratio: {ratio:.3f}")
+    baseline = summary.get("provider", {}).get("tokens_per_s")
+    for name in (arm for arm in arms if arm in variants):
+        if baseline and summary[name]["tokens_per_s"]:
+            print(f"{name}/provider tokens_per_s ratio: {summary[name]['tokens_per_s'] / baseline:.3f}")
+    if baseline and summary.get("raw_trl", {}).get("tokens_per_s"):
+        print(f"provider/raw_trl tokens_per_s ratio: {baseline / summary['raw_trl']['tokens_per_s']:.3f}")
 
 
 def _round(value: Any) -> Any:

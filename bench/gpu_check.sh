@@ -1,14 +1,35 @@
 #!/usr/bin/env bash
-# The GPU checks and measurements the performance issue still needs, as one run (about 10 minutes on an H100).
-# From the repository root on a CUDA machine, with the project importable (make install, or its wheels on
-# PYTHONPATH): bash bench/gpu_check.sh [PYTHON]
+# The GPU checks and measurements the performance issue still needs, as one run of about 8 minutes on an H100.
+# From the repository root on a CUDA machine with the project importable: `make install`, or on a machine without
+# PyPI the wheels of bench/device_wheels.sh (copied into .whl there with the anchor):
+#   python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl
+#   PYTHONPATH=/tmp/site:$PWD bash bench/gpu_check.sh python3
+# Results go to $OUT (default .bench/gpu_check) as they come, so a run cut short still leaves what it measured.
+# BENCH_ARGS replaces the workload, e.g. BENCH_ARGS='tiny --varlen --steps 8 --seq 32 --reps 1' to try it on a CPU.
 set -uo pipefail
 python=${1:-python}
-"$python" -m pytest -q -p no:cacheprovider tests/test_padding_free.py tests/test_gpu.py 2>&1 | tail -15
-for grouping in --grouped ""; do  # one forward + backward, packed vs padded, 0.5B shape
-  "$python" bench/padding_free_forward.py qwen0.5b --bs 8 --seq 256 --reps 5 $grouping
-done
-for packed in true false; do  # end to end through the server, against raw TRL with the same settings
-  "$python" bench/dpo_bench.py qwen0.5b --varlen --steps 40 --bs 8 --seq 256 --reps 2 --arms provider,raw_trl \
-    --provider-config padding_free=$packed 2>&1 | grep -v Warning | tail -6
+read -ra workload <<<"${BENCH_ARGS:-qwen0.5b --varlen --steps 40 --bs 8 --seq 256 --reps 3}"
+out=${OUT:-.bench/gpu_check}
+anchor=../shared/bench/trl_dpo_anchor.py
+[ -f "$anchor" ] || anchor=.whl/anchor/trl_dpo_anchor.py
+mkdir -p "$out"
+export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+"$python" -c 'import torch; print(torch.__version__, torch.cuda.is_available() and torch.cuda.get_device_name())' 2>&1 |
+  tee "$out/device.txt"
+
+# 1. The CUDA paths are right: the varlen kernel runs and matches the padded forward; QLoRA; memory freed on cancel.
+"$python" -m pytest -q -p no:cacheprovider tests/test_padding_free.py tests/test_gpu.py 2>&1 | tail -15 | tee "$out/tests.txt"
+
+# 2. End to end, 0.5B shape, chat-like lengths, alternating: the provider's defaults, the same with padding_free,
+#    and raw TRL on the defaults' settings. Decides the padding_free default; gives MFU and the provider/raw ratio.
+"$python" bench/dpo_bench.py "${workload[@]}" --anchor "$anchor" \
+  --arms provider,packed,raw_trl --variant packed=padding_free=true --json-out "$out/bench.json" 2>&1 |
+  grep -v Warning | tail -12 | tee "$out/bench.txt"
+
+# 3. Where a step's time goes, padded and packed: GPU busy share, kernel time by kind, launches and syncs.
+for arm in provider packed; do
+  job=$("$python" -c "import json,sys; print(json.load(open(sys.argv[1]))['runs'][sys.argv[2]][-1]['job_dir'])" \
+    "$out/bench.json" "$arm") || continue
+  "$python" bench/profile_steps.py "$job" --json-out "$out/profile_$arm.json" 2>&1 | grep -v Warning |
+    tail -25 | tee "$out/profile_$arm.txt"
 done

@@ -30,6 +30,8 @@ from llama_stack_provider_trl.throughput import (
     peak_memory_gib,
 )
 
+IMPORTED_AT = time.time()  # torch, transformers, TRL and datasets are in: what follows is this run's own work
+
 
 class PairLengthGroupedDPOTrainer(DPOTrainer):
     """The provider's length grouping (the one setting TRL has no switch for)."""
@@ -52,7 +54,8 @@ class Meter(TrainerCallback):
             self.meter.update(state.global_step, float(logs["num_tokens"]))
 
 
-def main(job_dir: Path, precision: str) -> None:
+def build_trainer(job_dir: Path, precision: str) -> tuple[DPOTrainer, Meter, PaddingCounter]:
+    """DPOTrainer with the settings of the provider job in ``job_dir``, its throughput meter and padding counter."""
     spec = json.loads((job_dir / "job.json").read_text())
     rows = [json.loads(line) for line in (job_dir / "train.jsonl").read_text().splitlines()]
     cuda = spec["device"].startswith("cuda")
@@ -108,13 +111,19 @@ def main(job_dir: Path, precision: str) -> None:
     )
     padding = PaddingCounter(trainer.data_collator, packed=bool(spec.get("padding_free")))
     trainer.data_collator = padding
+    return trainer, meter, padding
+
+
+def main(job_dir: Path, precision: str) -> None:
+    trainer, meter, padding = build_trainer(job_dir, precision)
     trainer.train()
     result = {
         "tokens_per_s": meter.meter.tokens_per_s,
         "mfu": meter.meter.mfu,
         "padding_share": padding.padding_share,
         "first_step_at": meter.first_step_at,
-        "peak_memory_gib": peak_memory_gib(spec["device"]),  # whole process, as the provider reports it
+        "after_imports_s": meter.first_step_at - IMPORTED_AT,
+        "peak_memory_gib": peak_memory_gib(str(trainer.args.device)),  # whole process, as the provider reports it
         "final_loss": trainer.state.log_history[-2].get("loss") if len(trainer.state.log_history) > 1 else None,
     }
     print("RESULT " + json.dumps(result), flush=True)
