@@ -147,7 +147,6 @@ def run_provider(
     events = [json.loads(line) for line in (jobs_root / job_uuid / "events.jsonl").read_text().splitlines()]
     steps = [e for e in events if e["event"] == "metrics"]
     [peak] = [e["gib"] for e in events if e["event"] == "peak_memory"]
-    [setup] = [e for e in events if e["event"] == "setup_done"]
     [started] = [e["time"] for e in events if e["event"] == "started"]  # the recipe's imports are done
     result = {
         "tokens_per_s": steps[-1]["tokens_per_s"],
@@ -159,12 +158,12 @@ def run_provider(
         "final_loss": steps[-1]["metrics"].get("loss"),
         "job_dir": str(jobs_root / job_uuid),
     }
-    return result, jobs_root / job_uuid, setup["precision"]
+    return result, jobs_root / job_uuid
 
 
-def run_raw_trl(job_dir: Path, precision: str) -> dict[str, Any]:
+def run_raw_trl(job_dir: Path) -> dict[str, Any]:
     started = time.time()
-    out = _run_result([sys.executable, str(REPO_ROOT / "bench" / "raw_trl_dpo.py"), str(job_dir), precision])
+    out = _run_result([sys.executable, str(REPO_ROOT / "bench" / "raw_trl_dpo.py"), str(job_dir)])
     out["first_step_s"] = out.pop("first_step_at") - started
     return out
 
@@ -248,15 +247,15 @@ def main() -> None:
         client.beta.datasets.register(
             purpose="post-training/messages", source={"type": "rows", "rows": rows}, dataset_id=dataset_id
         )
-        job_dir, precision = None, None
+        job_dir = None
         for rep in range(a.reps):  # A B A B: drift in the machine's speed hits every arm alike
             for arm in arms:
                 if arm == "provider":
-                    result, job_dir, precision = run_provider(client, jobs_root, model_dir, dataset_id, a)
+                    result, job_dir = run_provider(client, jobs_root, model_dir, dataset_id, a)
                 elif arm in variants:
-                    result, _, _ = run_provider(client, jobs_root, model_dir, dataset_id, a, variants[arm])
+                    result, _ = run_provider(client, jobs_root, model_dir, dataset_id, a, variants[arm])
                 elif arm == "raw_trl":
-                    result = run_raw_trl(job_dir, precision)
+                    result = run_raw_trl(job_dir)
                 else:
                     result = run_trl_defaults(a.anchor, a)
                 results[arm].append(result)

@@ -96,8 +96,8 @@ def main() -> None:
     a = ap.parse_args()
 
     events = [json.loads(line) for line in (a.job_dir / "events.jsonl").read_text().splitlines()]
-    [precision] = [e["precision"] for e in events if e["event"] == "setup_done"]
-    trainer, _, padding = build_trainer(a.job_dir, precision)
+    [setup] = [e for e in events if e["event"] == "setup_done"]
+    trainer, _, padding = build_trainer(a.job_dir)
     trainer.args.max_steps = a.wait + 1 + a.active
     trainer.remove_callback(PrinterCallback)  # one line of metrics per step otherwise
     cuda = torch.cuda.is_available()
@@ -109,9 +109,8 @@ def main() -> None:
     summary = summarize(prof, a.active, timer.seconds, cuda, a.top) | {"padding_share": padding.padding_share}
 
     device = torch.cuda.get_device_name() if cuda else "cpu"
-    spec = json.loads((a.job_dir / "job.json").read_text())
     print(
-        f"{a.job_dir.name} ({precision}, padding_free {spec.get('padding_free', False)}) on {device}: "
+        f"{a.job_dir.name} ({setup['precision']}, padding_free {setup['padding_free']}) on {device}: "
         f"{summary['step_s'] * 1e3:.1f} ms per step over {a.active} steps, padding {padding.padding_share:.0%}"
     )
     if cuda:

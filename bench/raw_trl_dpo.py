@@ -1,9 +1,10 @@
 """Raw-TRL arm of the benchmark: TRL's DPOTrainer called directly, with the settings a provider job resolved.
 
-    python bench/raw_trl_dpo.py JOB_DIR PRECISION
+    python bench/raw_trl_dpo.py JOB_DIR
 
-Reads the provider job's ``job.json`` and ``train.jsonl`` so both arms train the same model on the same
-rows with the same settings, then prints one ``RESULT {json}`` line measured the way the provider
+Reads the finished provider job's ``job.json``, ``train.jsonl`` and ``events.jsonl`` (the precision and
+padding_free it resolved) so both arms train the same model on the same rows with the same settings, then
+prints one ``RESULT {json}`` line measured the way the provider
 measures itself (llama_stack_provider_trl.throughput). TRL has no working switch for two of those
 settings, so this arm takes them from the provider as they are: length grouping of pairs, and with
 ``padding_free`` the packed forward (llama_stack_provider_trl.padding_free).
@@ -54,9 +55,12 @@ class Meter(TrainerCallback):
             self.meter.update(state.global_step, float(logs["num_tokens"]))
 
 
-def build_trainer(job_dir: Path, precision: str) -> tuple[DPOTrainer, Meter, PaddingCounter]:
+def build_trainer(job_dir: Path) -> tuple[DPOTrainer, Meter, PaddingCounter]:
     """DPOTrainer with the settings of the provider job in ``job_dir``, its throughput meter and padding counter."""
     spec = json.loads((job_dir / "job.json").read_text())
+    events = [json.loads(line) for line in (job_dir / "events.jsonl").read_text().splitlines()]
+    [setup] = [e for e in events if e["event"] == "setup_done"]
+    precision, packed = setup["precision"], setup["padding_free"]
     rows = [json.loads(line) for line in (job_dir / "train.jsonl").read_text().splitlines()]
     cuda = spec["device"].startswith("cuda")
     half = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32)
@@ -65,7 +69,7 @@ def build_trainer(job_dir: Path, precision: str) -> tuple[DPOTrainer, Meter, Pad
     ref_model = None
     if spec["reference_strategy"] == "frozen_copy":
         ref_model = AutoModelForCausalLM.from_pretrained(spec["model"], dtype=half)
-    if spec.get("padding_free"):
+    if packed:
         for each in (model, ref_model) if ref_model is not None else (model,):
             enable_padding_free(each, spec["max_seq_length"])
     sampling = "group_by_length" if spec["shuffle"] and spec["group_by_length"] else "random"
@@ -86,7 +90,7 @@ def build_trainer(job_dir: Path, precision: str) -> tuple[DPOTrainer, Meter, Pad
         warmup_steps=spec["warmup_steps"],
         optim="adamw_torch_fused" if cuda else "adamw_torch",
         max_length=spec["max_seq_length"],
-        pad_to_multiple_of=spec["pad_to_multiple_of"],
+        pad_to_multiple_of=None if packed else spec["pad_to_multiple_of"],
         precompute_ref_log_probs=spec["reference_strategy"] == "precomputed_log_probs",
         gradient_checkpointing=spec["gradient_checkpointing"],
         bf16=precision == "bf16",
@@ -109,13 +113,13 @@ def build_trainer(job_dir: Path, precision: str) -> tuple[DPOTrainer, Meter, Pad
         processing_class=tokenizer,
         callbacks=[meter],
     )
-    padding = PaddingCounter(trainer.data_collator, packed=bool(spec.get("padding_free")))
+    padding = PaddingCounter(trainer.data_collator, packed=packed)
     trainer.data_collator = padding
     return trainer, meter, padding
 
 
-def main(job_dir: Path, precision: str) -> None:
-    trainer, meter, padding = build_trainer(job_dir, precision)
+def main(job_dir: Path) -> None:
+    trainer, meter, padding = build_trainer(job_dir)
     trainer.train()
     result = {
         "tokens_per_s": meter.meter.tokens_per_s,
@@ -130,4 +134,4 @@ def main(job_dir: Path, precision: str) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]), sys.argv[2])
+    main(Path(sys.argv[1]))

@@ -55,7 +55,9 @@ class DPOJobSpec(BaseModel):
     max_seq_length: int
     pad_to_multiple_of: int | None = Field(default=None, description="Pad batches to a multiple of this length.")
     group_by_length: bool = Field(default=False, description="Batch pairs of similar length (when shuffling).")
-    padding_free: bool = Field(default=False, description="Run each batch packed, computing no padding.")
+    padding_free: bool | Literal["auto"] = Field(
+        default=False, description="Run each batch packed, computing no padding (auto: where FlashAttention runs)."
+    )
     gradient_checkpointing: bool
     activation_offloading: bool
     logging_steps: int

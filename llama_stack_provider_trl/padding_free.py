@@ -73,14 +73,30 @@ def padding_free_attention(
 
 
 def _flash_varlen_supported(q: torch.Tensor) -> bool:
+    return _flash_kernel_runs(q.device, q.dtype, q.size(-1))
+
+
+def _flash_kernel_runs(device: torch.device, dtype: torch.dtype, head_dim: int) -> bool:
     return (
-        q.is_cuda
-        and q.dtype in (torch.float16, torch.bfloat16)
-        and q.size(-1) % 8 == 0
-        and q.size(-1) <= 256
+        device.type == "cuda"
+        and dtype in (torch.float16, torch.bfloat16)
+        and head_dim % 8 == 0
+        and head_dim <= 256
         and torch.backends.cuda.flash_sdp_enabled()
-        and torch.cuda.get_device_capability(q.device) >= (8, 0)
+        and torch.cuda.get_device_capability(device) >= (8, 0)
     )
+
+
+def flash_varlen_available(model: PreTrainedModel, device: str, precision: str) -> bool:
+    """Whether ``model``'s packed attention would run FlashAttention's variable-length kernel when training on
+    ``device`` in ``precision`` (bf16/fp16 on a CUDA GPU of compute capability 8.0+). Elsewhere packed batches
+    run causal SDPA one sequence at a time, which is only faster when padding is heavy and the model large."""
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    if dtype is None or not device.startswith("cuda"):
+        return False
+    config = model.config.get_text_config()
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    return _flash_kernel_runs(torch.device(device), dtype, head_dim)
 
 
 @functools.cache

@@ -241,7 +241,7 @@ def _check_chat_template(spec: DPOJobSpec, train: PreferenceRows) -> None:
 
 
 def _check_padding_free(spec: DPOJobSpec) -> None:
-    window = sliding_window(spec.model) if spec.padding_free else None
+    window = sliding_window(spec.model) if spec.padding_free is True else None  # auto runs such a model padded
     if window is not None and window < spec.max_seq_length:
         raise BadRequestError(
             f"padding_free: '{spec.model}' attends within a sliding window of {window} tokens, shorter than "
@@ -295,7 +295,7 @@ def _resources_allocated(record: JobRecord) -> dict[str, Any]:
         "loss_weights": spec.loss_weights,
         "beta": spec.beta,
         "lora": spec.lora.model_dump() if spec.lora else None,
-        "padding_free": spec.padding_free,
+        "padding_free": record.setup.get("padding_free", spec.padding_free),  # auto, until the job resolves it
         "pid": record.pid,
         "job_dir": spec.job_dir,
         "log_path": str(record.log_path),

@@ -1,6 +1,8 @@
 """Padding-free (packed) forwards give what padded ones give, and a packed job trains the same."""
 
 import copy
+import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +22,8 @@ from transformers import (
 from trl.trainer.utils import add_fused_lm_head
 
 from llama_stack_provider_trl import padding_free
-from llama_stack_provider_trl.padding_free import PaddingFreeUnsupported, enable_padding_free
+from llama_stack_provider_trl.padding_free import PaddingFreeUnsupported, enable_padding_free, flash_varlen_available
+from llama_stack_provider_trl.recipes import dpo_training_single_device as recipe_module
 
 from helpers import LORA, events_of, final_checkpoint, run_recipe
 
@@ -142,6 +145,33 @@ def test_a_packed_job_trains_like_a_padded_one_and_saves_a_plain_checkpoint(
     load = AutoPeftModelForCausalLM if "lora" in strategy else AutoModelForCausalLM
     checkpoint = load.from_pretrained(final_checkpoint(runs["packed"])["path"])
     assert checkpoint.config._attn_implementation == "sdpa"
+
+
+def test_auto_packs_only_where_the_flash_kernel_runs_and_the_model_can_be_packed(
+    tmp_path: Path, tiny_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rows = [
+        {"prompt": "What is " + "one plus " * (i % 5) + "one?", "chosen": " two" * (1 + i % 3), "rejected": " no"}
+        for i in range(8)
+    ]
+    windowed = tmp_path / "windowed"
+    shutil.copytree(tiny_model, windowed)
+    config = json.loads((windowed / "config.json").read_text())
+    (windowed / "config.json").write_text(json.dumps({**config, "sliding_window": 16}))
+
+    def packed_and_padding(name: str, model: Path) -> tuple[bool, float]:
+        events = run_recipe(tmp_path / name, model, rows, padding_free="auto", max_steps_per_epoch=2)
+        [setup] = events_of(events, "setup_done")
+        return setup["padding_free"], events_of(events, "metrics")[-1]["padding_share"]
+
+    assert not flash_varlen_available(LlamaForCausalLM(LlamaConfig(**_SHAPE)), "cpu", "bf16")
+    packed, padded_share = packed_and_padding("cpu", tiny_model)
+    assert not packed and padded_share > 0  # no FlashAttention on a CPU: padded batches
+    # Where the kernel runs (pretended here: this test has no GPU), a model that can be packed is
+    monkeypatch.setattr(recipe_module, "flash_varlen_available", lambda model, device, precision: True)
+    assert packed_and_padding("flash", tiny_model) == (True, 0.0)
+    # and one that cannot (a window shorter than max_seq_length) runs padded instead of failing
+    assert packed_and_padding("flash-windowed", windowed) == (False, padded_share)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

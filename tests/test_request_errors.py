@@ -169,7 +169,7 @@ def test_conversational_rows_for_a_tokenizer_without_chat_template_are_400(
         _optimize(client, dpo_request(unique("j"), plain, dataset_id, data_format="dialog"))
 
 
-def test_padding_free_for_a_sliding_window_shorter_than_the_sequences_is_400(
+def test_padding_free_for_a_sliding_window_shorter_than_the_sequences_is_400_unless_auto(
     client: LlamaStackClient, tiny_model: Path, dataset_id: str, tmp_path: Path
 ) -> None:
     windowed = tmp_path / "windowed"
@@ -179,6 +179,10 @@ def test_padding_free_for_a_sliding_window_shorter_than_the_sequences_is_400(
     request = dpo_request(unique("j"), windowed, dataset_id, hyperparam_search_config={"padding_free": True})
     with pytest.raises(llama_stack_client.BadRequestError, match=r"padding_free: .* sliding window of 16 tokens"):
         _optimize(client, request)
+    # auto packs only what can be packed: the same model is accepted, to run padded
+    request = dpo_request(unique("j"), windowed, dataset_id, hyperparam_search_config={"padding_free": "auto"})
+    _optimize(client, request)
+    client.alpha.post_training.job.cancel(job_uuid=request["job_uuid"])
 
 
 def test_a_validation_set_in_another_format_is_400(

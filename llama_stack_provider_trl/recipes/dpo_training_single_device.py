@@ -38,7 +38,11 @@ from llama_stack_provider_trl.job_spec import (
     DPOJobSpec,
     LoraSpec,
 )
-from llama_stack_provider_trl.padding_free import PaddingFreeUnsupported, enable_padding_free
+from llama_stack_provider_trl.padding_free import (
+    PaddingFreeUnsupported,
+    enable_padding_free,
+    flash_varlen_available,
+)
 from llama_stack_provider_trl.parent_watch import die_with_parent
 from llama_stack_provider_trl.sampling import PairLengthGroupedSampler, pair_lengths
 from llama_stack_provider_trl.standby import STANDBY_FLAG, wait_for_job
@@ -198,12 +202,7 @@ class DPOTrainingSingleDevice:
             ) from exc
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
-        if spec.padding_free:
-            try:
-                for each in (model, ref_model) if ref_model is not None else (model,):
-                    enable_padding_free(each, spec.max_seq_length)
-            except PaddingFreeUnsupported as exc:
-                raise RuntimeError(f"padding_free: {exc}; set padding_free: false for this model") from exc
+        packed = self._pack(model, ref_model, precision)
 
         train_dataset = Dataset.from_list(_read_jsonl(spec.path / TRAIN_DATA_FILE))
         eval_dataset = Dataset.from_list(_read_jsonl(spec.path / EVAL_DATA_FILE)) if spec.num_eval_rows else None
@@ -237,7 +236,7 @@ class DPOTrainingSingleDevice:
             warmup_steps=spec.warmup_steps,
             optim="sgd" if spec.optimizer == "sgd" else ("adamw_torch_fused" if on_cuda else "adamw_torch"),
             max_length=spec.max_seq_length,
-            pad_to_multiple_of=spec.pad_to_multiple_of,
+            pad_to_multiple_of=None if packed else spec.pad_to_multiple_of,  # packed batches compute no padding
             precompute_ref_log_probs=spec.reference_strategy == "precomputed_log_probs",
             gradient_checkpointing=spec.gradient_checkpointing,
             activation_offloading=spec.activation_offloading,
@@ -268,7 +267,7 @@ class DPOTrainingSingleDevice:
             self.reporter.eval_chosen_tokens_per_row = _mean_chosen_tokens(
                 self.trainer.eval_dataset, spec.max_seq_length
             )
-        self.reporter.padding = PaddingCounter(self.trainer.data_collator, packed=spec.padding_free)
+        self.reporter.padding = PaddingCounter(self.trainer.data_collator, packed=packed)
         self.trainer.data_collator = self.reporter.padding
         if spec.optimizer == "adam":  # Trainer has no plain-Adam `optim`; Adam's weight decay is L2
             self.trainer.optimizer_cls_and_kwargs = (torch.optim.Adam, {"lr": spec.learning_rate})
@@ -276,6 +275,7 @@ class DPOTrainingSingleDevice:
             "setup_done",
             device=spec.device,
             precision=precision,
+            padding_free=packed,
             total_steps=total_steps,
             steps_per_epoch=steps_per_epoch,
             train_rows=len(train_dataset),
@@ -283,6 +283,22 @@ class DPOTrainingSingleDevice:
             parameters=sum(p.numel() for p in self.trainer.model.parameters()),
             trainable_parameters=sum(p.numel() for p in self.trainer.model.parameters() if p.requires_grad),
         )
+
+    def _pack(self, model: PreTrainedModel, ref_model: PreTrainedModel | None, precision: str) -> bool:
+        """Make the models' forwards padding-free as padding_free asks; return whether they are."""
+        setting = self.spec.padding_free
+        if setting is False or (setting == "auto" and not flash_varlen_available(model, self.spec.device, precision)):
+            return False
+        try:
+            for each in (model, ref_model) if ref_model is not None else (model,):
+                enable_padding_free(
+                    each, self.spec.max_seq_length
+                )  # one config: the policy fails unpatched or both pass
+        except PaddingFreeUnsupported as exc:
+            if setting == "auto":
+                return False
+            raise RuntimeError(f"padding_free: {exc}; set padding_free: false (or auto) for this model") from exc
+        return True
 
     def _load_policy(self, half: torch.dtype | None) -> PreTrainedModel:
         lora = self.spec.lora
