@@ -253,7 +253,11 @@ def main() -> None:
                 if arm == "provider":
                     result, job_dir = run_provider(client, jobs_root, model_dir, dataset_id, a)
                 elif arm in variants:
-                    result, _ = run_provider(client, jobs_root, model_dir, dataset_id, a, variants[arm])
+                    try:  # a variant is a trial: when its job fails, say why and keep measuring the others
+                        result, _ = run_provider(client, jobs_root, model_dir, dataset_id, a, variants[arm])
+                    except RuntimeError as exc:
+                        print(f"rep {rep} {arm:<12} {exc}", flush=True)
+                        continue
                 elif arm == "raw_trl":
                     result = run_raw_trl(job_dir)
                 else:

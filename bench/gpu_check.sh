@@ -4,7 +4,8 @@
 # PyPI the wheels of bench/device_wheels.sh (copied into .whl there with the anchor):
 #   python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl
 #   PYTHONPATH=/tmp/site:$PWD bash bench/gpu_check.sh python3
-# Results go to $OUT (default .bench/gpu_check) as they come, so a run cut short still leaves what it measured.
+# Full logs go to $OUT (default .bench/gpu_check) as they come, so a run cut short still leaves what it measured;
+# the ends of them go to stdout.
 # BENCH_ARGS replaces the workload, e.g. BENCH_ARGS='tiny --varlen --steps 8 --seq 32 --reps 1' to try it on a CPU.
 set -uo pipefail
 python=${1:-python}
@@ -14,22 +15,23 @@ anchor=../shared/bench/trl_dpo_anchor.py
 [ -f "$anchor" ] || anchor=.whl/anchor/trl_dpo_anchor.py
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
-"$python" -c 'import torch; print(torch.__version__, torch.cuda.is_available() and torch.cuda.get_device_name())' 2>&1 |
-  tee "$out/device.txt"
+"$python" -c 'import torch; print(torch.__version__, torch.cuda.is_available() and torch.cuda.get_device_name())'
 
 # 1. The CUDA paths are right: the varlen kernel runs and matches the padded forward; QLoRA; memory freed on cancel.
-"$python" -m pytest -q -p no:cacheprovider tests/test_padding_free.py tests/test_gpu.py 2>&1 | tail -15 | tee "$out/tests.txt"
+timeout 240 "$python" -m pytest -q -p no:cacheprovider tests/test_padding_free.py tests/test_gpu.py >"$out/tests.log" 2>&1
+tail -15 "$out/tests.log"
 
 # 2. End to end, 0.5B shape, chat-like lengths, alternating: the provider's defaults, the same with padding_free,
 #    and raw TRL on the defaults' settings. Decides the padding_free default; gives MFU and the provider/raw ratio.
-"$python" bench/dpo_bench.py "${workload[@]}" --anchor "$anchor" \
-  --arms provider,packed,raw_trl --variant packed=padding_free=true --json-out "$out/bench.json" 2>&1 |
-  grep -v Warning | tail -12 | tee "$out/bench.txt"
+#    No epoch checkpoint: it is written after the measured steps and only costs this run time.
+"$python" bench/dpo_bench.py "${workload[@]}" --anchor "$anchor" --provider-config save_every_epoch=false \
+  --arms provider,packed,raw_trl --variant packed=padding_free=true --json-out "$out/bench.json" >"$out/bench.log" 2>&1
+grep -v Warning "$out/bench.log" | tail -16
 
 # 3. Where a step's time goes, padded and packed: GPU busy share, kernel time by kind, launches and syncs.
 for arm in provider packed; do
   job=$("$python" -c "import json,sys; print(json.load(open(sys.argv[1]))['runs'][sys.argv[2]][-1]['job_dir'])" \
     "$out/bench.json" "$arm") || continue
-  "$python" bench/profile_steps.py "$job" --json-out "$out/profile_$arm.json" 2>&1 | grep -v Warning |
-    tail -25 | tee "$out/profile_$arm.txt"
+  "$python" bench/profile_steps.py "$job" --json-out "$out/profile_$arm.json" >"$out/profile_$arm.log" 2>&1
+  grep -v Warning "$out/profile_$arm.log" | tail -25
 done

@@ -95,8 +95,9 @@ def flash_varlen_available(model: PreTrainedModel, device: str, precision: str) 
     if dtype is None or not device.startswith("cuda"):
         return False
     config = model.config.get_text_config()
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-    return _flash_kernel_runs(torch.device(device), dtype, head_dim)
+    heads = getattr(config, "num_attention_heads", None)
+    head_dim = getattr(config, "head_dim", None) or (config.hidden_size // heads if heads else None)
+    return head_dim is not None and _flash_kernel_runs(torch.device(device), dtype, head_dim)
 
 
 @functools.cache
