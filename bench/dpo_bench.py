@@ -16,8 +16,8 @@ length or chat-like (--varlen), so these numbers compare with the anchor's. Arms
 Reports per arm the median over reps of real (non-padding) tokens/s, MFU (GPU), padding share, time
 from request (process start for raw_trl) to the first optimizer step, the part of it after the training
 process's imports (job handed over or imports done, to the first step: model, data, first step), and peak
-memory, then
-`provider/raw_trl tokens_per_s ratio: X` and, for each variant, `NAME/provider tokens_per_s ratio: X`.
+memory; then, for each variant, `NAME/provider tokens_per_s ratio: X`, and last
+`provider/raw_trl tokens_per_s ratio: X`.
 """
 
 import argparse

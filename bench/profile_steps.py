@@ -8,7 +8,8 @@ JOB_DIR is a finished provider job's directory (``job.json``, ``train.jsonl``, `
 prints:
 
 - wall seconds per step, and on a GPU the share of that time its kernels run (``gpu busy``): far below 100%
-  means the step waits on the host (Python and kernel launches, device-to-host syncs), not on the math;
+  means the step waits on the host (Python and kernel launches, device-to-host syncs), not on the math.
+  The profiler adds a little host time to each launch, so both read a little worse than an unprofiled run;
 - kernel time by kind (matmul, attention, TRL's fused LM head, optimizer, the rest), kernel launches and
   device-to-host syncs per step;
 - the top kernels (GPU) or operators (CPU) by their own time.

@@ -4,8 +4,8 @@
 
 Reads the finished provider job's ``job.json``, ``train.jsonl`` and ``events.jsonl`` (the precision and
 padding_free it resolved) so both arms train the same model on the same rows with the same settings, then
-prints one ``RESULT {json}`` line measured the way the provider
-measures itself (llama_stack_provider_trl.throughput). TRL has no working switch for two of those
+prints one ``RESULT {json}`` line measured the way the provider measures itself
+(llama_stack_provider_trl.throughput). TRL has no working switch for two of those
 settings, so this arm takes them from the provider as they are: length grouping of pairs, and with
 ``padding_free`` the packed forward (llama_stack_provider_trl.padding_free).
 """

@@ -289,11 +289,9 @@ class DPOTrainingSingleDevice:
         setting = self.spec.padding_free
         if setting is False or (setting == "auto" and not flash_varlen_available(model, self.spec.device, precision)):
             return False
-        try:
+        try:  # the policy and its reference share one config: the policy fails its check unpatched, or both pass
             for each in (model, ref_model) if ref_model is not None else (model,):
-                enable_padding_free(
-                    each, self.spec.max_seq_length
-                )  # one config: the policy fails unpatched or both pass
+                enable_padding_free(each, self.spec.max_seq_length)
         except PaddingFreeUnsupported as exc:
             if setting == "auto":
                 return False
