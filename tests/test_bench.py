@@ -1,4 +1,5 @@
-"""The benchmark runs end to end on the CPU and reports the provider/raw TRL ratio (timings are not asserted)."""
+"""The benchmark runs end to end on the CPU, reports the provider/raw TRL ratio (timings are not asserted) and
+profiles a job it ran."""
 
 import json
 import subprocess
@@ -15,7 +16,7 @@ ANCHOR = REPO_ROOT.parent / "shared" / "bench" / "trl_dpo_anchor.py"
 
 @pytest.mark.slow
 @pytest.mark.skipif(not ANCHOR.is_file(), reason="the shared anchor workload is not beside this checkout")
-def test_bench_compares_provider_a_variant_and_raw_trl_on_the_same_work(tmp_path: Path) -> None:
+def test_bench_compares_provider_a_variant_and_raw_trl_then_profiles_a_job(tmp_path: Path) -> None:
     out = tmp_path / "result.json"
     command = [sys.executable, "bench/dpo_bench.py", "tiny", "--varlen", "--steps", "8", "--seq", "32", "--reps", "1"]
     command += ["--arms", "provider,packed,raw_trl", "--variant", "packed=padding_free=true"]
@@ -32,6 +33,18 @@ def test_bench_compares_provider_a_variant_and_raw_trl_on_the_same_work(tmp_path
     # same rows, same settings: both arms pad exactly the same batches
     assert 0 < median["provider"]["padding_share"] == median["raw_trl"]["padding_share"] < 1
     assert median["packed"]["padding_share"] == 0  # the variant's override reached its job
+
+    # profile_steps replays a job the bench left and says where its steps' time goes
+    [run] = json.loads(out.read_text())["runs"]["provider"]
+    profile = tmp_path / "profile.json"
+    command = [sys.executable, "bench/profile_steps.py", run["job_dir"], "--wait", "1", "--active", "2"]
+    command += ["--json-out", str(profile)]
+    result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads(profile.read_text())
+    assert summary["steps"] == 2 and summary["step_s"] > 0
+    assert 0 < summary["padding_share"] < 1  # the job's own padded batches, replayed
+    assert any(name.startswith("aten::") for name, _, _ in summary["top"])
 
 
 def test_profile_summary_splits_kernel_time_by_kind_and_counts_launches_and_syncs(monkeypatch) -> None:
