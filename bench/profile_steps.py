@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from raw_trl_dpo import build_trainer  # bench/ is on the path of a script run from it
+from raw_trl_dpo import build_trainer, job_setup  # bench/ is on the path of a script run from it
 from torch.profiler import ProfilerActivity, profile, schedule
 from transformers import PrinterCallback, TrainerCallback
 
@@ -96,8 +96,7 @@ def main() -> None:
     ap.add_argument("--json-out", type=Path)
     a = ap.parse_args()
 
-    events = [json.loads(line) for line in (a.job_dir / "events.jsonl").read_text().splitlines()]
-    [setup] = [e for e in events if e["event"] == "setup_done"]
+    setup = job_setup(a.job_dir)
     trainer, _, padding = build_trainer(a.job_dir)
     trainer.args.max_steps = a.wait + 1 + a.active
     trainer.remove_callback(PrinterCallback)  # one line of metrics per step otherwise

@@ -55,11 +55,17 @@ class Meter(TrainerCallback):
             self.meter.update(state.global_step, float(logs["num_tokens"]))
 
 
+def job_setup(job_dir: Path) -> dict:
+    """The provider job's setup_done event: the precision and packing it resolved and ran with."""
+    events = [json.loads(line) for line in (job_dir / "events.jsonl").read_text().splitlines()]
+    [setup] = [e for e in events if e["event"] == "setup_done"]
+    return setup
+
+
 def build_trainer(job_dir: Path) -> tuple[DPOTrainer, Meter, PaddingCounter]:
     """DPOTrainer with the settings of the provider job in ``job_dir``, its throughput meter and padding counter."""
     spec = json.loads((job_dir / "job.json").read_text())
-    events = [json.loads(line) for line in (job_dir / "events.jsonl").read_text().splitlines()]
-    [setup] = [e for e in events if e["event"] == "setup_done"]
+    setup = job_setup(job_dir)
     precision, packed = setup["precision"], setup["padding_free"]
     rows = [json.loads(line) for line in (job_dir / "train.jsonl").read_text().splitlines()]
     cuda = spec["device"].startswith("cuda")

@@ -147,9 +147,8 @@ def _precision(request: PreferenceOptimizeRequest, config: TrlPostTrainingConfig
 
 
 def _pad_multiple(config: TrlPostTrainingConfig, device: str) -> int | None:
-    if config.pad_to_multiple_of == "auto":
-        # Packed batches compute no padding, so padding the layout would only cost memory
-        return AUTO_PAD_MULTIPLE_CUDA if device.startswith("cuda") and config.padding_free is not True else None
+    if config.pad_to_multiple_of == "auto":  # a job that runs packed pads nothing: the recipe knows if it does
+        return AUTO_PAD_MULTIPLE_CUDA if device.startswith("cuda") else None
     return config.pad_to_multiple_of
 
 
