@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU checks and measurements the performance issue still needs, as one run of about 8 minutes on an H100.
+# The GPU checks and measurements of the performance issue, as one run of about 8 minutes on an H100.
 # From the repository root on a CUDA machine with the project importable: `make install`, or on a machine without
 # PyPI the wheels of bench/device_wheels.sh (copied into .whl there with the anchor):
 #   python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl
@@ -9,7 +9,7 @@
 # BENCH_ARGS replaces the workload, e.g. BENCH_ARGS='tiny --varlen --steps 8 --seq 32 --reps 1' to try it on a CPU.
 set -uo pipefail
 python=${1:-python}
-read -ra workload <<<"${BENCH_ARGS:-qwen0.5b --varlen --steps 40 --bs 8 --seq 256 --reps 3}"
+read -ra workload <<<"${BENCH_ARGS:-qwen0.5b --varlen --steps 30 --bs 8 --seq 256 --reps 3}"
 out=${OUT:-.bench/gpu_check}
 anchor=../shared/bench/trl_dpo_anchor.py
 [ -f "$anchor" ] || anchor=.whl/anchor/trl_dpo_anchor.py
@@ -21,17 +21,20 @@ export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 timeout 240 "$python" -m pytest -q -p no:cacheprovider tests/test_padding_free.py tests/test_gpu.py >"$out/tests.log" 2>&1
 tail -15 "$out/tests.log"
 
-# 2. End to end, 0.5B shape, chat-like lengths, alternating: the provider's defaults, the same with padding_free,
-#    and raw TRL on the defaults' settings. Decides the padding_free default; gives MFU and the provider/raw ratio.
+# 2. End to end, 0.5B shape, chat-like lengths, alternating: the provider's defaults (packed where FlashAttention
+#    runs), the same padded, raw TRL on the defaults' settings, and TRL's own defaults. Gives MFU, the
+#    provider/raw ratio, the defaults' gain over TRL's on the same card and whether packing still wins.
 #    No epoch checkpoint: it is written after the measured steps and only costs this run time.
 "$python" bench/dpo_bench.py "${workload[@]}" --anchor "$anchor" --provider-config save_every_epoch=false \
-  --arms provider,packed,raw_trl --variant packed=padding_free=true --json-out "$out/bench.json" >"$out/bench.log" 2>&1
+  --arms provider,padded,raw_trl,trl_defaults --variant padded=padding_free=false --json-out "$out/bench.json" \
+  >"$out/bench.log" 2>&1
 grep -v Warning "$out/bench.log" | tail -16
 
-# 3. Where a step's time goes, padded and packed: GPU busy share, kernel time by kind, launches and syncs.
-for arm in provider packed; do
+# 3. Where a step's time goes, packed and padded: GPU busy share, kernel time by kind, launches and syncs, and the
+#    host operators behind them.
+for arm in provider padded; do
   job=$("$python" -c "import json,sys; print(json.load(open(sys.argv[1]))['runs'][sys.argv[2]][-1]['job_dir'])" \
     "$out/bench.json" "$arm") || continue
   "$python" bench/profile_steps.py "$job" --json-out "$out/profile_$arm.json" >"$out/profile_$arm.log" 2>&1
-  grep -v Warning "$out/profile_$arm.log" | tail -25
+  grep -v Warning "$out/profile_$arm.log" | tail -40
 done

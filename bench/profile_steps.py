@@ -12,7 +12,7 @@ prints:
   The profiler adds a little host time to each launch, so both read a little worse than an unprofiled run;
 - kernel time by kind (matmul, attention, TRL's fused LM head, optimizer, the rest), kernel launches and
   device-to-host syncs per step;
-- the top kernels (GPU) or operators (CPU) by their own time.
+- the top kernels (GPU) or operators (CPU) by their own time; on a GPU also the top host operators.
 """
 
 import argparse
@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 from raw_trl_dpo import build_trainer, job_setup  # bench/ is on the path of a script run from it
+from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile, schedule
 from transformers import PrinterCallback, TrainerCallback
 
@@ -70,7 +71,14 @@ def summarize(prof: profile, steps: int, seconds: float, cuda: bool, top: int) -
         ranked = sorted(events, key=lambda e: e.self_cpu_time_total, reverse=True)[:top]
         summary["top"] = [(e.key, e.count / steps, e.self_cpu_time_total / 1e6 / steps) for e in ranked]
         return summary
-    kernels = [e for e in events if e.self_device_time_total > 0]
+    # Kernels only: an operator's self device time repeats its kernels', and a GPU-side user annotation
+    # (Optimizer.step#...) spans kernels listed on their own.
+    kernels = [
+        e
+        for e in events
+        if e.device_type == DeviceType.CUDA and not e.is_user_annotation and e.self_device_time_total > 0
+    ]
+    host = sorted((e for e in events if e.device_type == DeviceType.CPU), key=lambda e: -e.self_cpu_time_total)
     busy = sum(e.self_device_time_total for e in kernels) / 1e6
     by_kind: dict[str, float] = {}
     for e in kernels:
@@ -83,6 +91,7 @@ def summarize(prof: profile, steps: int, seconds: float, cuda: bool, top: int) -
         "launches_per_step": sum(e.count for e in events if LAUNCHES.match(e.key)) / steps,
         "syncs_per_step": sum(e.count for e in events if SYNCS.search(e.key)) / steps,
         "top": [(e.key[:90], e.count / steps, e.self_device_time_total / 1e6 / steps) for e in ranked],
+        "host_top": [(e.key[:90], e.count / steps, e.self_cpu_time_total / 1e6 / steps) for e in host[:top]],
     }
     return summary
 
@@ -123,6 +132,10 @@ def main() -> None:
     print(f"{'top kernels' if cuda else 'top operators'}: calls/step, ms/step")
     for name, calls, s in summary["top"]:
         print(f"  {calls:7.1f} {s * 1e3:9.2f}  {name}")
+    if cuda:
+        print("top host operators (the time a step spends launching): calls/step, ms/step")
+        for name, calls, s in summary["host_top"]:
+            print(f"  {calls:7.1f} {s * 1e3:9.2f}  {name}")
     if a.json_out:
         a.json_out.write_text(json.dumps(summary, indent=2))
 

@@ -50,6 +50,11 @@ def padding_free_attention(
     groups = query.size(1) // key.size(1)
     # (tokens, heads, dim): the layout both kernels below take
     q, k, v = (x[0].transpose(0, 1).contiguous() for x in (query, repeat_kv(key, groups), repeat_kv(value, groups)))
+    if torch.is_autocast_enabled(q.device.type):
+        # Autocast casts SDPA's inputs but not a direct aten call's. Under fp32 master weights the rotary embedding
+        # leaves query and key in fp32, which would keep them off the 16-bit-only FlashAttention kernel.
+        dtype = torch.get_autocast_dtype(q.device.type)
+        q, k, v = (x.to(dtype) for x in (q, k, v))
     if _flash_varlen_supported(q):
         out = torch.ops.aten._flash_attention_forward(
             q, k, v, cu_seq_lens_q, cu_seq_lens_q, max_length_q, max_length_q, dropout, True, False, scale=scaling

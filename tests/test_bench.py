@@ -8,6 +8,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from torch.autograd import DeviceType
 
 from conftest import REPO_ROOT
 
@@ -51,11 +52,17 @@ def test_profile_summary_splits_kernel_time_by_kind_and_counts_launches_and_sync
     monkeypatch.syspath_prepend(str(REPO_ROOT / "bench"))
     from profile_steps import summarize
 
-    def event(key: str, count: int, device_us: float = 0.0, cpu_us: float = 0.0) -> SimpleNamespace:
-        return SimpleNamespace(key=key, count=count, self_device_time_total=device_us, self_cpu_time_total=cpu_us)
+    def event(key: str, count: int, device_us: float = 0.0, cpu_us: float = 0.0, **kw: object) -> SimpleNamespace:
+        fields = {"device_type": DeviceType.CUDA if device_us and not cpu_us else DeviceType.CPU}
+        fields |= {"is_user_annotation": False} | kw
+        return SimpleNamespace(
+            key=key, count=count, self_device_time_total=device_us, self_cpu_time_total=cpu_us, **fields
+        )
 
     events = [
         event("ProfilerStep#5", 2, device_us=90_000),  # spans whole steps: not a kernel
+        event("Optimizer.step#AdamW.step", 2, device_us=2_000, is_user_annotation=True),  # spans the optimizer's
+        event("aten::mm", 400, device_us=30_000, cpu_us=12_000),  # an operator: its kernels are counted as kernels
         event("nvjet_tst_192x192_64x4_2x1_v_bz_coopB_TNT", 400, device_us=30_000),
         event("fmha_cutlassF_bf16_aligned_64x64_rf_sm80", 96, device_us=6_000),
         event("void pytorch_flash::flash_fwd_kernel<Flash_fwd_kernel_traits<64>>", 48, device_us=2_000),
@@ -76,4 +83,5 @@ def test_profile_summary_splits_kernel_time_by_kind_and_counts_launches_and_sync
     )
     assert summary["launches_per_step"] == 1500
     assert summary["syncs_per_step"] == 15
-    assert [name for name, _, _ in summary["top"]] == [events[1].key, events[6].key[:90]]
+    assert [name for name, _, _ in summary["top"]] == [events[3].key, events[8].key[:90]]
+    assert [name for name, _, _ in summary["host_top"]] == ["cudaLaunchKernel", "aten::mm"]
