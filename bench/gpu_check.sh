@@ -22,17 +22,18 @@ timeout 240 "$python" -m pytest -q -p no:cacheprovider tests/test_padding_free.p
 tail -15 "$out/tests.log"
 
 # 2. End to end, 0.5B shape, chat-like lengths, alternating: the provider's defaults (packed where FlashAttention
-#    runs), the same padded, raw TRL on the defaults' settings, and TRL's own defaults. Gives MFU, the
-#    provider/raw ratio, the defaults' gain over TRL's on the same card and whether packing still wins.
+#    runs), the same with the fp32 master weights in the optimizer and a bf16 model (master_weights: optimizer,
+#    the lever for the host-bound steps: no autocast casts), raw TRL on the defaults' settings, and TRL's own
+#    defaults. Gives MFU, the provider/raw ratio, the defaults' gain over TRL's on the same card.
 #    No epoch checkpoint: it is written after the measured steps and only costs this run time.
 "$python" bench/dpo_bench.py "${workload[@]}" --anchor "$anchor" --provider-config save_every_epoch=false \
-  --arms provider,padded,raw_trl,trl_defaults --variant padded=padding_free=false --json-out "$out/bench.json" \
-  >"$out/bench.log" 2>&1
+  --arms provider,bf16_model,raw_trl,trl_defaults --variant bf16_model=master_weights=optimizer \
+  --json-out "$out/bench.json" >"$out/bench.log" 2>&1
 grep -v Warning "$out/bench.log" | tail -16
 
-# 3. Where a step's time goes, packed and padded: GPU busy share, kernel time by kind, launches and syncs, and the
-#    host operators behind them.
-for arm in provider padded; do
+# 3. Where a step's time goes, in both: GPU busy share, kernel time by kind, launches and syncs, and the host
+#    operators behind them.
+for arm in provider bf16_model; do
   job=$("$python" -c "import json,sys; print(json.load(open(sys.argv[1]))['runs'][sys.argv[2]][-1]['job_dir'])" \
     "$out/bench.json" "$arm") || continue
   "$python" bench/profile_steps.py "$job" --json-out "$out/profile_$arm.json" >"$out/profile_$arm.log" 2>&1

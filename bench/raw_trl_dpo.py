@@ -2,12 +2,13 @@
 
     python bench/raw_trl_dpo.py JOB_DIR
 
-Reads the finished provider job's ``job.json``, ``train.jsonl`` and ``events.jsonl`` (the precision and
-padding_free it resolved) so both arms train the same model on the same rows with the same settings, then
-prints one ``RESULT {json}`` line measured the way the provider measures itself
-(llama_stack_provider_trl.throughput). TRL has no working switch for two of those
-settings, so this arm takes them from the provider as they are: length grouping of pairs, and with
-``padding_free`` the packed forward (llama_stack_provider_trl.padding_free).
+Reads the finished provider job's ``job.json``, ``train.jsonl`` and ``events.jsonl`` (the precision,
+padding_free and master_weights it resolved) so both arms train the same model on the same rows with the
+same settings, then prints one ``RESULT {json}`` line measured the way the provider measures itself
+(llama_stack_provider_trl.throughput). TRL has no working switch for three of those settings, so this arm
+takes them from the provider as they are: length grouping of pairs, with ``padding_free`` the packed
+forward (llama_stack_provider_trl.padding_free), and with ``master_weights: optimizer`` the optimizer that
+holds fp32 copies of a bf16 model's weights (llama_stack_provider_trl.master_weights).
 """
 
 import json
@@ -20,6 +21,7 @@ from datasets import Dataset
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 from trl import DPOConfig, DPOTrainer
 
+from llama_stack_provider_trl.master_weights import with_fp32_master_weights
 from llama_stack_provider_trl.padding_free import enable_padding_free
 from llama_stack_provider_trl.sampling import PairLengthGroupedSampler, pair_lengths
 from llama_stack_provider_trl.throughput import (
@@ -35,7 +37,16 @@ IMPORTED_AT = time.time()  # torch, transformers, TRL and datasets are in: what 
 
 
 class PairLengthGroupedDPOTrainer(DPOTrainer):
-    """The provider's length grouping (the one setting TRL has no switch for)."""
+    """The provider's length grouping, and with ``master_weights: optimizer`` its fp32 master weights held by
+    the optimizer (TRL has no switch for either)."""
+
+    fp32_master_weights = False
+
+    def create_optimizer(self, model=None):
+        if self.fp32_master_weights and self.optimizer is None:
+            cls, kwargs = self.get_optimizer_cls_and_kwargs(self.args, self.model)
+            self.optimizer_cls_and_kwargs = (with_fp32_master_weights(cls), kwargs)
+        return super().create_optimizer(model)
 
     def _get_train_sampler(self, train_dataset=None):
         if self.args.train_sampling_strategy != "group_by_length":
@@ -67,11 +78,12 @@ def build_trainer(job_dir: Path) -> tuple[DPOTrainer, Meter, PaddingCounter]:
     spec = json.loads((job_dir / "job.json").read_text())
     setup = job_setup(job_dir)
     precision, packed = setup["precision"], setup["padding_free"]
+    masters_in_optimizer = setup.get("master_weights") == "optimizer"
     rows = [json.loads(line) for line in (job_dir / "train.jsonl").read_text().splitlines()]
     cuda = spec["device"].startswith("cuda")
     half = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(spec["model"])
-    model = AutoModelForCausalLM.from_pretrained(spec["model"], dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(spec["model"], dtype=half if masters_in_optimizer else torch.float32)
     ref_model = None
     if spec["reference_strategy"] == "frozen_copy":
         ref_model = AutoModelForCausalLM.from_pretrained(spec["model"], dtype=half)
@@ -119,6 +131,7 @@ def build_trainer(job_dir: Path) -> tuple[DPOTrainer, Meter, PaddingCounter]:
         processing_class=tokenizer,
         callbacks=[meter],
     )
+    trainer.fp32_master_weights = masters_in_optimizer
     padding = PaddingCounter(trainer.data_collator, packed=packed)
     trainer.data_collator = padding
     return trainer, meter, padding

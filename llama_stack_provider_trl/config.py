@@ -39,6 +39,7 @@ PER_JOB_FIELDS: frozenset[str] = frozenset(
         "pad_to_multiple_of",
         "group_by_length",
         "padding_free",
+        "master_weights",
         "gradient_checkpointing",
         "use_lora",
         "lora_rank",
@@ -131,6 +132,14 @@ class TrlPostTrainingConfig(BaseModel):
         "pluggable and full (Llama, Qwen2, Mistral without sliding window, ...); pad_to_multiple_of is then unused. "
         "auto: packed where the FlashAttention kernel runs and the model can be packed, padded elsewhere (no error); "
         "on an H100 it trained the 0.5B shape 1.16x faster than padded batches, in 20% less memory.",
+    )
+    master_weights: Literal["model", "optimizer"] = Field(
+        default="model",
+        description="Full fine-tuning in bf16: where the fp32 master weights live. model: the model's weights are "
+        "fp32 and forward/backward run under bf16 autocast. optimizer: the model's weights are bf16 (no casts, "
+        "bf16 activations) and the optimizer keeps fp32 copies that it updates and writes back rounded, so small "
+        "updates still add up; checkpoints then hold bf16 weights, and gradients accumulate in bf16. Not for fp16. "
+        "No effect in fp32 (the weights are the masters) or with LoRA (its adapters are fp32).",
     )
     gradient_checkpointing: bool = Field(
         default=False,

@@ -58,6 +58,9 @@ class DPOJobSpec(BaseModel):
     padding_free: bool | Literal["auto"] = Field(
         default=False, description="Run each batch packed, computing no padding (auto: where FlashAttention runs)."
     )
+    master_weights: Literal["model", "optimizer"] = Field(
+        default="model", description="Where a full fine-tune's fp32 weights live (see the provider config)."
+    )
     gradient_checkpointing: bool
     activation_offloading: bool
     logging_steps: int

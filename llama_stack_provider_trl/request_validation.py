@@ -146,6 +146,16 @@ def _precision(request: PreferenceOptimizeRequest, config: TrlPostTrainingConfig
     return precision
 
 
+def _master_weights(config: TrlPostTrainingConfig, precision: Precision) -> str:
+    if config.master_weights == "optimizer" and precision == "fp16":
+        raise _bad(
+            "hyperparam_search_config.master_weights",
+            "optimizer needs bf16 (fp16 weights would need loss scaling) and this job runs in fp16; ask for "
+            "training_config.dtype bf16, or master_weights: model",
+        )
+    return config.master_weights
+
+
 def _pad_multiple(config: TrlPostTrainingConfig, device: str) -> int | None:
     if config.pad_to_multiple_of == "auto":  # a job that runs packed pads nothing: the recipe knows if it does
         return AUTO_PAD_MULTIPLE_CUDA if device.startswith("cuda") else None
@@ -208,6 +218,7 @@ def build_job_spec(
     optimizer = training.optimizer_config
     efficiency = training.efficiency_config
     loss_types, loss_weights = _losses(request, config)
+    precision = _precision(request, config, device)
 
     gradient_checkpointing = config.gradient_checkpointing
     if efficiency is not None and "enable_activation_checkpointing" in efficiency.model_fields_set:
@@ -222,7 +233,7 @@ def build_job_spec(
         model=check_model(request.finetuned_model),
         job_dir=str(job_dir),
         device=device,
-        precision=_precision(request, config, device),
+        precision=precision,
         beta=_positive_float("algorithm_config.beta", request.algorithm_config.beta),
         loss_types=loss_types,
         loss_weights=loss_weights,
@@ -249,6 +260,7 @@ def build_job_spec(
         pad_to_multiple_of=_pad_multiple(config, device),
         group_by_length=config.group_by_length,
         padding_free=config.padding_free,
+        master_weights=_master_weights(config, precision),
         gradient_checkpointing=gradient_checkpointing,
         activation_offloading=bool(efficiency and efficiency.enable_activation_offloading),
         logging_steps=config.logging_steps,

@@ -204,3 +204,12 @@ def test_the_request_loss_type_wins_over_the_config_list(tmp_path: Path) -> None
     assert (spec.loss_types, spec.loss_weights) == (["hinge"], None)
     with pytest.raises(BadRequestError, match=r"conflicts with hyperparam_search_config\.dpo_loss_type"):
         _with_overrides(tmp_path, {"dpo_loss_type": "ipo"}, algorithm_config={"beta": 0.1, "loss_type": "hinge"})
+
+
+def test_master_weights_in_the_optimizer_is_per_job_and_refused_for_fp16(tmp_path: Path) -> None:
+    assert _spec(tmp_path).master_weights == "model"
+    assert _with_overrides(tmp_path, {"master_weights": "optimizer"}).master_weights == "optimizer"
+    request = dpo_request("job", "org/model", "ds", dtype="fp16")
+    request["hyperparam_search_config"] = {"master_weights": "optimizer"}
+    with pytest.raises(BadRequestError, match=r"master_weights: optimizer needs bf16 .* fp16; ask for .* bf16"):
+        build_job_spec(PreferenceOptimizeRequest.model_validate(request), TrlPostTrainingConfig(), tmp_path, "cuda", 1)

@@ -140,6 +140,7 @@ def test_packed_lora_job_on_conversational_rows_with_a_validation_set_reports_ev
     assert status.status == "completed", resources["error"]
     assert resources["padding_free"] is True and resources["padding_share"] == 0.0
     assert resources["reference_strategy"] == "adapters_disabled"
+    assert resources["master_weights"] is None  # LoRA: the adapters train in fp32, the base never changes
     assert resources["lora"]["rank"] == 4 and resources["eval_rows"] == 8
     assert "eval_loss" in resources["eval_metrics"]
 

@@ -38,6 +38,7 @@ from llama_stack_provider_trl.job_spec import (
     DPOJobSpec,
     LoraSpec,
 )
+from llama_stack_provider_trl.master_weights import with_fp32_master_weights
 from llama_stack_provider_trl.padding_free import (
     PaddingFreeUnsupported,
     enable_padding_free,
@@ -59,13 +60,21 @@ from llama_stack_provider_trl.trainer_checkpoints import last_trainer_checkpoint
 
 
 class _ProviderDPOTrainer(DPOTrainer):
-    """DPOTrainer with two changes: the learning-rate schedule spans the steps that will really run (with
-    ``max_steps_per_epoch`` each epoch stops early, so Trainer's own count is too large), and length
-    grouping batches preference pairs of similar length (PairLengthGroupedSampler) in training only."""
+    """DPOTrainer with three changes: the learning-rate schedule spans the steps that will really run (with
+    ``max_steps_per_epoch`` each epoch stops early, so Trainer's own count is too large), length grouping
+    batches preference pairs of similar length (PairLengthGroupedSampler) in training only, and with
+    ``fp32_master_weights`` the optimizer steps fp32 copies of a bf16 model's weights (master_weights.py)."""
 
-    def __init__(self, *args: Any, total_steps: int, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, total_steps: int, fp32_master_weights: bool = False, **kwargs: Any) -> None:
         self._total_steps = total_steps
+        self._fp32_master_weights = fp32_master_weights
         super().__init__(*args, **kwargs)
+
+    def create_optimizer(self, model: torch.nn.Module | None = None) -> torch.optim.Optimizer:
+        if self._fp32_master_weights and self.optimizer is None:
+            cls, kwargs = self.optimizer_cls_and_kwargs or self.get_optimizer_cls_and_kwargs(self.args, self.model)
+            self.optimizer_cls_and_kwargs = (with_fp32_master_weights(cls), kwargs)
+        return super().create_optimizer(model)
 
     def _get_train_sampler(self, train_dataset: Dataset | None = None) -> Sampler | None:
         if self.args.train_sampling_strategy != "group_by_length":
@@ -189,9 +198,10 @@ class DPOTrainingSingleDevice:
         if precision == "bf16" and spec.device.startswith("cuda") and not torch.cuda.is_bf16_supported():
             raise RuntimeError(f"{torch.cuda.get_device_name()} has no bf16 support; ask for dtype fp16 or fp32")
         half = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+        master_weights = self._master_weights(precision)
         try:
             tokenizer = AutoTokenizer.from_pretrained(spec.model, trust_remote_code=spec.trust_remote_code)
-            model = self._load_policy(half)
+            model = self._load_policy(half, master_weights)
             # frozen_copy: a second copy scores the reference; it never trains, so it needs no fp32 master weights.
             # adapters_disabled (LoRA) and precomputed_log_probs keep no second copy (see ReferenceStrategy).
             ref_model = self._load_model(half or torch.float32) if spec.reference_strategy == "frozen_copy" else None
@@ -262,6 +272,7 @@ class DPOTrainingSingleDevice:
             peft_config=_lora_config(spec.lora) if spec.lora else None,
             callbacks=[self.reporter],
             total_steps=total_steps,
+            fp32_master_weights=master_weights == "optimizer",
         )
         if self.trainer.eval_dataset is not None:
             self.reporter.eval_chosen_tokens_per_row = _mean_chosen_tokens(
@@ -276,6 +287,7 @@ class DPOTrainingSingleDevice:
             device=spec.device,
             precision=precision,
             padding_free=packed,
+            master_weights=master_weights,
             total_steps=total_steps,
             steps_per_epoch=steps_per_epoch,
             train_rows=len(train_dataset),
@@ -298,9 +310,23 @@ class DPOTrainingSingleDevice:
             raise RuntimeError(f"padding_free: {exc}; set padding_free: false (or auto) for this model") from exc
         return True
 
-    def _load_policy(self, half: torch.dtype | None) -> PreTrainedModel:
+    def _master_weights(self, precision: str) -> str | None:
+        """Where a full fine-tune's fp32 weights live: 'model' (autocast over them, or plain fp32) or 'optimizer'
+        (a bf16 model); None under LoRA, whose trained adapters are fp32 and whose base never changes."""
+        if self.spec.lora is not None:
+            return None
+        if self.spec.master_weights == "optimizer" and precision == "fp16":
+            raise RuntimeError(
+                "master_weights: optimizer needs bf16 (fp16 weights would need loss scaling), and this job runs in "
+                "fp16; set training_config.dtype to bf16 on a GPU that has it, or master_weights: model"
+            )
+        return "optimizer" if self.spec.master_weights == "optimizer" and precision == "bf16" else "model"
+
+    def _load_policy(self, half: torch.dtype | None, master_weights: str | None) -> PreTrainedModel:
         lora = self.spec.lora
         if lora is None:
+            if master_weights == "optimizer":  # the optimizer holds the fp32 copies: see master_weights.py
+                return self._load_model(torch.bfloat16)
             # Every weight trains: fp32 master weights; bf16/fp16 run as autocast mixed precision over them.
             return self._load_model(torch.float32)
         if not lora.quantize_4bit:
