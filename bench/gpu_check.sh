@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU checks and measurements of the performance issue, as one run of about 8 minutes on an H100.
+# The GPU checks and measurements of the performance issue, as one run of about 9 minutes on an H100.
 # From the repository root on a CUDA machine with the project importable: `make install`, or on a machine without
 # PyPI the wheels of bench/device_wheels.sh (copied into .whl there with the anchor):
 #   python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl

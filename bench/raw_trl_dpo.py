@@ -21,7 +21,7 @@ from datasets import Dataset
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 from trl import DPOConfig, DPOTrainer
 
-from llama_stack_provider_trl.master_weights import with_fp32_master_weights
+from llama_stack_provider_trl.master_weights import use_fp32_master_weights
 from llama_stack_provider_trl.padding_free import enable_padding_free
 from llama_stack_provider_trl.sampling import PairLengthGroupedSampler, pair_lengths
 from llama_stack_provider_trl.throughput import (
@@ -37,16 +37,7 @@ IMPORTED_AT = time.time()  # torch, transformers, TRL and datasets are in: what 
 
 
 class PairLengthGroupedDPOTrainer(DPOTrainer):
-    """The provider's length grouping, and with ``master_weights: optimizer`` its fp32 master weights held by
-    the optimizer (TRL has no switch for either)."""
-
-    fp32_master_weights = False
-
-    def create_optimizer(self, model=None):
-        if self.fp32_master_weights and self.optimizer is None:
-            cls, kwargs = self.get_optimizer_cls_and_kwargs(self.args, self.model)
-            self.optimizer_cls_and_kwargs = (with_fp32_master_weights(cls), kwargs)
-        return super().create_optimizer(model)
+    """The provider's length grouping (TRL has no switch for it)."""
 
     def _get_train_sampler(self, train_dataset=None):
         if self.args.train_sampling_strategy != "group_by_length":
@@ -131,7 +122,8 @@ def build_trainer(job_dir: Path) -> tuple[DPOTrainer, Meter, PaddingCounter]:
         processing_class=tokenizer,
         callbacks=[meter],
     )
-    trainer.fp32_master_weights = masters_in_optimizer
+    if masters_in_optimizer:
+        use_fp32_master_weights(trainer)
     padding = PaddingCounter(trainer.data_collator, packed=packed)
     trainer.data_collator = padding
     return trainer, meter, padding

@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 from torch.optim import Optimizer
+from transformers import Trainer
 
 MASTER_WEIGHTS_KEY = "fp32_master_weights"
 
@@ -60,3 +61,10 @@ def with_fp32_master_weights(optimizer_cls: type[Optimizer]) -> type[Optimizer]:
 
     Fp32MasterWeights.__name__ = Fp32MasterWeights.__qualname__ = f"{optimizer_cls.__name__}Fp32MasterWeights"
     return Fp32MasterWeights
+
+
+def use_fp32_master_weights(trainer: Trainer) -> None:
+    """Make ``trainer`` build the optimizer it would have built (its ``optimizer_cls_and_kwargs``, else
+    ``args.optim``) over fp32 copies of the model's weights. Call before ``train()``."""
+    cls, kwargs = trainer.optimizer_cls_and_kwargs or trainer.get_optimizer_cls_and_kwargs(trainer.args, trainer.model)
+    trainer.optimizer_cls_and_kwargs = (with_fp32_master_weights(cls), kwargs)

@@ -38,7 +38,7 @@ from llama_stack_provider_trl.job_spec import (
     DPOJobSpec,
     LoraSpec,
 )
-from llama_stack_provider_trl.master_weights import with_fp32_master_weights
+from llama_stack_provider_trl.master_weights import use_fp32_master_weights
 from llama_stack_provider_trl.padding_free import (
     PaddingFreeUnsupported,
     enable_padding_free,
@@ -60,21 +60,13 @@ from llama_stack_provider_trl.trainer_checkpoints import last_trainer_checkpoint
 
 
 class _ProviderDPOTrainer(DPOTrainer):
-    """DPOTrainer with three changes: the learning-rate schedule spans the steps that will really run (with
-    ``max_steps_per_epoch`` each epoch stops early, so Trainer's own count is too large), length grouping
-    batches preference pairs of similar length (PairLengthGroupedSampler) in training only, and with
-    ``fp32_master_weights`` the optimizer steps fp32 copies of a bf16 model's weights (master_weights.py)."""
+    """DPOTrainer with two changes: the learning-rate schedule spans the steps that will really run (with
+    ``max_steps_per_epoch`` each epoch stops early, so Trainer's own count is too large), and length
+    grouping batches preference pairs of similar length (PairLengthGroupedSampler) in training only."""
 
-    def __init__(self, *args: Any, total_steps: int, fp32_master_weights: bool = False, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, total_steps: int, **kwargs: Any) -> None:
         self._total_steps = total_steps
-        self._fp32_master_weights = fp32_master_weights
         super().__init__(*args, **kwargs)
-
-    def create_optimizer(self, model: torch.nn.Module | None = None) -> torch.optim.Optimizer:
-        if self._fp32_master_weights and self.optimizer is None:
-            cls, kwargs = self.optimizer_cls_and_kwargs or self.get_optimizer_cls_and_kwargs(self.args, self.model)
-            self.optimizer_cls_and_kwargs = (with_fp32_master_weights(cls), kwargs)
-        return super().create_optimizer(model)
 
     def _get_train_sampler(self, train_dataset: Dataset | None = None) -> Sampler | None:
         if self.args.train_sampling_strategy != "group_by_length":
@@ -272,7 +264,6 @@ class DPOTrainingSingleDevice:
             peft_config=_lora_config(spec.lora) if spec.lora else None,
             callbacks=[self.reporter],
             total_steps=total_steps,
-            fp32_master_weights=master_weights == "optimizer",
         )
         if self.trainer.eval_dataset is not None:
             self.reporter.eval_chosen_tokens_per_row = _mean_chosen_tokens(
@@ -282,6 +273,8 @@ class DPOTrainingSingleDevice:
         self.trainer.data_collator = self.reporter.padding
         if spec.optimizer == "adam":  # Trainer has no plain-Adam `optim`; Adam's weight decay is L2
             self.trainer.optimizer_cls_and_kwargs = (torch.optim.Adam, {"lr": spec.learning_rate})
+        if master_weights == "optimizer":
+            use_fp32_master_weights(self.trainer)
         self.events.emit(
             "setup_done",
             device=spec.device,
