@@ -9,7 +9,7 @@
 # BENCH_ARGS replaces the workload, e.g. BENCH_ARGS='tiny --varlen --steps 8 --seq 32 --reps 1' to try it on a CPU.
 set -uo pipefail
 python=${1:-python}
-read -ra workload <<<"${BENCH_ARGS:-qwen0.5b --varlen --steps 30 --bs 8 --seq 256 --reps 3}"
+read -ra workload <<<"${BENCH_ARGS:-qwen0.5b --varlen --steps 30 --bs 8 --seq 256 --reps 2}"
 out=${OUT:-.bench/gpu_check}
 anchor=../shared/bench/trl_dpo_anchor.py
 [ -f "$anchor" ] || anchor=.whl/anchor/trl_dpo_anchor.py
@@ -17,23 +17,27 @@ mkdir -p "$out"
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 "$python" -c 'import torch; print(torch.__version__, torch.cuda.is_available() and torch.cuda.get_device_name())'
 
-# 1. The CUDA paths are right: the varlen kernel runs and matches the padded forward; QLoRA; memory freed on cancel.
-timeout 240 "$python" -m pytest -q -p no:cacheprovider tests/test_padding_free.py tests/test_gpu.py >"$out/tests.log" 2>&1
+# 1. The CUDA paths are right: the varlen kernel runs (grouped K/V heads unrepeated) and matches the padded forward,
+#    compiled too (one graph); QLoRA; memory freed on cancel.
+timeout 240 "$python" -m pytest -q -p no:cacheprovider -m "not slow" tests/test_padding_free.py tests/test_gpu.py \
+  tests/test_layer_compile.py >"$out/tests.log" 2>&1
 tail -15 "$out/tests.log"
 
 # 2. End to end, 0.5B shape, chat-like lengths, alternating: the provider's defaults (packed where FlashAttention
-#    runs), the same with the fp32 master weights in the optimizer and a bf16 model (master_weights: optimizer,
-#    the lever for the host-bound steps: no autocast casts), raw TRL on the defaults' settings, and TRL's own
-#    defaults. Gives MFU, the provider/raw ratio, the defaults' gain over TRL's on the same card.
+#    runs); the two levers for its host-bound steps: a bf16 model with the fp32 master weights in the optimizer
+#    (master_weights: optimizer: no autocast casts), and that with compiled decoder layers (torch_compile: fused
+#    elementwise kernels, far fewer launches); raw TRL on the defaults' settings; TRL's own defaults. Gives MFU,
+#    the provider/raw ratio, the defaults' gain over TRL's on the same card, and each lever's gain.
 #    No epoch checkpoint: it is written after the measured steps and only costs this run time.
 "$python" bench/dpo_bench.py "${workload[@]}" --anchor "$anchor" --provider-config save_every_epoch=false \
-  --arms provider,bf16_model,raw_trl,trl_defaults --variant bf16_model=master_weights=optimizer \
+  --arms provider,bf16_model,compiled,raw_trl,trl_defaults --variant bf16_model=master_weights=optimizer \
+  --variant compiled=master_weights=optimizer,torch_compile=true \
   --json-out "$out/bench.json" >"$out/bench.log" 2>&1
-grep -v Warning "$out/bench.log" | tail -16
+grep -v Warning "$out/bench.log" | tail -18
 
 # 3. Where a step's time goes, in both: GPU busy share, kernel time by kind, launches and syncs, and the host
 #    operators behind them.
-for arm in provider bf16_model; do
+for arm in compiled bf16_model; do
   job=$("$python" -c "import json,sys; print(json.load(open(sys.argv[1]))['runs'][sys.argv[2]][-1]['job_dir'])" \
     "$out/bench.json" "$arm") || continue
   "$python" bench/profile_steps.py "$job" --json-out "$out/profile_$arm.json" >"$out/profile_$arm.log" 2>&1

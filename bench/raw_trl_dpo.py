@@ -5,10 +5,11 @@
 Reads the finished provider job's ``job.json``, ``train.jsonl`` and ``events.jsonl`` (the precision,
 padding_free and master_weights it resolved) so both arms train the same model on the same rows with the
 same settings, then prints one ``RESULT {json}`` line measured the way the provider measures itself
-(llama_stack_provider_trl.throughput). TRL has no working switch for three of those settings, so this arm
+(llama_stack_provider_trl.throughput). TRL has no working switch for four of those settings, so this arm
 takes them from the provider as they are: length grouping of pairs, with ``padding_free`` the packed
-forward (llama_stack_provider_trl.padding_free), and with ``master_weights: optimizer`` the optimizer that
-holds fp32 copies of a bf16 model's weights (llama_stack_provider_trl.master_weights).
+forward (llama_stack_provider_trl.padding_free), with ``master_weights: optimizer`` the optimizer that
+holds fp32 copies of a bf16 model's weights (llama_stack_provider_trl.master_weights), and with
+``torch_compile`` the compiled decoder layers (llama_stack_provider_trl.layer_compile).
 """
 
 import json
@@ -21,6 +22,7 @@ from datasets import Dataset
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 from trl import DPOConfig, DPOTrainer
 
+from llama_stack_provider_trl.layer_compile import compile_decoder_layers
 from llama_stack_provider_trl.master_weights import use_fp32_master_weights
 from llama_stack_provider_trl.padding_free import enable_padding_free
 from llama_stack_provider_trl.sampling import PairLengthGroupedSampler, pair_lengths
@@ -78,9 +80,11 @@ def build_trainer(job_dir: Path) -> tuple[DPOTrainer, Meter, PaddingCounter]:
     ref_model = None
     if spec["reference_strategy"] == "frozen_copy":
         ref_model = AutoModelForCausalLM.from_pretrained(spec["model"], dtype=half)
-    if packed:
-        for each in (model, ref_model) if ref_model is not None else (model,):
+    for each in (model, ref_model) if ref_model is not None else (model,):
+        if packed:
             enable_padding_free(each, spec["max_seq_length"])
+        if setup.get("compiled_layers"):
+            compile_decoder_layers(each)
     sampling = "group_by_length" if spec["shuffle"] and spec["group_by_length"] else "random"
     if not spec["shuffle"]:
         sampling = "sequential"

@@ -40,6 +40,7 @@ PER_JOB_FIELDS: frozenset[str] = frozenset(
         "group_by_length",
         "padding_free",
         "master_weights",
+        "torch_compile",
         "gradient_checkpointing",
         "use_lora",
         "lora_rank",
@@ -140,6 +141,14 @@ class TrlPostTrainingConfig(BaseModel):
         "bf16 activations) and the optimizer keeps fp32 copies that it updates and writes back rounded, so small "
         "updates still add up; checkpoints then hold bf16 weights, and gradients accumulate in bf16. Not for fp16. "
         "No effect in fp32 (the weights are the masters) or with LoRA (its adapters are fp32).",
+    )
+    torch_compile: bool = Field(
+        default=False,
+        description="Compile each decoder layer with torch.compile (dynamic shapes: one compiled graph for every "
+        "layer and batch length). Fuses the norms, rotary embedding, activations and casts between the matmuls into "
+        "a few kernels, for steps that are bound by launching many small ones. The first step waits for the "
+        "compilation (tens of seconds; later jobs reuse the compiler's cache). Same weights and checkpoints. CUDA "
+        "(Triton) or CPU (needs a C++ compiler); not MPS.",
     )
     gradient_checkpointing: bool = Field(
         default=False,

@@ -61,6 +61,7 @@ class DPOJobSpec(BaseModel):
     master_weights: Literal["model", "optimizer"] = Field(
         default="model", description="Where a full fine-tune's fp32 weights live (see the provider config)."
     )
+    torch_compile: bool = Field(default=False, description="Compile each decoder layer (torch.compile).")
     gradient_checkpointing: bool
     activation_offloading: bool
     logging_steps: int

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from transformers import AttentionInterface, PreTrainedModel
-from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_forward
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 ATTENTION = "provider_padding_free"
@@ -40,22 +40,24 @@ def padding_free_attention(
     scaling: float | None = None,
     cu_seq_lens_q: torch.Tensor | None = None,
     max_length_q: int | None = None,
+    provider_flash_varlen: bool = False,
     **kwargs: Any,
 ) -> tuple[torch.Tensor, None]:
-    """transformers attention interface: query (1, heads, tokens, dim), key/value (1, kv_heads, tokens, dim)."""
+    """transformers attention interface: query (1, heads, tokens, dim), key/value (1, kv_heads, tokens, dim).
+    ``provider_flash_varlen``: the packed forward found FlashAttention's varlen kernel runs for this call."""
     if cu_seq_lens_q is None or max_length_q is None:
         return sdpa_attention_forward(
             module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
         )
-    groups = query.size(1) // key.size(1)
-    # (tokens, heads, dim): the layout both kernels below take
-    q, k, v = (x[0].transpose(0, 1).contiguous() for x in (query, repeat_kv(key, groups), repeat_kv(value, groups)))
-    if torch.is_autocast_enabled(q.device.type):
-        # Autocast casts SDPA's inputs but not a direct aten call's. Under fp32 master weights the rotary embedding
-        # leaves query and key in fp32, which would keep them off the 16-bit-only FlashAttention kernel.
-        dtype = torch.get_autocast_dtype(q.device.type)
-        q, k, v = (x.to(dtype) for x in (q, k, v))
-    if _flash_varlen_supported(q):
+    # (tokens, heads, dim): the layout both kernels below take. Grouped-query K/V keep their fewer heads: both
+    # kernels share each K/V head across its group of query heads without a repeated copy.
+    q, k, v = (x[0].transpose(0, 1).contiguous() for x in (query, key, value))
+    if provider_flash_varlen:
+        if torch.is_autocast_enabled(q.device.type):
+            # Autocast casts SDPA's inputs but not a direct aten call's. Under fp32 master weights the rotary
+            # embedding leaves query and key in fp32, and FlashAttention takes 16-bit inputs only.
+            dtype = torch.get_autocast_dtype(q.device.type)
+            q, k, v = (x.to(dtype) for x in (q, k, v))
         out = torch.ops.aten._flash_attention_forward(
             q, k, v, cu_seq_lens_q, cu_seq_lens_q, max_length_q, max_length_q, dropout, True, False, scale=scaling
         )[0]
@@ -70,15 +72,12 @@ def padding_free_attention(
                     dropout_p=dropout,
                     is_causal=True,
                     scale=scaling,
+                    enable_gqa=k.size(1) != q.size(1),
                 ).transpose(0, 1)
                 for start, end in itertools.pairwise(bounds)
             ]
         )
     return out.unsqueeze(0), None
-
-
-def _flash_varlen_supported(q: torch.Tensor) -> bool:
-    return _flash_kernel_runs(q.device, q.dtype, q.size(-1))
 
 
 def _flash_kernel_runs(device: torch.device, dtype: torch.dtype, head_dim: int) -> bool:
@@ -99,10 +98,23 @@ def flash_varlen_available(model: PreTrainedModel, device: str, precision: str) 
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
     if dtype is None or not device.startswith("cuda"):
         return False
+    head_dim = _head_dim(model)
+    return head_dim is not None and _flash_kernel_runs(torch.device(device), dtype, head_dim)
+
+
+def _flash_varlen_runs_now(model: PreTrainedModel, device: torch.device) -> bool:
+    """Whether this forward of ``model`` on ``device`` can run the varlen kernel: the dtype attention will see is the
+    autocast dtype where autocast is on, else the weights'. Decided here, outside the (maybe compiled) layers."""
+    on = torch.is_autocast_enabled(device.type)
+    dtype = torch.get_autocast_dtype(device.type) if on else model.dtype
+    head_dim = _head_dim(model)
+    return head_dim is not None and _flash_kernel_runs(device, dtype, head_dim)
+
+
+def _head_dim(model: PreTrainedModel) -> int | None:
     config = model.config.get_text_config()
     heads = getattr(config, "num_attention_heads", None)
-    head_dim = getattr(config, "head_dim", None) or (config.hidden_size // heads if heads else None)
-    return head_dim is not None and _flash_kernel_runs(torch.device(device), dtype, head_dim)
+    return getattr(config, "head_dim", None) or (config.hidden_size // heads if heads else None)
 
 
 @functools.cache
@@ -151,6 +163,7 @@ def enable_padding_free(model: PreTrainedModel, max_length: int) -> None:
             cu_seq_lens_k=cu_seq_lens,
             max_length_q=max_length,
             max_length_k=max_length,
+            provider_flash_varlen=_flash_varlen_runs_now(backbone, input_ids.device),
         )
         outputs = padded_forward(**kwargs)
         packed = outputs.last_hidden_state[0]

@@ -297,6 +297,7 @@ def _resources_allocated(record: JobRecord) -> dict[str, Any]:
         "lora": spec.lora.model_dump() if spec.lora else None,
         "padding_free": record.setup.get("padding_free", spec.padding_free),  # auto, until the job resolves it
         "master_weights": record.setup.get("master_weights", spec.master_weights),
+        "torch_compile": spec.torch_compile,
         "pid": record.pid,
         "job_dir": spec.job_dir,
         "log_path": str(record.log_path),

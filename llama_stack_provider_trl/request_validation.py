@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from llama_stack_provider_trl.config import PER_JOB_FIELDS, TrlPostTrainingConfig, check_loss_type
 from llama_stack_provider_trl.devices import check_precision
 from llama_stack_provider_trl.job_spec import DPOJobSpec, LoraSpec, Precision, ReferenceStrategy
+from llama_stack_provider_trl.layer_compile import CompileUnsupported, check_compiler
 from llama_stack_provider_trl.stack_api import BadRequestError, PreferenceOptimizeRequest
 
 JOB_UUID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -156,6 +157,15 @@ def _master_weights(config: TrlPostTrainingConfig, precision: Precision) -> str:
     return config.master_weights
 
 
+def _torch_compile(config: TrlPostTrainingConfig, device: str) -> bool:
+    if config.torch_compile:
+        try:
+            check_compiler(device)
+        except CompileUnsupported as exc:
+            raise _bad("hyperparam_search_config.torch_compile", f"{exc}; set torch_compile: false") from exc
+    return config.torch_compile
+
+
 def _pad_multiple(config: TrlPostTrainingConfig, device: str) -> int | None:
     if config.pad_to_multiple_of == "auto":  # a job that runs packed pads nothing: the recipe knows if it does
         return AUTO_PAD_MULTIPLE_CUDA if device.startswith("cuda") else None
@@ -261,6 +271,7 @@ def build_job_spec(
         group_by_length=config.group_by_length,
         padding_free=config.padding_free,
         master_weights=_master_weights(config, precision),
+        torch_compile=_torch_compile(config, device),
         gradient_checkpointing=gradient_checkpointing,
         activation_offloading=bool(efficiency and efficiency.enable_activation_offloading),
         logging_steps=config.logging_steps,

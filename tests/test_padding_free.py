@@ -174,22 +174,26 @@ def test_auto_packs_only_where_the_flash_kernel_runs_and_the_model_can_be_packed
     assert packed_and_padding("flash-windowed", windowed) == (False, padded_share)
 
 
-def test_under_autocast_over_fp32_weights_the_flash_kernel_gets_16_bit_inputs(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_under_autocast_over_fp32_weights_the_flash_kernel_gets_16_bit_inputs_and_unrepeated_kv_heads(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     # The provider's bf16 runs keep fp32 master weights under autocast, where the rotary embedding leaves query and
     # key in fp32. FlashAttention takes 16-bit inputs only: the kernel (pretended here, on CPU) must get them cast.
+    # It also shares each K/V head across its query heads itself, so K and V come with their own (fewer) heads.
     _, packed = _padded_and_packed(Qwen2ForCausalLM, Qwen2Config(**_SHAPE))
     input_ids, mask = _padded_batch([7, 61, 3])
-    seen: list[tuple[torch.dtype, ...]] = []
+    seen: list[tuple[Any, ...]] = []
 
     def kernel(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *args: object, **kwargs: object) -> tuple:
-        seen.append((q.dtype, k.dtype, v.dtype))
+        seen.append((q.dtype, k.dtype, v.dtype, q.size(1), k.size(1), v.size(1)))
         return (torch.zeros_like(q),)
 
     monkeypatch.setattr(padding_free, "_flash_kernel_runs", lambda device, dtype, head_dim: dtype == torch.bfloat16)
     monkeypatch.setattr(torch.ops.aten, "_flash_attention_forward", kernel)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         packed(input_ids=input_ids, attention_mask=mask)
-    assert seen == [(torch.bfloat16,) * 3] * _SHAPE["num_hidden_layers"]
+    heads = (_SHAPE["num_attention_heads"], _SHAPE["num_key_value_heads"], _SHAPE["num_key_value_heads"])
+    assert seen == [(torch.bfloat16,) * 3 + heads] * _SHAPE["num_hidden_layers"]
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

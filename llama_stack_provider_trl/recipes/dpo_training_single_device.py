@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from datasets import Dataset
 from peft import LoraConfig, PeftModel, prepare_model_for_kbit_training
+from torch._dynamo.exc import TorchDynamoException
 from torch.utils.data import Sampler, SequentialSampler
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, TrainerCallback
 from trl import DPOConfig, DPOTrainer
@@ -38,6 +39,7 @@ from llama_stack_provider_trl.job_spec import (
     DPOJobSpec,
     LoraSpec,
 )
+from llama_stack_provider_trl.layer_compile import CompileUnsupported, compile_decoder_layers
 from llama_stack_provider_trl.master_weights import use_fp32_master_weights
 from llama_stack_provider_trl.padding_free import (
     PaddingFreeUnsupported,
@@ -205,6 +207,7 @@ class DPOTrainingSingleDevice:
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
         packed = self._pack(model, ref_model, precision)
+        compiled_layers = self._compile(model, ref_model) if spec.torch_compile else 0
 
         train_dataset = Dataset.from_list(_read_jsonl(spec.path / TRAIN_DATA_FILE))
         eval_dataset = Dataset.from_list(_read_jsonl(spec.path / EVAL_DATA_FILE)) if spec.num_eval_rows else None
@@ -281,6 +284,7 @@ class DPOTrainingSingleDevice:
             precision=precision,
             padding_free=packed,
             master_weights=master_weights,
+            compiled_layers=compiled_layers,
             total_steps=total_steps,
             steps_per_epoch=steps_per_epoch,
             train_rows=len(train_dataset),
@@ -302,6 +306,16 @@ class DPOTrainingSingleDevice:
                 return False
             raise RuntimeError(f"padding_free: {exc}; set padding_free: false (or auto) for this model") from exc
         return True
+
+    def _compile(self, model: PreTrainedModel, ref_model: PreTrainedModel | None) -> int:
+        """Compile the decoder layers of the policy and its reference copy; return the policy's compiled layers.
+        A LoRA model is wrapped by TRL afterwards: compilation waits for the first call, so it sees the adapters."""
+        try:
+            if ref_model is not None:
+                compile_decoder_layers(ref_model)
+            return compile_decoder_layers(model)
+        except CompileUnsupported as exc:
+            raise RuntimeError(f"torch_compile: {exc}; set torch_compile: false for this model") from exc
 
     def _master_weights(self, precision: str) -> str | None:
         """Where a full fine-tune's fp32 weights live: 'model' (autocast over them, or plain fp32) or 'optimizer'
@@ -452,6 +466,8 @@ def main(argv: list[str]) -> int:
         traceback.print_exc()
         if is_storage_error(exc):  # a checkpoint or the final model could not be written: say why in words
             error = f"saving failed: {describe_write_error(getattr(exc, 'filename', None) or spec.path, exc)}"
+        elif spec.torch_compile and isinstance(exc, TorchDynamoException):
+            error = f"torch_compile failed ({type(exc).__name__}: {exc}); set torch_compile: false for this job"
         else:
             error = f"{type(exc).__name__}: {exc}"
         events.emit("failed", error=error)
