@@ -5,6 +5,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import torch
 from llama_stack_client import LlamaStackClient
 
 from llama_stack_provider_trl.demo.requests import dpo_request
@@ -122,3 +123,27 @@ def events_of(events: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
 def final_checkpoint(events: list[dict[str, Any]]) -> dict[str, Any]:
     [final] = [e for e in events_of(events, "checkpoint") if e["identifier"] == "job-final"]
     return final
+
+
+# A tiny decoder shape for forward-pass tests: 2 layers, grouped-query attention as in Qwen2.5 and Llama 3
+GQA_SHAPE = dict(
+    vocab_size=128,
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=256,
+)
+
+
+def padded_batch(
+    lengths: list[int], padding_side: str = "right", device: str = "cpu"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random token ids (of GQA_SHAPE's vocabulary) and the attention mask of sequences of these lengths, padded."""
+    width = max(lengths)
+    input_ids = torch.randint(1, GQA_SHAPE["vocab_size"], (len(lengths), width), device=device)
+    mask = (torch.arange(width, device=device) < torch.tensor(lengths, device=device)[:, None]).long()
+    if padding_side == "left":
+        mask = mask.flip(1)
+    return input_ids.masked_fill(mask == 0, 0), mask

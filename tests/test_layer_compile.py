@@ -20,17 +20,9 @@ from llama_stack_provider_trl.padding_free import enable_padding_free
 from llama_stack_provider_trl.request_validation import build_job_spec
 from llama_stack_provider_trl.stack_api import BadRequestError, PreferenceOptimizeRequest
 
-from helpers import dpo_request, events_of, final_checkpoint, run_recipe
+from helpers import GQA_SHAPE, dpo_request, events_of, final_checkpoint, padded_batch, run_recipe
 
-_SHAPE = dict(
-    vocab_size=128,
-    hidden_size=64,
-    intermediate_size=128,
-    num_hidden_layers=3,
-    num_attention_heads=4,
-    num_key_value_heads=2,
-    max_position_embeddings=256,
-)
+_SHAPE = {**GQA_SHAPE, "num_hidden_layers": 3}
 
 
 def _block_causal_flash(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seq_q: torch.Tensor, *args, **kwargs):
@@ -63,8 +55,7 @@ def test_compiled_packed_layers_run_as_one_graph_and_match_the_eager_padded_forw
     assert compile_decoder_layers(compiled) == _SHAPE["num_hidden_layers"]
 
     for lengths in ([7, 19, 3, 19, 11], [30, 2, 17]):  # a second batch of another packed length
-        input_ids = torch.randint(1, _SHAPE["vocab_size"], (len(lengths), max(lengths)))
-        mask = (torch.arange(max(lengths)) < torch.tensor(lengths)[:, None]).long()
+        input_ids, mask = padded_batch(lengths)
         labels = input_ids.masked_fill(mask == 0, -100)
         outputs = [
             m(input_ids=input_ids, attention_mask=mask, labels=labels, fused_lm_head=True) for m in (padded, compiled)
@@ -137,8 +128,7 @@ def test_on_cuda_compiled_packed_layers_run_the_flash_kernel_as_one_graph_and_ma
     enable_padding_free(compiled, max_length=64)
     compile_decoder_layers(compiled)
     for lengths in ([7, 61, 3, 64, 30], [12, 40]):
-        input_ids = torch.randint(1, _SHAPE["vocab_size"], (len(lengths), max(lengths)), device="cuda")
-        mask = (torch.arange(max(lengths), device="cuda") < torch.tensor(lengths, device="cuda")[:, None]).long()
+        input_ids, mask = padded_batch(lengths, device="cuda")
         labels = input_ids.masked_fill(mask == 0, -100)
         with torch.autocast("cuda", dtype=torch.bfloat16):
             outputs = [

@@ -25,28 +25,7 @@ from llama_stack_provider_trl import padding_free
 from llama_stack_provider_trl.padding_free import PaddingFreeUnsupported, enable_padding_free, flash_varlen_available
 from llama_stack_provider_trl.recipes import dpo_training_single_device as recipe_module
 
-from helpers import LORA, events_of, final_checkpoint, run_recipe
-
-_SHAPE = dict(
-    vocab_size=128,
-    hidden_size=64,
-    intermediate_size=128,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    num_key_value_heads=2,  # grouped-query attention, as in Qwen2.5 and Llama 3
-    max_position_embeddings=256,
-)
-
-
-def _padded_batch(lengths: list[int], padding_side: str = "right") -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(lengths)
-    input_ids = torch.randint(1, _SHAPE["vocab_size"], (len(lengths), width))
-    mask = torch.zeros(len(lengths), width, dtype=torch.long)
-    for row, n in enumerate(lengths):
-        mask[row, :n] = 1
-    if padding_side == "left":
-        mask = mask.flip(1)
-    return input_ids.masked_fill(mask == 0, 0), mask
+from helpers import GQA_SHAPE, LORA, events_of, final_checkpoint, padded_batch, run_recipe
 
 
 def _padded_and_packed(model_class: type[PreTrainedModel], config: object) -> tuple[PreTrainedModel, PreTrainedModel]:
@@ -60,11 +39,12 @@ def _padded_and_packed(model_class: type[PreTrainedModel], config: object) -> tu
 
 
 @pytest.mark.parametrize(
-    ("model_class", "config"), [(LlamaForCausalLM, LlamaConfig(**_SHAPE)), (Qwen2ForCausalLM, Qwen2Config(**_SHAPE))]
+    ("model_class", "config"),
+    [(LlamaForCausalLM, LlamaConfig(**GQA_SHAPE)), (Qwen2ForCausalLM, Qwen2Config(**GQA_SHAPE))],
 )
 def test_packed_log_probs_and_gradients_equal_the_padded_ones(model_class: type, config: object) -> None:
     padded, packed = _padded_and_packed(model_class, config)
-    input_ids, mask = _padded_batch([7, 19, 3, 19, 11])
+    input_ids, mask = padded_batch([7, 19, 3, 19, 11])
     labels = input_ids.masked_fill(mask == 0, -100)
     labels[:, :2] = -100  # the prompt: not scored, as in TRL's completion mask
     calls: list[bool] = []
@@ -92,8 +72,8 @@ def test_packed_log_probs_and_gradients_equal_the_padded_ones(model_class: type,
 
 
 def test_calls_that_cannot_be_packed_run_padded_as_before() -> None:
-    padded, packed = _padded_and_packed(LlamaForCausalLM, LlamaConfig(**_SHAPE))
-    input_ids, mask = _padded_batch([5, 9, 2], padding_side="left")  # generation-style batch
+    padded, packed = _padded_and_packed(LlamaForCausalLM, LlamaConfig(**GQA_SHAPE))
+    input_ids, mask = padded_batch([5, 9, 2], padding_side="left")  # generation-style batch
     torch.testing.assert_close(
         packed(input_ids=input_ids, attention_mask=mask).logits[mask.bool()],
         padded(input_ids=input_ids, attention_mask=mask).logits[mask.bool()],
@@ -106,7 +86,7 @@ def test_calls_that_cannot_be_packed_run_padded_as_before() -> None:
 
 
 def test_a_sliding_window_shorter_than_the_sequences_is_refused() -> None:
-    mistral = MistralForCausalLM(MistralConfig(**_SHAPE, sliding_window=32))
+    mistral = MistralForCausalLM(MistralConfig(**GQA_SHAPE, sliding_window=32))
     with pytest.raises(PaddingFreeUnsupported, match="sliding window of 32 tokens, shorter than max_seq_length 64"):
         enable_padding_free(mistral, max_length=64)
     enable_padding_free(mistral, max_length=32)  # the window never cuts a 32-token sequence
@@ -164,7 +144,7 @@ def test_auto_packs_only_where_the_flash_kernel_runs_and_the_model_can_be_packed
         [setup] = events_of(events, "setup_done")
         return setup["padding_free"], events_of(events, "metrics")[-1]["padding_share"]
 
-    assert not flash_varlen_available(LlamaForCausalLM(LlamaConfig(**_SHAPE)), "cpu", "bf16")
+    assert not flash_varlen_available(LlamaForCausalLM(LlamaConfig(**GQA_SHAPE)), "cpu", "bf16")
     packed, padded_share = packed_and_padding("cpu", tiny_model)
     assert not packed and padded_share > 0  # no FlashAttention on a CPU: padded batches
     # Where the kernel runs (pretended here: this test has no GPU), a model that can be packed is
@@ -180,8 +160,8 @@ def test_under_autocast_over_fp32_weights_the_flash_kernel_gets_16_bit_inputs_an
     # The provider's bf16 runs keep fp32 master weights under autocast, where the rotary embedding leaves query and
     # key in fp32. FlashAttention takes 16-bit inputs only: the kernel (pretended here, on CPU) must get them cast.
     # It also shares each K/V head across its query heads itself, so K and V come with their own (fewer) heads.
-    _, packed = _padded_and_packed(Qwen2ForCausalLM, Qwen2Config(**_SHAPE))
-    input_ids, mask = _padded_batch([7, 61, 3])
+    _, packed = _padded_and_packed(Qwen2ForCausalLM, Qwen2Config(**GQA_SHAPE))
+    input_ids, mask = padded_batch([7, 61, 3])
     seen: list[tuple[Any, ...]] = []
 
     def kernel(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *args: object, **kwargs: object) -> tuple:
@@ -192,17 +172,17 @@ def test_under_autocast_over_fp32_weights_the_flash_kernel_gets_16_bit_inputs_an
     monkeypatch.setattr(torch.ops.aten, "_flash_attention_forward", kernel)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         packed(input_ids=input_ids, attention_mask=mask)
-    heads = (_SHAPE["num_attention_heads"], _SHAPE["num_key_value_heads"], _SHAPE["num_key_value_heads"])
-    assert seen == [(torch.bfloat16,) * 3 + heads] * _SHAPE["num_hidden_layers"]
+    heads = (GQA_SHAPE["num_attention_heads"], GQA_SHAPE["num_key_value_heads"], GQA_SHAPE["num_key_value_heads"])
+    assert seen == [(torch.bfloat16,) * 3 + heads] * GQA_SHAPE["num_hidden_layers"]
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_on_cuda_packed_batches_run_the_flash_varlen_kernel_and_match_padded_ones(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    padded, packed = _padded_and_packed(Qwen2ForCausalLM, Qwen2Config(**{**_SHAPE, "hidden_size": 256}))
+    padded, packed = _padded_and_packed(Qwen2ForCausalLM, Qwen2Config(**{**GQA_SHAPE, "hidden_size": 256}))
     padded, packed = padded.cuda(), packed.cuda()
-    input_ids, mask = (t.cuda() for t in _padded_batch([7, 61, 3, 64, 30]))
+    input_ids, mask = padded_batch([7, 61, 3, 64, 30], device="cuda")
     labels = input_ids.masked_fill(mask == 0, -100)
     kernel_calls: list[int] = []
     flash = torch.ops.aten._flash_attention_forward
