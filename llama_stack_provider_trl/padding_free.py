@@ -40,11 +40,11 @@ def padding_free_attention(
     scaling: float | None = None,
     cu_seq_lens_q: torch.Tensor | None = None,
     max_length_q: int | None = None,
-    provider_flash_varlen: bool = False,
+    flash_varlen_dtype: torch.dtype | None = None,
     **kwargs: Any,
 ) -> tuple[torch.Tensor, None]:
     """transformers attention interface: query (1, heads, tokens, dim), key/value (1, kv_heads, tokens, dim).
-    ``provider_flash_varlen``: the packed forward found FlashAttention's varlen kernel runs for this call."""
+    ``flash_varlen_dtype``: set by the packed forward when FlashAttention's varlen kernel runs, in this dtype."""
     if cu_seq_lens_q is None or max_length_q is None:
         return sdpa_attention_forward(
             module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
@@ -52,12 +52,10 @@ def padding_free_attention(
     # (tokens, heads, dim): the layout both kernels below take. Grouped-query K/V keep their fewer heads: both
     # kernels share each K/V head across its group of query heads without a repeated copy.
     q, k, v = (x[0].transpose(0, 1).contiguous() for x in (query, key, value))
-    if provider_flash_varlen:
-        if torch.is_autocast_enabled(q.device.type):
-            # Autocast casts SDPA's inputs but not a direct aten call's. Under fp32 master weights the rotary
-            # embedding leaves query and key in fp32, and FlashAttention takes 16-bit inputs only.
-            dtype = torch.get_autocast_dtype(q.device.type)
-            q, k, v = (x.to(dtype) for x in (q, k, v))
+    if flash_varlen_dtype is not None:
+        # Autocast casts SDPA's inputs but not a direct aten call's. Under fp32 master weights the rotary embedding
+        # leaves query and key in fp32, and FlashAttention takes 16-bit inputs only.
+        q, k, v = (x.to(flash_varlen_dtype) for x in (q, k, v))
         out = torch.ops.aten._flash_attention_forward(
             q, k, v, cu_seq_lens_q, cu_seq_lens_q, max_length_q, max_length_q, dropout, True, False, scale=scaling
         )[0]
@@ -102,13 +100,13 @@ def flash_varlen_available(model: PreTrainedModel, device: str, precision: str) 
     return head_dim is not None and _flash_kernel_runs(torch.device(device), dtype, head_dim)
 
 
-def _flash_varlen_runs_now(model: PreTrainedModel, device: torch.device) -> bool:
-    """Whether this forward of ``model`` on ``device`` can run the varlen kernel: the dtype attention will see is the
-    autocast dtype where autocast is on, else the weights'. Decided here, outside the (maybe compiled) layers."""
+def _flash_varlen_dtype(model: PreTrainedModel, device: torch.device) -> torch.dtype | None:
+    """The dtype this forward of ``model`` on ``device`` runs the varlen kernel in (autocast's where autocast is on,
+    else the weights'), or None where the kernel cannot run. Decided here, outside the (maybe compiled) layers."""
     on = torch.is_autocast_enabled(device.type)
     dtype = torch.get_autocast_dtype(device.type) if on else model.dtype
     head_dim = _head_dim(model)
-    return head_dim is not None and _flash_kernel_runs(device, dtype, head_dim)
+    return dtype if head_dim is not None and _flash_kernel_runs(device, dtype, head_dim) else None
 
 
 def _head_dim(model: PreTrainedModel) -> int | None:
@@ -163,7 +161,7 @@ def enable_padding_free(model: PreTrainedModel, max_length: int) -> None:
             cu_seq_lens_k=cu_seq_lens,
             max_length_q=max_length,
             max_length_k=max_length,
-            provider_flash_varlen=_flash_varlen_runs_now(backbone, input_ids.device),
+            flash_varlen_dtype=_flash_varlen_dtype(backbone, input_ids.device),
         )
         outputs = padded_forward(**kwargs)
         packed = outputs.last_hidden_state[0]

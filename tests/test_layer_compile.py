@@ -72,6 +72,28 @@ def test_compiled_packed_layers_run_as_one_graph_and_match_the_eager_padded_forw
     assert counters["stats"]["unique_graphs"] == 1  # three layers, two batch lengths: one compiled graph
 
 
+def test_the_real_flash_varlen_call_compiles_with_its_backward_for_grouped_kv_heads_and_any_length() -> None:
+    # The kernel call itself, as packed attention makes it on a GPU, traced by torch.compile through autograd: meta
+    # tensors (shapes, no data) stand in for CUDA ones, so this runs anywhere. One graph for both packed lengths.
+    torch._dynamo.reset()
+    counters.clear()
+
+    def loss(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, cu: torch.Tensor, longest: int):
+        packed = {"cu_seq_lens_q": cu, "max_length_q": longest, "flash_varlen_dtype": torch.bfloat16}
+        out, _ = padding_free.padding_free_attention(torch.nn.Module(), query, key, value, None, **packed)
+        return out.float().sum()
+
+    compiled = torch.compile(loss, backend="aot_eager", dynamic=True, fullgraph=True)
+    for total, longest in ((100, 60), (130, 64)):
+        q, k, v = (
+            torch.empty(1, heads, total, 64, device="meta", dtype=torch.bfloat16, requires_grad=True)
+            for heads in (14, 2, 2)  # the 0.5B shape's query and K/V heads
+        )
+        compiled(q, k, v, torch.tensor([0, 40, total], dtype=torch.int32, device="meta"), longest).backward()
+        assert (q.grad.shape, k.grad.shape, v.grad.shape) == (q.shape, k.shape, v.shape)
+    assert not counters["graph_break"] and counters["stats"]["unique_graphs"] == 1
+
+
 @pytest.mark.slow
 def test_a_compiled_job_trains_like_an_eager_one_and_saves_the_same_checkpoint(
     tmp_path: Path, tiny_model: Path
