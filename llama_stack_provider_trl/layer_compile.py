@@ -18,16 +18,11 @@ class CompileUnsupported(ValueError):
     """The model has no decoder layer class to compile, or this machine cannot compile for the device."""
 
 
-def decoder_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
-    """The model's repeated blocks: the classes transformers keeps whole when it splits a model across devices."""
-    block_names = set(getattr(model, "_no_split_modules", None) or ())
-    return [module for module in model.modules() if type(module).__name__ in block_names]
-
-
 def compile_decoder_layers(model: torch.nn.Module) -> int:
     """Compile each decoder layer of ``model`` in place (compilation itself happens at its first call); return how
-    many layers will run compiled."""
-    layers = decoder_layers(model)
+    many layers will run compiled. The layers are the classes transformers keeps whole when it splits a model."""
+    block_names = set(getattr(model, "_no_split_modules", None) or ())
+    layers = [module for module in model.modules() if type(module).__name__ in block_names]
     if not layers:
         raise CompileUnsupported(f"{type(model).__name__} names no decoder layer class to compile (_no_split_modules)")
     for layer in layers:
