@@ -8,6 +8,7 @@ their library kernels. Every layer runs the same code on its own weights, so one
 The layers' parameters and state dict keys stay as they were, so checkpoints are unchanged.
 """
 
+import importlib.util
 import os
 import shutil
 
@@ -37,10 +38,7 @@ def check_compiler(device: str) -> None:
         compilers = [os.environ["CXX"]] if os.environ.get("CXX") else ["g++", "clang++", "c++"]
         if not any(shutil.which(c) for c in compilers):
             raise CompileUnsupported(f"compiling for the CPU needs a C++ compiler, and none of {compilers} is on PATH")
-    elif device.startswith("cuda"):
-        try:
-            import triton  # noqa: F401  (ships with PyPI's CUDA builds of torch)
-        except ImportError as exc:
-            raise CompileUnsupported("compiling for a CUDA GPU needs Triton: pip install triton") from exc
+    elif device.startswith("cuda") and importlib.util.find_spec("triton") is None:  # PyPI's CUDA torch brings it
+        raise CompileUnsupported("compiling for a CUDA GPU needs Triton: pip install triton")
     elif device == "mps":
         raise CompileUnsupported("torch.compile's MPS backend is experimental and not supported here")

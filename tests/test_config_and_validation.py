@@ -128,11 +128,17 @@ def test_job_dir_stays_inside_the_output_root(tmp_path: Path) -> None:
             job_dir_for(tmp_path.resolve(), bad)
 
 
-def _with_overrides(tmp_path: Path, overrides: dict[str, Any], config: TrlPostTrainingConfig | None = None, **kw: Any):
+def _with_overrides(
+    tmp_path: Path,
+    overrides: dict[str, Any],
+    config: TrlPostTrainingConfig | None = None,
+    device: str = "cpu",
+    **kw: Any,
+):
     request = dpo_request("job", "org/model", "ds", **kw)
     request["hyperparam_search_config"] = overrides
     return build_job_spec(
-        PreferenceOptimizeRequest.model_validate(request), config or TrlPostTrainingConfig(), tmp_path, "cpu", 1
+        PreferenceOptimizeRequest.model_validate(request), config or TrlPostTrainingConfig(), tmp_path, device, 1
     )
 
 
@@ -213,3 +219,16 @@ def test_master_weights_in_the_optimizer_is_per_job_and_refused_for_fp16(tmp_pat
     request["hyperparam_search_config"] = {"master_weights": "optimizer"}
     with pytest.raises(BadRequestError, match=r"master_weights: optimizer needs bf16 .* fp16; ask for .* bf16"):
         build_job_spec(PreferenceOptimizeRequest.model_validate(request), TrlPostTrainingConfig(), tmp_path, "cuda", 1)
+
+
+def test_torch_compile_is_per_job_and_refused_where_it_cannot_build_kernels(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert _spec(tmp_path).torch_compile is False
+    assert _with_overrides(tmp_path, {"torch_compile": True}).torch_compile is True
+    monkeypatch.setenv("CXX", str(tmp_path / "no-such-compiler"))
+    with pytest.raises(BadRequestError, match=r"hyperparam_search_config.torch_compile: .*C\+\+ compiler.*no-such"):
+        _with_overrides(tmp_path, {"torch_compile": True})
+    assert _spec(tmp_path).torch_compile is False  # a job that does not compile needs no compiler
+    with pytest.raises(BadRequestError, match=r"torch_compile: .*MPS .*; set torch_compile: false"):
+        _with_overrides(tmp_path, {"torch_compile": True}, device="mps")

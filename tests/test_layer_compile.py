@@ -1,7 +1,6 @@
 """torch_compile: compiled decoder layers give what eager ones give, as one graph, and a compiled job trains so."""
 
 import copy
-import os
 from pathlib import Path
 
 import pytest
@@ -14,13 +13,10 @@ from transformers import AutoModelForCausalLM, Qwen2Config, Qwen2ForCausalLM
 from trl.trainer.utils import add_fused_lm_head
 
 from llama_stack_provider_trl import padding_free
-from llama_stack_provider_trl.config import TrlPostTrainingConfig
 from llama_stack_provider_trl.layer_compile import compile_decoder_layers
 from llama_stack_provider_trl.padding_free import enable_padding_free
-from llama_stack_provider_trl.request_validation import build_job_spec
-from llama_stack_provider_trl.stack_api import BadRequestError, PreferenceOptimizeRequest
 
-from helpers import GQA_SHAPE, dpo_request, events_of, final_checkpoint, padded_batch, run_recipe
+from helpers import GQA_SHAPE, events_of, final_checkpoint, padded_batch, run_recipe
 
 _SHAPE = {**GQA_SHAPE, "num_hidden_layers": 3}
 
@@ -116,26 +112,6 @@ def test_a_compiled_job_trains_like_an_eager_one_and_saves_the_same_checkpoint(
     checkpoints = {name: final_checkpoint(events)["path"] for name, events in runs.items()}
     eager, compiled = (AutoModelForCausalLM.from_pretrained(checkpoints[n]) for n in ("eager", "compiled"))
     assert compiled.state_dict().keys() == eager.state_dict().keys()
-
-
-def _spec(tmp_path: Path, device: str, **overrides: object):
-    request = dpo_request("job", "org/model", "ds")
-    request["hyperparam_search_config"] = overrides
-    config = TrlPostTrainingConfig()
-    return build_job_spec(PreferenceOptimizeRequest.model_validate(request), config, tmp_path, device, 1)
-
-
-def test_torch_compile_is_per_job_and_refused_where_it_cannot_build_kernels(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    assert _spec(tmp_path, "cpu").torch_compile is False
-    assert _spec(tmp_path, "cpu", torch_compile=True).torch_compile is True
-    monkeypatch.setenv("CXX", os.path.join(tmp_path, "no-such-compiler"))
-    with pytest.raises(BadRequestError, match=r"hyperparam_search_config.torch_compile: .*C\+\+ compiler.*no-such"):
-        _spec(tmp_path, "cpu", torch_compile=True)
-    assert _spec(tmp_path, "cpu").torch_compile is False  # a job that does not compile needs no compiler
-    with pytest.raises(BadRequestError, match=r"torch_compile: .*MPS .*; set torch_compile: false"):
-        _spec(tmp_path, "mps", torch_compile=True)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
