@@ -22,7 +22,7 @@ from dpo_bench import DEFAULT_ANCHOR, load_anchor  # bench/ is on the path of a 
 from transformers import Qwen2Config, Qwen2ForCausalLM
 from trl.trainer.utils import add_fused_lm_head
 
-from llama_stack_provider_trl.padding_free import enable_padding_free
+from llama_stack_provider_trl.recipes.padding_free import enable_padding_free
 
 SMALL = dict(hidden_size=256, intermediate_size=768, num_hidden_layers=4, num_attention_heads=8, num_key_value_heads=2)
 

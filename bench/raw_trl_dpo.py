@@ -5,11 +5,11 @@
 Reads the finished provider job's ``job.json``, ``train.jsonl`` and ``events.jsonl`` (the precision,
 padding_free and master_weights it resolved) so both arms train the same model on the same rows with the
 same settings, then prints one ``RESULT {json}`` line measured the way the provider measures itself
-(llama_stack_provider_trl.throughput). TRL has no working switch for four of those settings, so this arm
+(llama_stack_provider_trl.recipes.throughput). TRL has no working switch for four of those settings, so this arm
 takes them from the provider as they are: length grouping of pairs, with ``padding_free`` the packed
-forward (llama_stack_provider_trl.padding_free), with ``master_weights: optimizer`` the optimizer that
-holds fp32 copies of a bf16 model's weights (llama_stack_provider_trl.master_weights), and with
-``torch_compile`` the compiled decoder layers (llama_stack_provider_trl.layer_compile).
+forward (llama_stack_provider_trl.recipes.padding_free), with ``master_weights: optimizer`` the optimizer that
+holds fp32 copies of a bf16 model's weights (llama_stack_provider_trl.recipes.master_weights), and with
+``torch_compile`` the compiled decoder layers (llama_stack_provider_trl.recipes.layer_compile).
 """
 
 import json
@@ -22,11 +22,11 @@ from datasets import Dataset
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 from trl import DPOConfig, DPOTrainer
 
-from llama_stack_provider_trl.layer_compile import compile_decoder_layers
-from llama_stack_provider_trl.master_weights import use_fp32_master_weights
-from llama_stack_provider_trl.padding_free import enable_padding_free
-from llama_stack_provider_trl.sampling import PairLengthGroupedSampler, pair_lengths
-from llama_stack_provider_trl.throughput import (
+from llama_stack_provider_trl.recipes.layer_compile import compile_decoder_layers
+from llama_stack_provider_trl.recipes.master_weights import use_fp32_master_weights
+from llama_stack_provider_trl.recipes.padding_free import enable_padding_free
+from llama_stack_provider_trl.recipes.sampling import PairLengthGroupedSampler, pair_lengths
+from llama_stack_provider_trl.recipes.throughput import (
     PaddingCounter,
     ThroughputMeter,
     flops_per_token,

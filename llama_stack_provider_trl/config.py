@@ -28,33 +28,10 @@ _DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 WARM_STANDBY_MIN_CPUS = 8
 
-# Fields a request may override for its own job through hyperparam_search_config. The rest (where jobs live,
-# which device, whether remote code may run, how many jobs run at once) belong to whoever runs the server.
-PER_JOB_FIELDS: frozenset[str] = frozenset(
-    {
-        "dpo_loss_type",
-        "loss_weights",
-        "use_reference_model",
-        "max_seq_length",
-        "pad_to_multiple_of",
-        "group_by_length",
-        "padding_free",
-        "master_weights",
-        "torch_compile",
-        "gradient_checkpointing",
-        "use_lora",
-        "lora_rank",
-        "lora_alpha",
-        "lora_dropout",
-        "lora_target_modules",
-        "qlora",
-        "merge_adapter",
-        "save_every_epoch",
-        "save_total_limit",
-        "logging_steps",
-        "seed",
-    }
-)
+# A field marked PER_JOB may be overridden by one request for its own job (hyperparam_search_config). The rest
+# (where jobs live, which device, whether remote code may run, how many jobs run at once) belong to whoever runs
+# the server.
+PER_JOB: dict[str, Any] = {"per_job": True}
 
 
 def check_loss_type(loss_type: str) -> str:
@@ -96,10 +73,12 @@ class TrlPostTrainingConfig(BaseModel):
         default="sigmoid",
         description="Any TRL 1.16 DPO loss, or a list of them combined with loss_weights (e.g. [sigmoid, sft] = RPO). "
         "Used unless the request sets algorithm_config.loss_type.",
+        json_schema_extra=PER_JOB,
     )
     loss_weights: list[float] | None = Field(
         default=None,
         description="One weight per loss in dpo_loss_type (TRL loss_weights); null: every loss weighs 1.",
+        json_schema_extra=PER_JOB,
     )
     use_reference_model: bool = Field(
         default=True,
@@ -107,23 +86,29 @@ class TrlPostTrainingConfig(BaseModel):
         "initial model, or with LoRA the same model with its adapters disabled (no second copy). False: the "
         "reference log-probs are computed once before training (TRL precompute_ref_log_probs), so no reference "
         "forward runs during training and no second copy stays in memory.",
+        json_schema_extra=PER_JOB,
     )
     normalize_rewards: bool = Field(
         default=False,
         description="Must stay false: TRL 1.16's DPOTrainer has no reward normalization.",
     )
     max_seq_length: int = Field(
-        default=1024, ge=8, description="Longest prompt+completion in tokens (TRL max_length); longer is truncated."
+        default=1024,
+        ge=8,
+        description="Longest prompt+completion in tokens (TRL max_length); longer is truncated.",
+        json_schema_extra=PER_JOB,
     )
     pad_to_multiple_of: int | Literal["auto"] | None = Field(
         default="auto",
         description="Pad each batch to a multiple of this many tokens: fewer distinct shapes for the GPU's kernels. "
         "auto: 128 on CUDA, no padding elsewhere. null: no padding.",
+        json_schema_extra=PER_JOB,
     )
     group_by_length: bool = Field(
         default=True,
         description="Put pairs of similar length in the same batch (Trainer's LengthGroupedSampler), so less of "
         "each batch is padding. Applies when data_config.shuffle is true.",
+        json_schema_extra=PER_JOB,
     )
     padding_free: bool | Literal["auto"] = Field(
         default="auto",
@@ -133,6 +118,7 @@ class TrlPostTrainingConfig(BaseModel):
         "pluggable and full (Llama, Qwen2, Mistral without sliding window, ...); pad_to_multiple_of is then unused. "
         "auto: packed where the FlashAttention kernel runs and the model can be packed, padded elsewhere (no error); "
         "on an H100 it trained the 0.5B shape 1.16x faster than padded batches, in 20% less memory.",
+        json_schema_extra=PER_JOB,
     )
     master_weights: Literal["model", "optimizer"] = Field(
         default="model",
@@ -141,6 +127,7 @@ class TrlPostTrainingConfig(BaseModel):
         "bf16 activations) and the optimizer keeps fp32 copies that it updates and writes back rounded, so small "
         "updates still add up; checkpoints then hold bf16 weights, and gradients accumulate in bf16. Not for fp16. "
         "No effect in fp32 (the weights are the masters) or with LoRA (its adapters are fp32).",
+        json_schema_extra=PER_JOB,
     )
     torch_compile: bool = Field(
         default=False,
@@ -149,48 +136,66 @@ class TrlPostTrainingConfig(BaseModel):
         "a few kernels, for steps that are bound by launching many small ones. The first step waits for the "
         "compilation (tens of seconds; later jobs reuse the compiler's cache). Same weights and checkpoints. CUDA "
         "(Triton) or CPU (needs a C++ compiler); not MPS.",
+        json_schema_extra=PER_JOB,
     )
     gradient_checkpointing: bool = Field(
         default=False,
         description="Recompute activations to save memory. A request's "
         "efficiency_config.enable_activation_checkpointing, when set, wins.",
+        json_schema_extra=PER_JOB,
     )
-    use_lora: bool = Field(default=False, description="Train LoRA adapters (peft) instead of every weight.")
-    lora_rank: int = Field(default=16, ge=1, le=1024, description="LoRA rank r.")
-    lora_alpha: float = Field(default=32.0, gt=0, description="LoRA scaling alpha (the update is scaled by alpha/r).")
-    lora_dropout: float = Field(default=0.05, ge=0, lt=1, description="Dropout on the LoRA branch.")
+    use_lora: bool = Field(
+        default=False, description="Train LoRA adapters (peft) instead of every weight.", json_schema_extra=PER_JOB
+    )
+    lora_rank: int = Field(default=16, ge=1, le=1024, description="LoRA rank r.", json_schema_extra=PER_JOB)
+    lora_alpha: float = Field(
+        default=32.0,
+        gt=0,
+        description="LoRA scaling alpha (the update is scaled by alpha/r).",
+        json_schema_extra=PER_JOB,
+    )
+    lora_dropout: float = Field(
+        default=0.05, ge=0, lt=1, description="Dropout on the LoRA branch.", json_schema_extra=PER_JOB
+    )
     lora_target_modules: list[str] | Literal["all-linear"] = Field(
         default="all-linear",
         description="Module names to adapt; all-linear: every linear layer but the output head (lm_head).",
+        json_schema_extra=PER_JOB,
     )
     qlora: bool = Field(
         default=False,
         description="Load the frozen base model in 4-bit (bitsandbytes NF4) under the LoRA adapters. Needs use_lora, "
         "CUDA and bitsandbytes.",
+        json_schema_extra=PER_JOB,
     )
     merge_adapter: bool = Field(
         default=False,
         description="With LoRA, also save a merged full model (checkpoint '<job>-final-merged') that loads with "
         "AutoModelForCausalLM; the adapter itself is always saved.",
+        json_schema_extra=PER_JOB,
     )
     save_every_epoch: bool = Field(
         default=True,
         description="Save a checkpoint (model, tokenizer, optimizer state) at the end of every epoch, besides the "
         "final model.",
+        json_schema_extra=PER_JOB,
     )
     save_total_limit: int | None = Field(
         default=None,
         ge=1,
         description="Keep at most this many epoch checkpoints (the oldest are deleted); the final model is kept "
         "apart. null: keep all.",
+        json_schema_extra=PER_JOB,
     )
     learning_rate: float = Field(
         default=1e-6, gt=0, description="Used when the request has no optimizer_config (TRL's DPO default)."
     )
     weight_decay: float = Field(default=0.0, ge=0, description="Used when the request has no optimizer_config.")
     warmup_steps: int = Field(default=0, ge=0, description="Used when the request has no optimizer_config.")
-    logging_steps: int = Field(default=1, ge=1, description="Optimizer steps between metric updates in job status.")
-    seed: int = Field(default=42, description="Seed for data order and initialization.")
+    logging_steps: int = Field(
+        default=1, ge=1, description="Optimizer steps between metric updates in job status.", json_schema_extra=PER_JOB
+    )
+    seed: int = Field(default=42, description="Seed for data order and initialization.", json_schema_extra=PER_JOB)
     trust_remote_code: bool = Field(
         default=False, description="Allow models that ship their own Python code. Off unless you trust the model."
     )
@@ -297,3 +302,8 @@ class TrlPostTrainingConfig(BaseModel):
             "job_store_path": "${env.SQLITE_STORE_DIR:=" + __distro_dir__ + "}/post_training_jobs.db",
             "resume_interrupted_jobs": True,
         }
+
+
+PER_JOB_FIELDS: frozenset[str] = frozenset(
+    name for name, field in TrlPostTrainingConfig.model_fields.items() if field.json_schema_extra == PER_JOB
+)

@@ -1,29 +1,27 @@
 """TrlPostTrainingImpl: Llama Stack's PostTraining protocol over TRL's DPOTrainer."""
 
 import asyncio
+import functools
 import json
 import logging
 import os
 import sqlite3
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from llama_stack_provider_trl.common.job_spec import EVAL_DATA_FILE, TRAIN_DATA_FILE, DPOJobSpec
+from llama_stack_provider_trl.common.storage_errors import describe_write_error
 from llama_stack_provider_trl.config import WARM_STANDBY_MIN_CPUS, TrlPostTrainingConfig
-from llama_stack_provider_trl.devices import resolve_device
-from llama_stack_provider_trl.job_spec import EVAL_DATA_FILE, TRAIN_DATA_FILE, DPOJobSpec
-from llama_stack_provider_trl.job_store import JobStore
-from llama_stack_provider_trl.jobs import (
-    CheckpointRecord,
-    JobAlreadyExists,
-    JobAlreadyFinished,
-    JobManager,
-    JobNotFound,
-    JobRecord,
-)
-from llama_stack_provider_trl.model_files import has_chat_template, sliding_window
-from llama_stack_provider_trl.preference_data import PreferenceDataError, PreferenceRows, check_preference_rows
-from llama_stack_provider_trl.request_limits import check_dataset_size, check_request_limits
-from llama_stack_provider_trl.request_validation import build_job_spec, check_model, dataset_id_of, job_dir_for
+from llama_stack_provider_trl.engine.admission import build_job_spec, check_model, dataset_id_of, job_dir_for
+from llama_stack_provider_trl.engine.devices import resolve_device
+from llama_stack_provider_trl.engine.errors import RequestError
+from llama_stack_provider_trl.engine.job_record import CheckpointRecord, JobRecord
+from llama_stack_provider_trl.engine.job_store import JobStore
+from llama_stack_provider_trl.engine.jobs import JobAlreadyExists, JobAlreadyFinished, JobManager, JobNotFound
+from llama_stack_provider_trl.engine.model_files import has_chat_template, sliding_window
+from llama_stack_provider_trl.engine.preference_rows import PreferenceDataError, PreferenceRows, check_preference_rows
+from llama_stack_provider_trl.engine.request_limits import check_dataset_size, check_request_limits
 from llama_stack_provider_trl.stack_api import (
     BadRequestError,
     CancelTrainingJobRequest,
@@ -51,10 +49,23 @@ from llama_stack_provider_trl.stack_api import (
     PostTrainingMetric,
     PreferenceOptimizeRequest,
     SupervisedFineTuneRequest,
+    stack_error,
 )
-from llama_stack_provider_trl.storage_errors import describe_write_error
 
 logger = logging.getLogger(__name__)
+
+
+def _answers_request_errors[**P, R](method: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+    """The engine's RequestError, answered as this server's error of the same status."""
+
+    @functools.wraps(method)
+    async def answer(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return await method(*args, **kwargs)
+        except RequestError as exc:
+            raise stack_error(exc.status, str(exc)) from exc
+
+    return answer
 
 
 class TrlPostTrainingImpl:
@@ -103,6 +114,7 @@ class TrlPostTrainingImpl:
             "use preference_optimize, or configure a provider that implements SFT"
         )
 
+    @_answers_request_errors
     async def preference_optimize(self, request: PreferenceOptimizeRequest) -> PostTrainingJob:
         check_request_limits(request)
         job_dir = job_dir_for(self.output_root, request.job_uuid)

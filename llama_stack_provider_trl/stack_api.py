@@ -4,6 +4,8 @@ Everything the provider needs from Llama Stack's API package is re-exported here
 the same protocol on another Llama Stack release means changing this one file.
 """
 
+from http import HTTPStatus
+
 import httpx
 from llama_stack_api import (
     Api,
@@ -71,6 +73,7 @@ __all__ = [
     "ResourceNotFoundError",
     "SupervisedFineTuneRequest",
     "TrainingConfig",
+    "stack_error",
 ]
 
 
@@ -116,3 +119,13 @@ class FieldDatasetNotFoundError(DatasetNotFoundError):
     def __init__(self, field: str, dataset_id: str) -> None:
         super().__init__(dataset_id)
         self.args = (f"{field}: {self.args[0]}",)
+
+
+def stack_error(status: HTTPStatus, message: str) -> ConflictError | ResourceNotFoundError:
+    """The error this server answers with ``status`` and ``message`` without dropping the connection."""
+    for error_class in (BadRequestError, PayloadTooLargeError, InsufficientStorageError, NotImplementedByProviderError):
+        if error_class.status_code == status:
+            return error_class(message)
+    error = ConflictError(message)
+    error.status_code = status
+    return error

@@ -8,8 +8,8 @@ from typing import Any
 import torch
 from llama_stack_client import LlamaStackClient
 
+from llama_stack_provider_trl.common.job_spec import EVAL_DATA_FILE, EVENTS_FILE, TRAIN_DATA_FILE, DPOJobSpec
 from llama_stack_provider_trl.demo.requests import dpo_request
-from llama_stack_provider_trl.job_spec import EVAL_DATA_FILE, EVENTS_FILE, TRAIN_DATA_FILE, DPOJobSpec
 from llama_stack_provider_trl.recipes.dpo_training_single_device import main as recipe_main
 
 __all__ = ["dpo_request"]

@@ -7,8 +7,9 @@ import pytest
 from pydantic import ValidationError
 
 from llama_stack_provider_trl.config import TRL_DPO_LOSS_TYPES, TrlPostTrainingConfig
-from llama_stack_provider_trl.request_validation import build_job_spec, job_dir_for
-from llama_stack_provider_trl.stack_api import BadRequestError, PreferenceOptimizeRequest
+from llama_stack_provider_trl.engine.admission import build_job_spec, job_dir_for
+from llama_stack_provider_trl.engine.errors import RequestError
+from llama_stack_provider_trl.stack_api import PreferenceOptimizeRequest
 
 from helpers import dpo_request
 
@@ -110,21 +111,21 @@ def test_use_reference_model_false_precomputes_reference_log_probs(tmp_path: Pat
 def test_options_a_single_device_dpo_run_cannot_honour_are_rejected(
     tmp_path: Path, overrides: dict[str, Any], field: str
 ) -> None:
-    with pytest.raises(BadRequestError, match=field):
+    with pytest.raises(RequestError, match=field):
         _spec(tmp_path, **overrides)
 
 
 def test_logger_config_must_be_empty(tmp_path: Path) -> None:
     request = dpo_request("job", "org/model", "ds")
     request["logger_config"] = {"anything": 1}
-    with pytest.raises(BadRequestError, match="logger_config"):
+    with pytest.raises(RequestError, match="logger_config"):
         build_job_spec(PreferenceOptimizeRequest.model_validate(request), TrlPostTrainingConfig(), tmp_path, "cpu", 1)
 
 
 def test_job_dir_stays_inside_the_output_root(tmp_path: Path) -> None:
     assert job_dir_for(tmp_path.resolve(), "run-1.a_b") == tmp_path.resolve() / "run-1.a_b"
     for bad in ("..", "../x", "/abs", "a/../../b", ""):
-        with pytest.raises(BadRequestError, match="job_uuid"):
+        with pytest.raises(RequestError, match="job_uuid"):
             job_dir_for(tmp_path.resolve(), bad)
 
 
@@ -191,7 +192,7 @@ def test_reference_strategy_follows_use_reference_model_and_lora(tmp_path: Path)
     ],
 )
 def test_bad_per_job_overrides_are_400_naming_the_key(tmp_path: Path, overrides: dict[str, Any], message: str) -> None:
-    with pytest.raises(BadRequestError, match=message) as raised:
+    with pytest.raises(RequestError, match=message) as raised:
         _with_overrides(tmp_path, overrides)
     assert "hyperparam_search_config" in str(raised.value)
 
@@ -208,7 +209,7 @@ def test_the_request_loss_type_wins_over_the_config_list(tmp_path: Path) -> None
     config = TrlPostTrainingConfig(dpo_loss_type=["sigmoid", "sft"], loss_weights=[1.0, 0.5])
     spec = _spec(tmp_path, config, algorithm_config={"beta": 0.1, "loss_type": "hinge"})
     assert (spec.loss_types, spec.loss_weights) == (["hinge"], None)
-    with pytest.raises(BadRequestError, match=r"conflicts with hyperparam_search_config\.dpo_loss_type"):
+    with pytest.raises(RequestError, match=r"conflicts with hyperparam_search_config\.dpo_loss_type"):
         _with_overrides(tmp_path, {"dpo_loss_type": "ipo"}, algorithm_config={"beta": 0.1, "loss_type": "hinge"})
 
 
@@ -217,7 +218,7 @@ def test_master_weights_in_the_optimizer_is_per_job_and_refused_for_fp16(tmp_pat
     assert _with_overrides(tmp_path, {"master_weights": "optimizer"}).master_weights == "optimizer"
     request = dpo_request("job", "org/model", "ds", dtype="fp16")
     request["hyperparam_search_config"] = {"master_weights": "optimizer"}
-    with pytest.raises(BadRequestError, match=r"master_weights: optimizer needs bf16 .* fp16; ask for .* bf16"):
+    with pytest.raises(RequestError, match=r"master_weights: optimizer needs bf16 .* fp16; ask for .* bf16"):
         build_job_spec(PreferenceOptimizeRequest.model_validate(request), TrlPostTrainingConfig(), tmp_path, "cuda", 1)
 
 
@@ -227,8 +228,8 @@ def test_torch_compile_is_per_job_and_refused_where_it_cannot_build_kernels(
     assert _spec(tmp_path).torch_compile is False
     assert _with_overrides(tmp_path, {"torch_compile": True}).torch_compile is True
     monkeypatch.setenv("CXX", str(tmp_path / "no-such-compiler"))
-    with pytest.raises(BadRequestError, match=r"hyperparam_search_config.torch_compile: .*C\+\+ compiler.*no-such"):
+    with pytest.raises(RequestError, match=r"hyperparam_search_config.torch_compile: .*C\+\+ compiler.*no-such"):
         _with_overrides(tmp_path, {"torch_compile": True})
     assert _spec(tmp_path).torch_compile is False  # a job that does not compile needs no compiler
-    with pytest.raises(BadRequestError, match=r"torch_compile: .*MPS .*; set torch_compile: false"):
+    with pytest.raises(RequestError, match=r"torch_compile: .*MPS .*; set torch_compile: false"):
         _with_overrides(tmp_path, {"torch_compile": True}, device="mps")

@@ -18,8 +18,8 @@ import pytest
 from llama_stack_client import LlamaStackClient
 
 from llama_stack_provider_trl.demo.stack_server import StackServer
-from llama_stack_provider_trl.job_store import JobStore
-from llama_stack_provider_trl.jobs import JobRecord
+from llama_stack_provider_trl.engine.job_record import JobRecord
+from llama_stack_provider_trl.engine.job_store import JobStore
 
 from helpers import dpo_request, process_gone, register_rows, unique, wait_final, wait_for
 from job_fixtures import client_for, group_members, kill_server, poll, recipe_starts, server_for

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from llama_stack_provider_trl.trainer_checkpoints import last_trainer_checkpoint
+from llama_stack_provider_trl.common.checkpoints import last_trainer_checkpoint
 
 from helpers import dpo_request, process_gone, register_rows, unique, wait_final, wait_for
 from job_fixtures import client_for, kill_server, poll, server_for

@@ -5,6 +5,7 @@ protocol (job.json in, events out, exit code) in a fraction of a second, so thes
 supervisor itself. The same behaviour with real TRL jobs behind a real server: test_job_faults.py.
 """
 
+import logging
 import os
 import signal
 import subprocess
@@ -14,11 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from llama_stack_provider_trl.events import EventWriter
-from llama_stack_provider_trl.job_spec import EVENTS_FILE, DPOJobSpec
-from llama_stack_provider_trl.job_store import JobStore
-from llama_stack_provider_trl.jobs import JobManager, JobRecord
-from llama_stack_provider_trl.trainer_checkpoints import last_trainer_checkpoint
+from llama_stack_provider_trl.common.checkpoints import last_trainer_checkpoint
+from llama_stack_provider_trl.common.events import CheckpointSaved, EventWriter
+from llama_stack_provider_trl.common.job_spec import EVENTS_FILE, DPOJobSpec
+from llama_stack_provider_trl.engine.job_record import JobRecord
+from llama_stack_provider_trl.engine.job_store import JobStore
+from llama_stack_provider_trl.engine.jobs import JobManager
 
 from helpers import process_gone
 from job_fixtures import FAKE_RECIPE, TESTS_DIR, launches, make_spec, poll
@@ -59,6 +61,31 @@ def test_store_upserts_and_keeps_submission_order(tmp_path: Path) -> None:
     reopened = JobStore(tmp_path / "jobs.db")
     assert reopened.load_all() == ['{"name": "b", "v": 2}', '{"name": "a", "v": 1}', '{"name": "c", "v": 1}']
     assert reopened._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_lines_that_are_not_events_are_skipped_and_the_job_still_completes(
+    tmp_path: Path, managers: list[JobManager], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Garbage, an event missing its keys and an unknown event sit between real events in events.jsonl."""
+    monkeypatch.setenv("TRL_FAKE_BAD_EVENTS", "1")
+    manager = _manager(managers, tmp_path / "jobs.db")
+    manager.submit(make_spec(tmp_path / "jobs", "noisy"))
+
+    warnings: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda log_record: warnings.append(log_record.getMessage())  # type: ignore[method-assign]
+    events_logger = logging.getLogger("llama_stack_provider_trl.common.events")
+    events_logger.addHandler(handler)
+    try:
+        record = _final(manager, "noisy")
+    finally:
+        events_logger.removeHandler(handler)
+
+    assert record.status == "completed", record.error
+    assert record.step == 3 and record.metrics == {"loss": 1 / 3}
+    assert [c.identifier for c in record.checkpoints] == ["noisy-final"]
+    skipped = [m for m in warnings if "skipping the event" in m]
+    assert len(skipped) == 3 and all(m.startswith("job noisy: skipping the event at byte ") for m in skipped)
 
 
 def test_finished_jobs_read_the_same_after_a_restart(tmp_path: Path, managers: list[JobManager]) -> None:
@@ -187,7 +214,7 @@ def test_a_resumed_job_takes_in_what_its_earlier_run_reported_after_the_last_sav
     spec = make_spec(tmp_path / "jobs", "crashed")
     checkpoint = _complete_checkpoint(spec, step=2)
     EventWriter(spec.path / EVENTS_FILE).emit(
-        "checkpoint", identifier="crashed-epoch-1", epoch=1, step=2, path=str(checkpoint), train_loss=0.5
+        CheckpointSaved(identifier="crashed-epoch-1", epoch=1, step=2, path=str(checkpoint), train_loss=0.5)
     )
     _interrupted(db, spec, pid=2**22 + 1)
 

@@ -12,9 +12,9 @@ from torch._dynamo.utils import counters
 from transformers import AutoModelForCausalLM, Qwen2Config, Qwen2ForCausalLM
 from trl.trainer.utils import add_fused_lm_head
 
-from llama_stack_provider_trl import padding_free
-from llama_stack_provider_trl.layer_compile import compile_decoder_layers
-from llama_stack_provider_trl.padding_free import enable_padding_free
+from llama_stack_provider_trl.recipes import padding_free
+from llama_stack_provider_trl.recipes.layer_compile import compile_decoder_layers
+from llama_stack_provider_trl.recipes.padding_free import enable_padding_free
 
 from helpers import GQA_SHAPE, events_of, final_checkpoint, padded_batch, run_recipe
 

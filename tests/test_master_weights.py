@@ -8,9 +8,9 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM
 
-from llama_stack_provider_trl.job_spec import EVENTS_FILE
-from llama_stack_provider_trl.master_weights import MASTER_WEIGHTS_KEY, with_fp32_master_weights
+from llama_stack_provider_trl.common.job_spec import EVENTS_FILE
 from llama_stack_provider_trl.recipes.dpo_training_single_device import main as recipe_main
+from llama_stack_provider_trl.recipes.master_weights import MASTER_WEIGHTS_KEY, with_fp32_master_weights
 
 from helpers import events_of, final_checkpoint, run_recipe
 

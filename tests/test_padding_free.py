@@ -21,9 +21,13 @@ from transformers import (
 )
 from trl.trainer.utils import add_fused_lm_head
 
-from llama_stack_provider_trl import padding_free
-from llama_stack_provider_trl.padding_free import PaddingFreeUnsupported, enable_padding_free, flash_varlen_available
 from llama_stack_provider_trl.recipes import dpo_training_single_device as recipe_module
+from llama_stack_provider_trl.recipes import padding_free
+from llama_stack_provider_trl.recipes.padding_free import (
+    PaddingFreeUnsupported,
+    enable_padding_free,
+    flash_varlen_available,
+)
 
 from helpers import GQA_SHAPE, LORA, events_of, final_checkpoint, padded_batch, run_recipe
 

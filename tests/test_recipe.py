@@ -7,7 +7,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from llama_stack_provider_trl.job_spec import EVENTS_FILE
+from llama_stack_provider_trl.common.job_spec import EVENTS_FILE
 
 from helpers import events_of, final_checkpoint, run_recipe
 

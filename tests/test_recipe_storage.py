@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from llama_stack_provider_trl.job_spec import EVENTS_FILE
+from llama_stack_provider_trl.common.job_spec import EVENTS_FILE
 from llama_stack_provider_trl.recipes import dpo_training_single_device as recipe
 
 from job_fixtures import make_spec

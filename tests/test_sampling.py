@@ -1,6 +1,6 @@
 import random
 
-from llama_stack_provider_trl.sampling import PairLengthGroupedSampler
+from llama_stack_provider_trl.recipes.sampling import PairLengthGroupedSampler
 
 
 def _padded(order: list[int], lengths: list[int], batch: int) -> int:

@@ -10,7 +10,7 @@ the final model (``checkpoints/final``; with LoRA the adapter, plus ``checkpoint
 asked), each with its tokenizer and chat template, and reports progress as JSON lines in
 ``<job_dir>/events.jsonl``. Exit code 0 means completed; anything else means failed, with the reason in
 the last event. ``--resume`` continues from the newest complete epoch checkpoint, if there is one.
-``--standby`` imports everything and waits for the server to hand it a job (llama_stack_provider_trl.standby).
+``--standby`` imports everything and waits for the server to hand it a job (common/recipe_process.py).
 """
 
 import gc
@@ -29,9 +29,23 @@ from torch.utils.data import Sampler, SequentialSampler
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, TrainerCallback
 from trl import DPOConfig, DPOTrainer
 
-from llama_stack_provider_trl.devices import resolve_auto_precision
-from llama_stack_provider_trl.events import EventWriter
-from llama_stack_provider_trl.job_spec import (
+from llama_stack_provider_trl.common.checkpoints import last_trainer_checkpoint
+from llama_stack_provider_trl.common.events import (
+    CheckpointSaved,
+    Completed,
+    EpochEnd,
+    Evaluation,
+    EventWriter,
+    Failed,
+    Metrics,
+    PeakMemory,
+    Resuming,
+    SetupDone,
+    Started,
+    TrainingStarted,
+    TrainSummary,
+)
+from llama_stack_provider_trl.common.job_spec import (
     CHECKPOINTS_DIR,
     EVAL_DATA_FILE,
     EVENTS_FILE,
@@ -39,18 +53,19 @@ from llama_stack_provider_trl.job_spec import (
     DPOJobSpec,
     LoraSpec,
 )
-from llama_stack_provider_trl.layer_compile import CompileUnsupported, compile_decoder_layers
-from llama_stack_provider_trl.master_weights import use_fp32_master_weights
-from llama_stack_provider_trl.padding_free import (
+from llama_stack_provider_trl.common.parent_watch import die_with_parent
+from llama_stack_provider_trl.common.recipe_process import RESUME_FLAG, STANDBY_FLAG, wait_for_job
+from llama_stack_provider_trl.common.storage_errors import describe_write_error, is_storage_error
+from llama_stack_provider_trl.recipes.layer_compile import CompileUnsupported, compile_decoder_layers
+from llama_stack_provider_trl.recipes.master_weights import use_fp32_master_weights
+from llama_stack_provider_trl.recipes.padding_free import (
     PaddingFreeUnsupported,
     enable_padding_free,
     flash_varlen_available,
 )
-from llama_stack_provider_trl.parent_watch import die_with_parent
-from llama_stack_provider_trl.sampling import PairLengthGroupedSampler, pair_lengths
-from llama_stack_provider_trl.standby import STANDBY_FLAG, wait_for_job
-from llama_stack_provider_trl.storage_errors import describe_write_error, is_storage_error
-from llama_stack_provider_trl.throughput import (
+from llama_stack_provider_trl.recipes.precision import resolve_auto_precision
+from llama_stack_provider_trl.recipes.sampling import PairLengthGroupedSampler, pair_lengths
+from llama_stack_provider_trl.recipes.throughput import (
     PaddingCounter,
     ThroughputMeter,
     flops_per_token,
@@ -58,7 +73,6 @@ from llama_stack_provider_trl.throughput import (
     peak_flops,
     peak_memory_gib,
 )
-from llama_stack_provider_trl.trainer_checkpoints import last_trainer_checkpoint
 
 
 class _ProviderDPOTrainer(DPOTrainer):
@@ -113,7 +127,7 @@ class _ProgressReporter(TrainerCallback):
 
     def on_train_begin(self, args, state, control, optimizer=None, **kwargs):
         inner = getattr(optimizer, "optimizer", optimizer)  # accelerate wraps the torch optimizer
-        self._events.emit("training_started", optimizer=type(inner).__name__)
+        self._events.emit(TrainingStarted(optimizer=type(inner).__name__))
 
     def on_epoch_begin(self, args, state, control, **kwargs):
         # From the step count, not a counter: a run resumed from a checkpoint starts mid-way
@@ -128,37 +142,38 @@ class _ProgressReporter(TrainerCallback):
     def on_log(self, args, state, control, logs=None, **kwargs):
         logs = dict(logs or {})
         if "train_runtime" in logs:  # Trainer's end-of-training summary, not a step's metrics
-            self._events.emit("train_summary", metrics=logs)
+            self._events.emit(TrainSummary(metrics=_numbers(logs)))
             return
         if "loss" in logs:
             self._epoch_losses.append(float(logs["loss"]))
         if "num_tokens" in logs:
             self._meter.update(state.global_step, float(logs["num_tokens"]))
         self._events.emit(
-            "metrics",
-            step=state.global_step,
-            total_steps=self._total_steps,
-            epoch=self._epoch,
-            metrics={k: v for k, v in logs.items() if isinstance(v, int | float)},
-            tokens_per_s=self._meter.tokens_per_s,
-            mfu=self._meter.mfu,
-            padding_share=self.padding.padding_share if self.padding else None,
+            Metrics(
+                step=state.global_step,
+                total_steps=self._total_steps,
+                epoch=self._epoch,
+                metrics=_numbers(logs),
+                tokens_per_s=self._meter.tokens_per_s,
+                mfu=self._meter.mfu,
+                padding_share=self.padding.padding_share if self.padding else None,
+            )
         )
 
     def on_epoch_end(self, args, state, control, **kwargs):
         if self._epoch_losses:
             self.epoch_train_loss = sum(self._epoch_losses) / len(self._epoch_losses)
-        self._events.emit("epoch_end", epoch=self._epoch, step=state.global_step, train_loss=self.epoch_train_loss)
+        self._events.emit(EpochEnd(epoch=self._epoch, step=state.global_step, train_loss=self.epoch_train_loss))
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
-        metrics = {k: v for k, v in (metrics or {}).items() if isinstance(v, int | float)}
+        metrics = _numbers(metrics or {})
         self.eval_loss = metrics.get("eval_loss")
         chosen_logps = metrics.get("eval_logps/chosen")
         if chosen_logps is not None and self.eval_chosen_tokens_per_row:
             # Per-token perplexity of the chosen answers: TRL reports their summed log-prob per row
             self.perplexity = math.exp(min(-chosen_logps / self.eval_chosen_tokens_per_row, 700.0))
         self._events.emit(
-            "eval", epoch=self._epoch, step=state.global_step, metrics=metrics, perplexity=self.perplexity
+            Evaluation(epoch=self._epoch, step=state.global_step, metrics=metrics, perplexity=self.perplexity)
         )
 
     def on_save(self, args, state, control, **kwargs):
@@ -167,14 +182,15 @@ class _ProgressReporter(TrainerCallback):
 
     def emit_checkpoint(self, identifier: str, path: Path, step: int) -> None:
         self._events.emit(
-            "checkpoint",
-            identifier=identifier,
-            epoch=self._epoch,
-            step=step,
-            path=str(path),
-            train_loss=self.epoch_train_loss,
-            eval_loss=self.eval_loss,
-            perplexity=self.perplexity,
+            CheckpointSaved(
+                identifier=identifier,
+                epoch=self._epoch,
+                step=step,
+                path=str(path),
+                train_loss=self.epoch_train_loss,
+                eval_loss=self.eval_loss,
+                perplexity=self.perplexity,
+            )
         )
 
 
@@ -279,18 +295,19 @@ class DPOTrainingSingleDevice:
         if master_weights == "optimizer":
             use_fp32_master_weights(self.trainer)
         self.events.emit(
-            "setup_done",
-            device=spec.device,
-            precision=precision,
-            padding_free=packed,
-            master_weights=master_weights,
-            compiled_layers=compiled_layers,
-            total_steps=total_steps,
-            steps_per_epoch=steps_per_epoch,
-            train_rows=len(train_dataset),
-            eval_rows=len(eval_dataset) if eval_dataset is not None else 0,
-            parameters=sum(p.numel() for p in self.trainer.model.parameters()),
-            trainable_parameters=sum(p.numel() for p in self.trainer.model.parameters() if p.requires_grad),
+            SetupDone(
+                device=spec.device,
+                precision=precision,
+                padding_free=packed,
+                master_weights=master_weights,
+                compiled_layers=compiled_layers,
+                total_steps=total_steps,
+                steps_per_epoch=steps_per_epoch,
+                train_rows=len(train_dataset),
+                eval_rows=len(eval_dataset) if eval_dataset is not None else 0,
+                parameters=sum(p.numel() for p in self.trainer.model.parameters()),
+                trainable_parameters=sum(p.numel() for p in self.trainer.model.parameters() if p.requires_grad),
+            )
         )
 
     def _pack(self, model: PreTrainedModel, ref_model: PreTrainedModel | None, precision: str) -> bool:
@@ -373,9 +390,9 @@ class DPOTrainingSingleDevice:
     def train(self, resume_from: Path | None = None) -> None:
         assert self.trainer is not None, "call setup() first"
         if resume_from is not None:
-            self.events.emit("resuming", checkpoint=str(resume_from))
+            self.events.emit(Resuming(checkpoint=str(resume_from)))
         self.trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
-        self.events.emit("peak_memory", gib=peak_memory_gib(self.spec.device))
+        self.events.emit(PeakMemory(gib=peak_memory_gib(self.spec.device)))
 
     # -- save ----------------------------------------------------------------------------------
     def save(self) -> None:
@@ -437,6 +454,10 @@ def _mean_chosen_tokens(tokenized: Dataset, max_length: int) -> float:
     return max(sum(counts) / len(counts), 1.0)
 
 
+def _numbers(logs: dict[str, Any]) -> dict[str, float]:
+    return {k: float(v) for k, v in logs.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+
+
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     with path.open(encoding="utf-8") as f:
         return [json.loads(line) for line in f if line.strip()]
@@ -449,18 +470,18 @@ def main(argv: list[str]) -> int:
         if job_argv is None:
             return 0
         argv = job_argv
-    if len(argv) not in (2, 3) or argv[2:] not in ([], ["--resume"]):
+    if len(argv) not in (2, 3) or argv[2:] not in ([], [RESUME_FLAG]):
         print(f"usage: {argv[0]} JOB_DIR [--resume] | {argv[0]} {STANDBY_FLAG}", file=sys.stderr)
         return 2
     spec = DPOJobSpec.read(argv[1])
     events = EventWriter(spec.path / EVENTS_FILE)
     recipe = DPOTrainingSingleDevice(spec, events)
     try:
-        events.emit("started")
+        events.emit(Started())
         recipe.setup()
-        recipe.train(last_trainer_checkpoint(spec.path) if "--resume" in argv else None)
+        recipe.train(last_trainer_checkpoint(spec.path) if RESUME_FLAG in argv else None)
         recipe.save()
-        events.emit("completed")
+        events.emit(Completed())
         return 0
     except Exception as exc:  # report any failure to the server, then exit non-zero
         traceback.print_exc()
@@ -470,7 +491,7 @@ def main(argv: list[str]) -> int:
             error = f"torch_compile failed ({type(exc).__name__}: {exc}); set torch_compile: false for this job"
         else:
             error = f"{type(exc).__name__}: {exc}"
-        events.emit("failed", error=error)
+        events.emit(Failed(error=error))
         return 1
     finally:
         recipe.cleanup()

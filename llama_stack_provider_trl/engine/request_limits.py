@@ -5,9 +5,11 @@ run for years, exhaust memory or disk, or choke the file system with a path no f
 """
 
 import math
+from http import HTTPStatus
 from typing import Any
 
-from llama_stack_provider_trl.stack_api import BadRequestError, PayloadTooLargeError, PreferenceOptimizeRequest
+from llama_stack_provider_trl.engine.errors import RequestError
+from llama_stack_provider_trl.stack_api import PreferenceOptimizeRequest
 
 MAX_N_EPOCHS = 10_000
 MAX_STEPS_PER_EPOCH = 10_000_000
@@ -24,11 +26,11 @@ MAX_PATH_COMPONENT_CHARS = 255  # NAME_MAX on Linux and macOS
 
 def _at_most(field: str, value: float | None, limit: float) -> None:
     if value is not None and math.isfinite(value) and value > limit:
-        raise BadRequestError(f"{field}: {value} is above the limit of {limit:g}")
+        raise RequestError(field, f"{value} is above the limit of {limit:g}")
 
 
-def _too_large(field: str, what: str) -> PayloadTooLargeError:
-    return PayloadTooLargeError(f"{field}: {what}")
+def _too_large(field: str, what: str) -> RequestError:
+    return RequestError(field, what, HTTPStatus.REQUEST_ENTITY_TOO_LARGE)
 
 
 def check_request_limits(request: PreferenceOptimizeRequest) -> None:
@@ -36,7 +38,7 @@ def check_request_limits(request: PreferenceOptimizeRequest) -> None:
     if len(model) > MAX_MODEL_CHARS:
         raise _too_large("finetuned_model", f"{len(model)} characters; at most {MAX_MODEL_CHARS}")
     if any(len(part) > MAX_PATH_COMPONENT_CHARS for part in model.split("/")):
-        raise BadRequestError(f"finetuned_model: a path component is over {MAX_PATH_COMPONENT_CHARS} characters")
+        raise RequestError("finetuned_model", f"a path component is over {MAX_PATH_COMPONENT_CHARS} characters")
     training = request.training_config
     data = training.data_config
     if data is not None and data.dataset_id and len(data.dataset_id) > MAX_DATASET_ID_CHARS:

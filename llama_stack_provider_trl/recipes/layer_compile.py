@@ -8,11 +8,7 @@ their library kernels. Every layer runs the same code on its own weights, so one
 The layers' parameters and state dict keys stay as they were, so checkpoints are unchanged.
 """
 
-import importlib.util
-import os
-import shutil
-
-import torch  # and not transformers: the server imports this module to check requests
+import torch
 
 
 class CompileUnsupported(ValueError):
@@ -29,16 +25,3 @@ def compile_decoder_layers(model: torch.nn.Module) -> int:
     for layer in layers:
         layer.compile(dynamic=True)
     return len(layers)
-
-
-def check_compiler(device: str) -> None:
-    """Raise CompileUnsupported when torch.compile cannot build kernels for ``device`` on this machine: C++ on a
-    CPU (a compiler on PATH), Triton on a CUDA GPU."""
-    if device == "cpu":
-        compilers = [os.environ["CXX"]] if os.environ.get("CXX") else ["g++", "clang++", "c++"]
-        if not any(shutil.which(c) for c in compilers):
-            raise CompileUnsupported(f"compiling for the CPU needs a C++ compiler, and none of {compilers} is on PATH")
-    elif device.startswith("cuda") and importlib.util.find_spec("triton") is None:  # PyPI's CUDA torch brings it
-        raise CompileUnsupported("compiling for a CUDA GPU needs Triton: pip install triton")
-    elif device == "mps":
-        raise CompileUnsupported("torch.compile's MPS backend is experimental and not supported here")

@@ -3,7 +3,7 @@
 One provider-owned thread does all the work, so no job depends on the event loop of the request
 that created it (the library client runs each request on a loop it drains before returning).
 Each job is a process group of its own, started with ``python -m <recipe> <job_dir>``, or handed to the
-standby recipe process the thread keeps ready with its imports done (llama_stack_provider_trl.standby); the
+standby recipe process the thread keeps ready with its imports done (common/recipe_process.py); the
 thread reads the events the recipe appends and decides the job's final state from them and the exit code.
 
 Every change to a record is written through to a JobStore, so a restarted server finds the same
@@ -23,27 +23,21 @@ import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, Field
-
-from llama_stack_provider_trl.events import EventReader
-from llama_stack_provider_trl.job_spec import EVENTS_FILE, LOG_FILE, DPOJobSpec
-from llama_stack_provider_trl.job_store import JobStore
-from llama_stack_provider_trl.parent_watch import PARENT_PID_ENV
-from llama_stack_provider_trl.standby import STANDBY_FLAG, handoff_line
-from llama_stack_provider_trl.storage_errors import describe_write_error
-from llama_stack_provider_trl.trainer_checkpoints import last_trainer_checkpoint
+from llama_stack_provider_trl.common.checkpoints import last_trainer_checkpoint
+from llama_stack_provider_trl.common.events import Completed, EventReader, Failed, Metrics
+from llama_stack_provider_trl.common.job_spec import EVENTS_FILE, DPOJobSpec
+from llama_stack_provider_trl.common.parent_watch import PARENT_PID_ENV
+from llama_stack_provider_trl.common.recipe_process import RESUME_FLAG, STANDBY_FLAG, handoff_line
+from llama_stack_provider_trl.common.storage_errors import describe_write_error
+from llama_stack_provider_trl.engine.job_record import FINAL_STATES, JobRecord, JobState, apply_event
+from llama_stack_provider_trl.engine.job_store import JobStore
 
 logger = logging.getLogger(__name__)
 
-JobState = Literal["scheduled", "in_progress", "completed", "failed", "cancelled"]
-# What an in_progress job is doing, from the recipe's events.
-Phase = Literal["queued", "starting", "loading", "training", "saving", "finished"]
-FINAL_STATES: frozenset[str] = frozenset({"completed", "failed", "cancelled"})
 RECIPE_MODULE = "llama_stack_provider_trl.recipes.dpo_training_single_device"
 LOG_TAIL_LINES = 15
-RESUME_FLAG = "--resume"
 MAX_ATTEMPTS = 3  # launches of one job (first run + resumes) before an interrupted job is failed instead
 PROGRESS_WRITE_INTERVAL_S = 1.0  # metric-only updates are written at most this often; state changes always
 SHUTDOWN_GRACE_S = 3.0  # Llama Stack gives each provider's shutdown() 5 s in all
@@ -62,55 +56,6 @@ class JobAlreadyFinished(Exception):
         super().__init__(f"job '{job_uuid}' already finished with status '{status}'; there is nothing to cancel")
 
 
-class CheckpointRecord(BaseModel):
-    identifier: str
-    created_at: datetime
-    epoch: int
-    step: int
-    path: str
-    train_loss: float | None = Field(default=None, description="Mean training loss over the epoch that ended here.")
-    eval_loss: float | None = Field(default=None, description="Validation loss at this checkpoint, if there is a set.")
-    perplexity: float | None = Field(default=None, description="Perplexity of the validation set's chosen answers.")
-
-
-class JobRecord(BaseModel):
-    """Everything the API reports about a job. Plain data: it can be copied, stored and served."""
-
-    spec: DPOJobSpec
-    status: JobState = "scheduled"
-    scheduled_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
-    started_at: datetime | None = None
-    completed_at: datetime | None = None
-    pid: int | None = None
-    phase: Phase = "queued"
-    setup: dict[str, Any] = Field(default_factory=dict, description="What the recipe resolved: precision, steps...")
-    step: int = 0
-    total_steps: int | None = None
-    epoch: int = 0
-    metrics: dict[str, float] = Field(default_factory=dict)
-    eval_metrics: dict[str, float] = Field(default_factory=dict, description="The latest evaluation's metrics.")
-    tokens_per_s: float | None = None
-    mfu: float | None = None
-    padding_share: float | None = None
-    peak_memory_gib: float | None = None
-    checkpoints: list[CheckpointRecord] = Field(default_factory=list)
-    error: str | None = None
-    exit_code: int | None = Field(default=None, description="The training process's; negative: killed by that signal.")
-    attempts: int = Field(default=0, description="Times a training process was launched for this job.")
-    resume: bool = Field(default=False, description="The next launch resumes from the last Trainer checkpoint.")
-    note: str | None = Field(default=None, description="Why a job was requeued or resumed.")
-    warm_start: bool = Field(default=False, description="Its last launch went to a standby process (imports done).")
-    events_offset: int = Field(default=0, description="Bytes of the job's events.jsonl already applied here.")
-
-    @property
-    def job_uuid(self) -> str:
-        return self.spec.job_uuid
-
-    @property
-    def log_path(self) -> Path:
-        return self.spec.path / LOG_FILE
-
-
 class _Running:
     """Runtime handles of a launched job, kept apart from its record."""
 
@@ -120,8 +65,7 @@ class _Running:
         self.from_standby = from_standby
         self.sigterm_at: float | None = None
         self.sigkill_sent = False
-        self.reported: str | None = None  # "completed" / "failed" as the recipe itself reported
-        self.reported_error: str | None = None
+        self.reported: Completed | Failed | None = None  # the outcome the recipe itself reported
         self.persisted_at = 0.0
 
 
@@ -341,7 +285,7 @@ class JobManager:
         events_file = spec.path / EVENTS_FILE
         # A relaunched job appends to the events of its earlier run: go on from the last one this record took in
         # (its run may have written more before the server stopped; re-applying progress events is harmless).
-        events = EventReader(events_file, offset=record.events_offset)
+        events = EventReader(events_file, offset=record.events_offset, job=record.job_uuid)
         self._running[record.job_uuid] = _Running(process, events, from_standby)
         record.status = "in_progress"
         record.phase = "starting"
@@ -404,51 +348,22 @@ class JobManager:
 
     def _consume_events(self, job_uuid: str) -> None:
         record, running = self._jobs[job_uuid], self._running[job_uuid]
-        state_changed = False
         events = running.events.read_new()
-        record.events_offset = running.events.offset
+        if not events:
+            return
+        state_changed = False
         for event in events:
-            kind = event.get("event")
-            if kind == "started":
-                record.phase = "loading"
-            elif kind == "setup_done":
-                record.phase = "training"
-                record.setup = {k: v for k, v in event.items() if k not in ("event", "time")}
-                record.total_steps = event["total_steps"]
-            elif kind == "training_started":
-                record.setup["optimizer"] = event["optimizer"]
-            elif kind == "metrics":
-                record.step = event["step"]
-                record.total_steps = event["total_steps"]
-                record.epoch = event["epoch"]
-                record.metrics = event["metrics"]
-                record.tokens_per_s = event.get("tokens_per_s")
-                record.mfu = event.get("mfu")
-                record.padding_share = event.get("padding_share")
-                continue
-            elif kind == "peak_memory":
-                record.peak_memory_gib = event["gib"]
-            elif kind == "train_summary":
-                record.phase = "saving"
-            elif kind == "eval":
-                record.eval_metrics = event["metrics"]
-            elif kind == "checkpoint":
-                # Trainer deletes the oldest epoch checkpoints under save_total_limit (those of an earlier run
-                # of a resumed job too): keep only what is still on disk.
-                kept = [c for c in record.checkpoints if c.identifier != event["identifier"] and Path(c.path).exists()]
-                record.checkpoints = [
-                    *kept,
-                    CheckpointRecord(
-                        created_at=datetime.fromtimestamp(event["time"], UTC),
-                        **{k: v for k, v in event.items() if k in CheckpointRecord.model_fields},
-                    ),
-                ]
-            elif kind in ("completed", "failed"):
-                running.reported = kind
-                running.reported_error = event.get("error")
-            state_changed = True
+            record = apply_event(record, event)
+            if isinstance(event, Completed | Failed):
+                running.reported = event
+            state_changed = state_changed or not isinstance(event, Metrics)
+        record.events_offset = running.events.offset
+        # Trainer deletes the oldest epoch checkpoints under save_total_limit (those of an earlier run of a resumed
+        # job too): keep only what is still on disk.
+        record.checkpoints = [c for c in record.checkpoints if Path(c.path).exists()]
+        self._jobs[job_uuid] = record
         now = time.monotonic()
-        if state_changed or (events and now - running.persisted_at >= PROGRESS_WRITE_INTERVAL_S):
+        if state_changed or now - running.persisted_at >= PROGRESS_WRITE_INTERVAL_S:
             running.persisted_at = now
             self._persist(record)
 
@@ -469,12 +384,12 @@ class JobManager:
         if job_uuid in self._cancel_requested:
             self._cancel_requested.discard(job_uuid)
             self._finish(record, "cancelled")
-        elif code == 0 and running.reported == "completed":
+        elif code == 0 and isinstance(running.reported, Completed):
             self._finish(record, "completed")
         elif self._stopping and running.sigterm_at is not None:  # stopped by shutdown(), not by its own fault
             self._on_shutdown_stop(record)
         else:
-            reason = running.reported_error or _describe_exit(code)
+            reason = running.reported.error if isinstance(running.reported, Failed) else _describe_exit(code)
             self._finish(
                 record,
                 "failed",

@@ -1,7 +1,7 @@
 """Turn a PreferenceOptimizeRequest into a DPOJobSpec, or say which field is wrong and how to fix it.
 
 Everything here runs at request time, before a directory or a process exists, and raises
-BadRequestError (HTTP 400) naming the field. A request value wins over the provider config only
+RequestError (HTTP 400) naming the field. A request value wins over the provider config only
 when the request really sets it: the 0.6.1 schema fills in defaults (dtype bf16,
 max_steps_per_epoch 1, loss_type sigmoid) that a client never asked for.
 """
@@ -10,16 +10,17 @@ import importlib.util
 import math
 import os
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
+from llama_stack_provider_trl.common.job_spec import DPOJobSpec, LoraSpec, Precision, ReferenceStrategy
 from llama_stack_provider_trl.config import PER_JOB_FIELDS, TrlPostTrainingConfig, check_loss_type
-from llama_stack_provider_trl.devices import check_precision
-from llama_stack_provider_trl.job_spec import DPOJobSpec, LoraSpec, Precision, ReferenceStrategy
-from llama_stack_provider_trl.layer_compile import CompileUnsupported, check_compiler
-from llama_stack_provider_trl.stack_api import BadRequestError, PreferenceOptimizeRequest
+from llama_stack_provider_trl.engine.devices import check_precision
+from llama_stack_provider_trl.engine.errors import RequestError
+from llama_stack_provider_trl.stack_api import PreferenceOptimizeRequest
 
 JOB_UUID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 # Fewer distinct batch shapes on a GPU; on a CPU padding is pure waste.
@@ -35,8 +36,8 @@ _DTYPES: dict[str, Precision] = {
 _MIXED_PRECISION: dict[str, Precision] = {"auto": "auto", "bf16": "bf16", "fp16": "fp16", "no": "fp32"}
 
 
-def _bad(field: str, problem: str) -> BadRequestError:
-    return BadRequestError(f"{field}: {problem}")
+def _bad(field: str, problem: str) -> RequestError:
+    return RequestError(field, problem)
 
 
 def check_job_uuid(job_uuid: str) -> str:
@@ -158,12 +159,21 @@ def _master_weights(config: TrlPostTrainingConfig, precision: Precision) -> str:
 
 
 def _torch_compile(config: TrlPostTrainingConfig, device: str) -> bool:
-    if config.torch_compile:
-        try:
-            check_compiler(device)
-        except CompileUnsupported as exc:
-            raise _bad("hyperparam_search_config.torch_compile", f"{exc}; set torch_compile: false") from exc
-    return config.torch_compile
+    """torch.compile needs a C++ compiler to build CPU kernels and Triton to build CUDA ones."""
+    if not config.torch_compile:
+        return False
+    problem = None
+    if device == "cpu":
+        compilers = [os.environ["CXX"]] if os.environ.get("CXX") else ["g++", "clang++", "c++"]
+        if not any(shutil.which(c) for c in compilers):
+            problem = f"compiling for the CPU needs a C++ compiler, and none of {compilers} is on PATH"
+    elif device.startswith("cuda") and importlib.util.find_spec("triton") is None:  # PyPI's CUDA torch brings it
+        problem = "compiling for a CUDA GPU needs Triton: pip install triton"
+    elif device == "mps":
+        problem = "torch.compile's MPS backend is experimental and not supported here"
+    if problem:
+        raise _bad("hyperparam_search_config.torch_compile", f"{problem}; set torch_compile: false")
+    return True
 
 
 def _pad_multiple(config: TrlPostTrainingConfig, device: str) -> int | None:

@@ -1,4 +1,7 @@
-"""A training process started ahead of its job, so a job does not wait for torch, transformers and TRL to import.
+"""How the server starts a training process: the recipe's command line, and the standby handoff.
+
+A fresh launch is ``python -m <recipe> <job_dir> [--resume]``. A standby process is a training process started
+ahead of its job, so a job does not wait for torch, transformers and TRL to import.
 
 The server keeps one recipe process in standby: ``python -m <recipe> --standby`` imports everything, then
 blocks on its stdin. When a job starts, the server writes one JSON line there (the job directory and the
@@ -13,9 +16,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from llama_stack_provider_trl.job_spec import LOG_FILE
+from llama_stack_provider_trl.common.job_spec import LOG_FILE
 
 STANDBY_FLAG = "--standby"
+RESUME_FLAG = "--resume"  # continue from the job's last complete Trainer checkpoint
 
 
 def handoff_line(job_dir: Path, args: Sequence[str]) -> bytes:

@@ -7,7 +7,7 @@ job can resume.
 import re
 from pathlib import Path
 
-from llama_stack_provider_trl.job_spec import CHECKPOINTS_DIR  # DPOConfig.output_dir of every job
+from llama_stack_provider_trl.common.job_spec import CHECKPOINTS_DIR  # DPOConfig.output_dir of every job
 
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 # Trainer writes trainer_state.json last when it saves a checkpoint: without it the save was cut short.

@@ -1,0 +1,190 @@
+"""What a training process tells the server, as typed events on an append-only JSON-lines channel.
+
+The recipe appends one line per event to ``<job_dir>/events.jsonl``; the server reads the lines added since
+its last read and applies each to the job's record (engine/job_record.py). Every event is one of the models
+below, told apart by its ``event`` name. A line is only read once its newline is there, so a half-written
+line is never parsed; a line that does not parse or validate is logged with its byte offset and skipped, and
+the lines after it still apply.
+"""
+
+import logging
+import time
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, Field, TypeAdapter, ValidationError
+
+logger = logging.getLogger(__name__)
+
+
+class _Event(BaseModel):
+    time: float = Field(default_factory=time.time)
+
+
+class Started(_Event):
+    event: Literal["started"] = "started"
+
+
+class SetupDone(_Event):
+    """What the recipe resolved before its first step."""
+
+    event: Literal["setup_done"] = "setup_done"
+    total_steps: int
+    steps_per_epoch: int
+    device: str | None = None
+    precision: str | None = None
+    padding_free: bool | None = None
+    master_weights: str | None = None
+    compiled_layers: int | None = None
+    train_rows: int | None = None
+    eval_rows: int | None = None
+    parameters: int | None = None
+    trainable_parameters: int | None = None
+
+    def setup(self) -> dict[str, object]:
+        return self.model_dump(exclude={"event", "time"}, exclude_unset=True)
+
+
+class TrainingStarted(_Event):
+    event: Literal["training_started"] = "training_started"
+    optimizer: str
+
+
+class Resuming(_Event):
+    event: Literal["resuming"] = "resuming"
+    checkpoint: str
+
+
+class Metrics(_Event):
+    """One logging step: TRL's logged numbers and the throughput measured so far."""
+
+    event: Literal["metrics"] = "metrics"
+    step: int
+    total_steps: int
+    epoch: int
+    metrics: dict[str, float]
+    tokens_per_s: float | None = None
+    mfu: float | None = None
+    padding_share: float | None = None
+
+
+class EpochEnd(_Event):
+    event: Literal["epoch_end"] = "epoch_end"
+    epoch: int
+    step: int
+    train_loss: float | None = None
+
+
+class Evaluation(_Event):
+    event: Literal["eval"] = "eval"
+    epoch: int
+    step: int
+    metrics: dict[str, float]
+    perplexity: float | None = None
+
+
+class CheckpointSaved(_Event):
+    event: Literal["checkpoint"] = "checkpoint"
+    identifier: str
+    epoch: int
+    step: int
+    path: str
+    train_loss: float | None = None
+    eval_loss: float | None = None
+    perplexity: float | None = None
+
+
+class TrainSummary(_Event):
+    """Trainer's end-of-training summary: training is over, saving begins."""
+
+    event: Literal["train_summary"] = "train_summary"
+    metrics: dict[str, float]
+
+
+class PeakMemory(_Event):
+    event: Literal["peak_memory"] = "peak_memory"
+    gib: float
+
+
+class Completed(_Event):
+    event: Literal["completed"] = "completed"
+
+
+class Failed(_Event):
+    event: Literal["failed"] = "failed"
+    error: str
+
+
+JobEvent = Annotated[
+    Started
+    | SetupDone
+    | TrainingStarted
+    | Resuming
+    | Metrics
+    | EpochEnd
+    | Evaluation
+    | CheckpointSaved
+    | TrainSummary
+    | PeakMemory
+    | Completed
+    | Failed,
+    Field(discriminator="event"),
+]
+_JOB_EVENT: TypeAdapter[JobEvent] = TypeAdapter(JobEvent)
+
+
+def parse_event(line: bytes | str) -> JobEvent:
+    """One event from its JSON line; raises ValidationError if it is not one."""
+    return _JOB_EVENT.validate_json(line)
+
+
+class EventWriter:
+    def __init__(self, path: Path) -> None:
+        self._file = path.open("a", encoding="utf-8")
+
+    def emit(self, event: _Event) -> None:
+        self._file.write(event.model_dump_json() + "\n")
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+class EventReader:
+    def __init__(self, path: Path, offset: int = 0, job: str = "") -> None:
+        self._path = path
+        self._offset = offset  # bytes already read (or to skip)
+        self._job = job or path.parent.name
+
+    @property
+    def offset(self) -> int:
+        return self._offset
+
+    def read_new(self) -> list[JobEvent]:
+        """The events completed since the last read. A bad line is logged and skipped, never fatal."""
+        try:
+            with self._path.open("rb") as f:
+                f.seek(self._offset)
+                chunk = f.read()
+        except FileNotFoundError:
+            return []
+        complete, _, _ = chunk.rpartition(b"\n")
+        if not complete:
+            return []
+        events = []
+        offset = self._offset
+        for line in complete.split(b"\n"):
+            if line.strip():
+                try:
+                    events.append(parse_event(line))
+                except ValidationError as exc:
+                    logger.warning(
+                        "job %s: skipping the event at byte %d of %s: %s",
+                        self._job,
+                        offset,
+                        self._path,
+                        exc.errors(include_url=False)[0]["msg"] if exc.errors() else exc,
+                    )
+            offset += len(line) + 1
+        self._offset += len(complete) + 1
+        return events

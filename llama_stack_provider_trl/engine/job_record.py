@@ -1,0 +1,115 @@
+"""A job's record (everything the API reports about it) and how each event from its training process changes it."""
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from llama_stack_provider_trl.common.events import (
+    CheckpointSaved,
+    Completed,
+    EpochEnd,
+    Evaluation,
+    Failed,
+    JobEvent,
+    Metrics,
+    PeakMemory,
+    Resuming,
+    SetupDone,
+    Started,
+    TrainingStarted,
+    TrainSummary,
+)
+from llama_stack_provider_trl.common.job_spec import LOG_FILE, DPOJobSpec
+
+JobState = Literal["scheduled", "in_progress", "completed", "failed", "cancelled"]
+# What an in_progress job is doing, from the recipe's events.
+Phase = Literal["queued", "starting", "loading", "training", "saving", "finished"]
+FINAL_STATES: frozenset[str] = frozenset({"completed", "failed", "cancelled"})
+
+
+class CheckpointRecord(BaseModel):
+    identifier: str
+    created_at: datetime
+    epoch: int
+    step: int
+    path: str
+    train_loss: float | None = Field(default=None, description="Mean training loss over the epoch that ended here.")
+    eval_loss: float | None = Field(default=None, description="Validation loss at this checkpoint, if there is a set.")
+    perplexity: float | None = Field(default=None, description="Perplexity of the validation set's chosen answers.")
+
+
+class JobRecord(BaseModel):
+    """Everything the API reports about a job. Plain data: it can be copied, stored and served."""
+
+    spec: DPOJobSpec
+    status: JobState = "scheduled"
+    scheduled_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+    pid: int | None = None
+    phase: Phase = "queued"
+    setup: dict[str, Any] = Field(default_factory=dict, description="What the recipe resolved: precision, steps...")
+    step: int = 0
+    total_steps: int | None = None
+    epoch: int = 0
+    metrics: dict[str, float] = Field(default_factory=dict)
+    eval_metrics: dict[str, float] = Field(default_factory=dict, description="The latest evaluation's metrics.")
+    tokens_per_s: float | None = None
+    mfu: float | None = None
+    padding_share: float | None = None
+    peak_memory_gib: float | None = None
+    checkpoints: list[CheckpointRecord] = Field(default_factory=list)
+    error: str | None = None
+    exit_code: int | None = Field(default=None, description="The training process's; negative: killed by that signal.")
+    attempts: int = Field(default=0, description="Times a training process was launched for this job.")
+    resume: bool = Field(default=False, description="The next launch resumes from the last Trainer checkpoint.")
+    note: str | None = Field(default=None, description="Why a job was requeued or resumed.")
+    warm_start: bool = Field(default=False, description="Its last launch went to a standby process (imports done).")
+    events_offset: int = Field(default=0, description="Bytes of the job's events.jsonl already applied here.")
+
+    @property
+    def job_uuid(self) -> str:
+        return self.spec.job_uuid
+
+    @property
+    def log_path(self) -> Path:
+        return self.spec.path / LOG_FILE
+
+
+def apply_event(record: JobRecord, event: JobEvent) -> JobRecord:
+    """The record after ``event``: a new record, ``record`` itself is left as it was."""
+    match event:
+        case Started():
+            update: dict[str, Any] = {"phase": "loading"}
+        case SetupDone():
+            update = {"phase": "training", "setup": event.setup(), "total_steps": event.total_steps}
+        case TrainingStarted():
+            update = {"setup": {**record.setup, "optimizer": event.optimizer}}
+        case Metrics():
+            update = {
+                "step": event.step,
+                "total_steps": event.total_steps,
+                "epoch": event.epoch,
+                "metrics": event.metrics,
+                "tokens_per_s": event.tokens_per_s,
+                "mfu": event.mfu,
+                "padding_share": event.padding_share,
+            }
+        case PeakMemory():
+            update = {"peak_memory_gib": event.gib}
+        case TrainSummary():
+            update = {"phase": "saving"}
+        case Evaluation():
+            update = {"eval_metrics": event.metrics}
+        case CheckpointSaved():
+            checkpoint = CheckpointRecord(
+                created_at=datetime.fromtimestamp(event.time, UTC),
+                **event.model_dump(include=set(CheckpointRecord.model_fields)),
+            )
+            kept = [c for c in record.checkpoints if c.identifier != event.identifier]
+            update = {"checkpoints": [*kept, checkpoint]}
+        case Completed() | Failed() | EpochEnd() | Resuming():
+            return record  # the outcome is decided with the exit code (JobManager); the rest is for the log
+    return record.model_copy(update=update)
