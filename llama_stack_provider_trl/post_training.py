@@ -2,7 +2,6 @@
 
 import asyncio
 import functools
-import json
 import logging
 import os
 import sqlite3
@@ -10,20 +9,17 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from llama_stack_provider_trl.common.job_spec import EVAL_DATA_FILE, TRAIN_DATA_FILE, DPOJobSpec
 from llama_stack_provider_trl.common.storage_errors import describe_write_error
 from llama_stack_provider_trl.config import WARM_STANDBY_MIN_CPUS, TrlPostTrainingConfig
-from llama_stack_provider_trl.engine.admission import build_job_spec, check_model, dataset_id_of, job_dir_for
+from llama_stack_provider_trl.engine.admission import admit
 from llama_stack_provider_trl.engine.devices import resolve_device
 from llama_stack_provider_trl.engine.errors import RequestError
+from llama_stack_provider_trl.engine.intake import submit_job, write_job
 from llama_stack_provider_trl.engine.job_record import CheckpointRecord, JobRecord
+from llama_stack_provider_trl.engine.job_request import Given
 from llama_stack_provider_trl.engine.job_store import JobStore
-from llama_stack_provider_trl.engine.jobs import JobAlreadyExists, JobAlreadyFinished, JobManager, JobNotFound
-from llama_stack_provider_trl.engine.model_files import has_chat_template, sliding_window
-from llama_stack_provider_trl.engine.preference_rows import PreferenceDataError, PreferenceRows, check_preference_rows
-from llama_stack_provider_trl.engine.request_limits import check_dataset_size, check_request_limits
+from llama_stack_provider_trl.engine.jobs import JobAlreadyFinished, JobManager, JobNotFound
 from llama_stack_provider_trl.stack_api import (
-    BadRequestError,
     CancelTrainingJobRequest,
     Checkpoint,
     ConflictError,
@@ -35,7 +31,6 @@ from llama_stack_provider_trl.stack_api import (
     GetModelRequest,
     GetTrainingJobArtifactsRequest,
     GetTrainingJobStatusRequest,
-    InsufficientStorageError,
     IterRowsRequest,
     JobNotFoundError,
     JobStatus,
@@ -51,6 +46,7 @@ from llama_stack_provider_trl.stack_api import (
     SupervisedFineTuneRequest,
     stack_error,
 )
+from llama_stack_provider_trl.stack_requests import dpo_job_request
 
 logger = logging.getLogger(__name__)
 
@@ -116,51 +112,18 @@ class TrlPostTrainingImpl:
 
     @_answers_request_errors
     async def preference_optimize(self, request: PreferenceOptimizeRequest) -> PostTrainingJob:
-        check_request_limits(request)
-        job_dir = job_dir_for(self.output_root, request.job_uuid)
-        if self.jobs.exists(request.job_uuid):
-            raise ConflictError(f"job_uuid: a job named '{request.job_uuid}' already exists; choose another job_uuid")
-        dataset_id = dataset_id_of(request)
-        spec = build_job_spec(request, self.config, job_dir, self.device, num_rows=0)  # every field, before I/O
-        spec = spec.model_copy(update={"model": await self._registered_model_path(spec.model)})
-        train, evaluation = await self._training_and_validation_rows(request, dataset_id)
-        _check_chat_template(spec, train)
-        _check_padding_free(spec)
-        spec = spec.model_copy(
-            update={"num_rows": len(train.rows), "num_eval_rows": len(evaluation.rows) if evaluation else 0}
+        job_request = dpo_job_request(request)
+        job = await admit(
+            job_request,
+            self.config,
+            output_root=self.output_root,
+            device=self.device,
+            job_exists=self.jobs.exists,
+            sources=self,
         )
-
-        try:
-            job_dir.mkdir()  # atomic claim of the name: a concurrent request with the same job_uuid gets 409
-        except FileExistsError as exc:
-            raise ConflictError(
-                f"job_uuid: '{request.job_uuid}' already has a directory in {self.output_root} from an earlier job; "
-                "choose another job_uuid"
-            ) from exc
-        except OSError as exc:  # the server's storage, not the request, is at fault: the job fails saying so
-            return self._submit_failed(spec, f"the job's directory: {describe_write_error(job_dir, exc)}")
-        try:
-            _write_jsonl(job_dir / TRAIN_DATA_FILE, train.rows)
-            if evaluation is not None:
-                _write_jsonl(job_dir / EVAL_DATA_FILE, evaluation.rows)
-            spec.write()
-        except OSError as exc:
-            return self._submit_failed(spec, f"the job's data: {describe_write_error(exc.filename or job_dir, exc)}")
-        try:
-            self.jobs.submit(spec)
-        except JobAlreadyExists as exc:
-            raise ConflictError(f"job_uuid: a job named '{request.job_uuid}' already exists") from exc
-        except (sqlite3.Error, OSError) as exc:
-            message = f"the job store {self.config.job_store_path} cannot record the job: {exc}"
-            raise InsufficientStorageError(message) from exc
-        return PostTrainingJob(job_uuid=request.job_uuid)
-
-    def _submit_failed(self, spec: DPOJobSpec, error: str) -> PostTrainingJob:
-        try:
-            self.jobs.submit_failed(spec, error)
-        except JobAlreadyExists as exc:
-            raise ConflictError(f"job_uuid: a job named '{spec.job_uuid}' already exists") from exc
-        return PostTrainingJob(job_uuid=spec.job_uuid)
+        write_problem = write_job(job, job_request.job_uuid.field)
+        submit_job(self.jobs, job, write_problem, job_request.job_uuid.field)
+        return PostTrainingJob(job_uuid=job.spec.job_uuid)
 
     async def get_training_jobs(self) -> ListPostTrainingJobsResponse:
         return ListPostTrainingJobsResponse(data=[PostTrainingJob(job_uuid=r.job_uuid) for r in self.jobs.list()])
@@ -191,80 +154,31 @@ class TrlPostTrainingImpl:
         record = self._get(request.job_uuid)
         return PostTrainingJobArtifactsResponse(job_uuid=record.job_uuid, checkpoints=_checkpoints(record))
 
-    async def _registered_model_path(self, model: str) -> str:
+    # -- RequestSources: what admission reads through this stack --------------------------------------------------
+    async def registered_model_path(self, model: str) -> str | None:
         """A model registered with the stack trains from metadata.model_path, else its provider_resource_id (a
-        local directory or a Hub id). A local directory or an unregistered name is used as it is."""
-        if self.models_api is None or Path(model).is_absolute():
-            return model
+        local directory or a Hub id)."""
+        if self.models_api is None:
+            return None
         try:
             registered = await self.models_api.get_model(GetModelRequest(model_id=model))
         except ModelNotFoundError:
-            return model
-        path = (registered.metadata or {}).get("model_path") or registered.provider_resource_id or model
-        return check_model(str(path))
+            return None
+        return (registered.metadata or {}).get("model_path") or registered.provider_resource_id or model
 
-    async def _training_and_validation_rows(
-        self, request: PreferenceOptimizeRequest, dataset_id: str
-    ) -> tuple[PreferenceRows, PreferenceRows | None]:
-        data_config = request.training_config.data_config
-        data_format = data_config.data_format.value if data_config.data_format else None
-        train = await self._preference_rows(dataset_id, "dataset_id", data_format)
-        if not data_config.validation_dataset_id:
-            return train, None
-        evaluation = await self._preference_rows(
-            data_config.validation_dataset_id, "validation_dataset_id", data_format
-        )
-        if (evaluation.shape, evaluation.implicit_prompt) != (train.shape, train.implicit_prompt):
-            raise BadRequestError(
-                f"training_config.data_config.validation_dataset_id: its rows ({evaluation.shape}, fields "
-                f"{list(evaluation.fields)}) differ from the training rows ({train.shape}, fields "
-                f"{list(train.fields)}); use one format for both"
-            )
-        return train, evaluation
-
-    async def _preference_rows(self, dataset_id: str, field: str, data_format: str | None) -> PreferenceRows:
+    async def dataset_rows(self, dataset_id: Given[str], limit: int) -> list[dict[str, Any]]:
         try:
-            await self.datasets_api.get_dataset(GetDatasetRequest(dataset_id=dataset_id))
+            await self.datasets_api.get_dataset(GetDatasetRequest(dataset_id=dataset_id.value))
         except DatasetNotFoundError as exc:
-            raise FieldDatasetNotFoundError(f"training_config.data_config.{field}", dataset_id) from exc
-        # One row over the limit is enough to refuse an oversize dataset without reading all of it.
-        limit = self.config.max_train_rows + 1
-        page = await self.datasetio_api.iterrows(IterRowsRequest(dataset_id=dataset_id, limit=limit))
-        check_dataset_size(dataset_id, page.data, self.config.max_train_rows, self.config.max_field_chars)
-        try:
-            return check_preference_rows(dataset_id, page.data, data_format)
-        except PreferenceDataError as exc:
-            raise BadRequestError(f"training_config.data_config.{field}: {exc}") from exc
+            raise FieldDatasetNotFoundError(dataset_id.field, dataset_id.value) from exc
+        page = await self.datasetio_api.iterrows(IterRowsRequest(dataset_id=dataset_id.value, limit=limit))
+        return page.data
 
     def _get(self, job_uuid: str) -> JobRecord:
         try:
             return self.jobs.get(job_uuid)
         except JobNotFound as exc:
             raise JobNotFoundError(job_uuid) from exc
-
-
-def _check_chat_template(spec: DPOJobSpec, train: PreferenceRows) -> None:
-    if train.shape == "conversational" and has_chat_template(spec.model) is False:
-        raise BadRequestError(
-            f"training_config.data_config.dataset_id: the rows are conversational (lists of messages) but the "
-            f"tokenizer of '{spec.model}' has no chat template to render them; give rows as prompt/chosen/rejected "
-            "strings (data_format 'instruct'), or a model whose tokenizer has a chat template"
-        )
-
-
-def _check_padding_free(spec: DPOJobSpec) -> None:
-    window = sliding_window(spec.model) if spec.padding_free is True else None  # auto runs such a model padded
-    if window is not None and window < spec.max_seq_length:
-        raise BadRequestError(
-            f"padding_free: '{spec.model}' attends within a sliding window of {window} tokens, shorter than "
-            f"max_seq_length {spec.max_seq_length}, and packed sequences cannot keep that window; set padding_free "
-            f"false (provider config or hyperparam_search_config), or max_seq_length {window} or less"
-        )
-
-
-def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
-    with path.open("w", encoding="utf-8") as f:
-        f.writelines(json.dumps(row) + "\n" for row in rows)
 
 
 def _checkpoints(record: JobRecord) -> list[Checkpoint]:

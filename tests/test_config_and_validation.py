@@ -1,22 +1,51 @@
 """Provider config and request resolution, without a server: what each field really does."""
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
 import pytest
 from pydantic import ValidationError
 
+from llama_stack_provider_trl.common.job_spec import DPOJobSpec
 from llama_stack_provider_trl.config import TRL_DPO_LOSS_TYPES, TrlPostTrainingConfig
-from llama_stack_provider_trl.engine.admission import build_job_spec, job_dir_for
+from llama_stack_provider_trl.engine.admission import admit, job_dir_for
 from llama_stack_provider_trl.engine.errors import RequestError
+from llama_stack_provider_trl.engine.job_request import Given
 from llama_stack_provider_trl.stack_api import PreferenceOptimizeRequest
+from llama_stack_provider_trl.stack_requests import dpo_job_request
 
 from helpers import dpo_request
 
 
+class EightRows:
+    """Admission's sources without a server: no registered models, and every dataset holds 8 preference pairs."""
+
+    async def registered_model_path(self, model: str) -> None:
+        return None
+
+    async def dataset_rows(self, dataset_id: Given[str], limit: int) -> list[dict[str, Any]]:
+        return [{"prompt": "p", "chosen": "c", "rejected": "r"}] * 8
+
+
+def _admit(
+    tmp_path: Path, request: dict[str, Any], config: TrlPostTrainingConfig | None = None, device: str = "cpu"
+) -> DPOJobSpec:
+    job_request = dpo_job_request(PreferenceOptimizeRequest.model_validate(request))
+    config = config or TrlPostTrainingConfig()
+    admitted = admit(
+        job_request,
+        config,
+        output_root=tmp_path.resolve(),
+        device=device,
+        job_exists=lambda _: False,
+        sources=EightRows(),
+    )
+    return asyncio.run(admitted).spec
+
+
 def _spec(tmp_path: Path, config: TrlPostTrainingConfig | None = None, device: str = "cpu", **overrides: Any):
-    request = PreferenceOptimizeRequest.model_validate(dpo_request("job", "org/model", "ds", **overrides))
-    return build_job_spec(request, config or TrlPostTrainingConfig(), tmp_path / "job", device, num_rows=8)
+    return _admit(tmp_path, dpo_request("job", "org/model", "ds", **overrides), config, device)
 
 
 def test_normalize_rewards_true_is_rejected_with_the_reason() -> None:
@@ -79,7 +108,7 @@ def test_config_supplies_optimizer_defaults_when_the_request_has_none(tmp_path: 
     config = TrlPostTrainingConfig(learning_rate=3e-4, weight_decay=0.01, warmup_steps=5)
     request = dpo_request("job", "org/model", "ds")
     del request["training_config"]["optimizer_config"]
-    spec = build_job_spec(PreferenceOptimizeRequest.model_validate(request), config, tmp_path, "cpu", num_rows=1)
+    spec = _admit(tmp_path, request, config)
     assert (spec.learning_rate, spec.weight_decay, spec.warmup_steps, spec.optimizer) == (3e-4, 0.01, 5, "adamw")
 
 
@@ -119,14 +148,14 @@ def test_logger_config_must_be_empty(tmp_path: Path) -> None:
     request = dpo_request("job", "org/model", "ds")
     request["logger_config"] = {"anything": 1}
     with pytest.raises(RequestError, match="logger_config"):
-        build_job_spec(PreferenceOptimizeRequest.model_validate(request), TrlPostTrainingConfig(), tmp_path, "cpu", 1)
+        _admit(tmp_path, request)
 
 
 def test_job_dir_stays_inside_the_output_root(tmp_path: Path) -> None:
-    assert job_dir_for(tmp_path.resolve(), "run-1.a_b") == tmp_path.resolve() / "run-1.a_b"
+    assert job_dir_for(tmp_path.resolve(), Given("run-1.a_b", "job_uuid")) == tmp_path.resolve() / "run-1.a_b"
     for bad in ("..", "../x", "/abs", "a/../../b", ""):
         with pytest.raises(RequestError, match="job_uuid"):
-            job_dir_for(tmp_path.resolve(), bad)
+            job_dir_for(tmp_path.resolve(), Given(bad, "job_uuid"))
 
 
 def _with_overrides(
@@ -138,9 +167,7 @@ def _with_overrides(
 ):
     request = dpo_request("job", "org/model", "ds", **kw)
     request["hyperparam_search_config"] = overrides
-    return build_job_spec(
-        PreferenceOptimizeRequest.model_validate(request), config or TrlPostTrainingConfig(), tmp_path, device, 1
-    )
+    return _admit(tmp_path, request, config, device)
 
 
 def test_per_job_overrides_set_lora_and_checkpointing_for_that_job_only(tmp_path: Path) -> None:
@@ -219,7 +246,7 @@ def test_master_weights_in_the_optimizer_is_per_job_and_refused_for_fp16(tmp_pat
     request = dpo_request("job", "org/model", "ds", dtype="fp16")
     request["hyperparam_search_config"] = {"master_weights": "optimizer"}
     with pytest.raises(RequestError, match=r"master_weights: optimizer needs bf16 .* fp16; ask for .* bf16"):
-        build_job_spec(PreferenceOptimizeRequest.model_validate(request), TrlPostTrainingConfig(), tmp_path, "cuda", 1)
+        _admit(tmp_path, request, device="cuda")
 
 
 def test_torch_compile_is_per_job_and_refused_where_it_cannot_build_kernels(

@@ -8,8 +8,9 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from llama_stack_provider_trl.common.job_spec import EVENTS_FILE
+from llama_stack_provider_trl.recipes.dpo_training_single_device import main as recipe_main
 
-from helpers import events_of, final_checkpoint, run_recipe
+from helpers import events_of, final_checkpoint, run_recipe, write_job
 
 
 def _weights_changed(checkpoint: str, base: Path) -> bool:
@@ -52,10 +53,12 @@ def test_each_request_optimizer_trains(
     assert _weights_changed(final_checkpoint(events)["path"], tiny_model)
 
 
-def test_a_recipe_failure_is_reported_as_an_event(tmp_path: Path, preference_rows: list[dict[str, str]]) -> None:
-    with pytest.raises(AssertionError):
-        run_recipe(tmp_path, tmp_path / "missing-model", preference_rows)
-    [failed] = events_of([json.loads(x) for x in (tmp_path / "job" / EVENTS_FILE).read_text().splitlines()], "failed")
+def test_a_recipe_failure_is_reported_as_an_event_and_a_nonzero_exit(
+    tmp_path: Path, preference_rows: list[dict[str, str]]
+) -> None:
+    job_dir = write_job(tmp_path / "job", tmp_path / "missing-model", preference_rows).path
+    assert recipe_main(["recipe", str(job_dir)]) == 1
+    [failed] = events_of([json.loads(x) for x in (job_dir / EVENTS_FILE).read_text().splitlines()], "failed")
     assert "missing-model" in failed["error"]
 
 

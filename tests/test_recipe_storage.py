@@ -41,7 +41,7 @@ def test_a_full_disk_while_saving_fails_with_disk_full(
     def no_space(self, output_dir: str, **kwargs) -> None:
         raise OSError(errno.ENOSPC, "No space left on device", f"{output_dir}/model.safetensors")
 
-    monkeypatch.setattr(recipe._ProviderDPOTrainer, "save_model", no_space)
+    monkeypatch.setattr(recipe.StepLimitedDPOTrainer, "save_model", no_space)
     spec = _spec(tmp_path, tiny_model)
 
     assert recipe.main(["recipe", spec.job_dir]) == 1

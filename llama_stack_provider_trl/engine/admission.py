@@ -1,9 +1,13 @@
-"""Turn a PreferenceOptimizeRequest into a DPOJobSpec, or say which field is wrong and how to fix it.
+"""Admission: every check of a training request, in the order of the request's fields, then the job spec.
 
-Everything here runs at request time, before a directory or a process exists, and raises
-RequestError (HTTP 400) naming the field. A request value wins over the provider config only
-when the request really sets it: the 0.6.1 schema fills in defaults (dtype bf16,
-max_steps_per_epoch 1, loss_type sigmoid) that a client never asked for.
+``admit`` takes a JobRequest (a front door's request in the engine's terms, each value with the caller's name for
+its field) and returns the job to write and submit, or raises RequestError naming the caller's field and the fix.
+It checks every value before any I/O (types, lower and upper bounds, the provider config's per-job overrides),
+then reads what the request names through the front door's ``RequestSources`` (the model, the datasets' rows)
+and checks that, and builds the spec once. Nothing here creates a file or a process.
+
+Upper bounds stop requests that would run for years, exhaust memory or disk, or name a path no file system
+accepts: out-of-range values are 400, oversize input 413.
 """
 
 import importlib.util
@@ -11,8 +15,11 @@ import math
 import os
 import re
 import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from http import HTTPStatus
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import ValidationError
 
@@ -20,9 +27,28 @@ from llama_stack_provider_trl.common.job_spec import DPOJobSpec, LoraSpec, Preci
 from llama_stack_provider_trl.config import PER_JOB_FIELDS, TrlPostTrainingConfig, check_loss_type
 from llama_stack_provider_trl.engine.devices import check_precision
 from llama_stack_provider_trl.engine.errors import RequestError
-from llama_stack_provider_trl.stack_api import PreferenceOptimizeRequest
+from llama_stack_provider_trl.engine.job_request import Given, JobRequest
+from llama_stack_provider_trl.engine.model_files import has_chat_template, sliding_window
+from llama_stack_provider_trl.engine.preference_rows import (
+    SHAPE_OF_DATA_FORMAT,
+    PreferenceDataError,
+    PreferenceRows,
+    check_preference_rows,
+)
 
 JOB_UUID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+MAX_MODEL_CHARS = 4_096
+MAX_PATH_COMPONENT_CHARS = 255  # NAME_MAX on Linux and macOS
+MAX_BETA = 1_000.0
+MAX_N_EPOCHS = 10_000
+MAX_STEPS = 10_000_000  # per epoch
+MAX_ACCUMULATION = 65_536  # gradient accumulation steps
+MAX_DATASET_ID_CHARS = 256
+MAX_BATCH_SIZE = 65_536
+MAX_LR = 10.0
+MAX_WEIGHT_DECAY = 10.0
+MAX_WARMUP_STEPS = 10_000_000
+OPTIMIZERS = ("adamw", "adam", "sgd")
 # Fewer distinct batch shapes on a GPU; on a CPU padding is pure waste.
 AUTO_PAD_MULTIPLE_CUDA = 128
 _DTYPES: dict[str, Precision] = {
@@ -36,131 +62,401 @@ _DTYPES: dict[str, Precision] = {
 _MIXED_PRECISION: dict[str, Precision] = {"auto": "auto", "bf16": "bf16", "fp16": "fp16", "no": "fp32"}
 
 
-def _bad(field: str, problem: str) -> RequestError:
-    return RequestError(field, problem)
+class RequestSources(Protocol):
+    """What admission reads through the front door: its stack's registered models and datasets."""
+
+    async def registered_model_path(self, model: str) -> str | None:
+        """The files of the model registered as ``model`` (a directory or a Hub id); None if none is."""
+        ...
+
+    async def dataset_rows(self, dataset_id: Given[str], limit: int) -> list[dict[str, Any]]:
+        """Up to ``limit`` rows of the dataset; raises the front door's not-found error naming the field."""
+        ...
 
 
-def check_job_uuid(job_uuid: str) -> str:
-    if not JOB_UUID_PATTERN.match(job_uuid or ""):
-        raise _bad(
-            "job_uuid",
-            f"{job_uuid!r} is not allowed; use 1-128 characters from A-Z a-z 0-9 . _ - starting with a letter or "
-            "digit (it names the job's directory)",
+@dataclass(frozen=True)
+class AdmittedJob:
+    """A request that passed every check: the spec its process runs and the rows it trains and evaluates on."""
+
+    spec: DPOJobSpec
+    train_rows: list[dict[str, Any]]
+    eval_rows: list[dict[str, Any]] | None
+
+
+async def admit(
+    request: JobRequest,
+    config: TrlPostTrainingConfig,
+    *,
+    output_root: Path,
+    device: str,
+    job_exists: Callable[[str], bool],
+    sources: RequestSources,
+) -> AdmittedJob:
+    settings = check_request(request, config, output_root=output_root, device=device, job_exists=job_exists)
+    model = await _registered_model(Given(settings["model"], request.model.field), sources)
+    train = await _preference_rows(request.dataset_id, request.data_format, config, sources)
+    evaluation = await _validation_rows(request, train, config, sources)
+    _check_chat_template(request.dataset_id, model, train)
+    _check_packing_window(model, settings["padding_free"], settings["max_seq_length"], request.overrides)
+    spec = DPOJobSpec(
+        **{**settings, "model": model},
+        num_rows=len(train.rows),
+        num_eval_rows=len(evaluation.rows) if evaluation else 0,
+    )
+    return AdmittedJob(spec=spec, train_rows=train.rows, eval_rows=evaluation.rows if evaluation else None)
+
+
+def check_request(
+    request: JobRequest,
+    config: TrlPostTrainingConfig,
+    *,
+    output_root: Path,
+    device: str,
+    job_exists: Callable[[str], bool] = lambda _: False,
+) -> dict[str, Any]:
+    """Every value of the request, checked and resolved against the provider config before any I/O: the job
+    spec's fields but the rows (``model`` is the name as given, or a local directory made absolute)."""
+    job_dir = job_dir_for(output_root, request.job_uuid)
+    if job_exists(request.job_uuid.value):
+        raise RequestError(
+            request.job_uuid.field,
+            f"a job named '{request.job_uuid.value}' already exists; choose another {request.job_uuid.field}",
+            HTTPStatus.CONFLICT,
         )
-    return job_uuid
+    model = check_model(request.model)
+    beta = config.dpo_beta if request.beta is None else _number(request.beta, MAX_BETA)
+    loss_type = _loss_type(request.loss_type)
+    n_epochs = _positive_int(request.n_epochs, MAX_N_EPOCHS)
+    max_steps = None if request.max_steps_per_epoch is None else _positive_int(request.max_steps_per_epoch, MAX_STEPS)
+    accumulation = request.gradient_accumulation_steps
+    gradient_accumulation_steps = 1 if accumulation is None else _positive_int(accumulation, MAX_ACCUMULATION)
+    _check_dataset_id(request.dataset_id)
+    batch_size = _positive_int(request.batch_size, MAX_BATCH_SIZE)
+    shuffle = _flag(request.shuffle, default=True)
+    _check_data_format(request.data_format)
+    if request.validation_dataset_id is not None:
+        _check_dataset_id(request.validation_dataset_id)
+    _refuse_if_set(request.packed, "packing is not supported for DPO in TRL 1.16; set false")
+    _refuse_if_set(request.train_on_input, "DPO scores completions only; there is no loss on the prompt. Set false")
+    optimizer = _optimizer(request.optimizer)
+    learning_rate = config.learning_rate if request.learning_rate is None else _number(request.learning_rate, MAX_LR)
+    weight_decay = _number_or(request.weight_decay, MAX_WEIGHT_DECAY, config.weight_decay)
+    warmup_steps = config.warmup_steps if request.warmup_steps is None else _warmup_steps(request.warmup_steps)
+    _refuse_if_set(request.fsdp, "FSDP options do not apply: this provider trains on a single device. Set them false")
+    precision = _precision(request.dtype, config, device)
+    job = job_config(config, request.overrides)  # the provider config with this job's overrides
+    loss_types, loss_weights = _losses(loss_type, request.loss_type, request.overrides, job)
+    _check_logger_config(request.logger_config)
+    return {
+        "job_uuid": request.job_uuid.value,
+        "model": model,
+        "job_dir": str(job_dir),
+        "device": device,
+        "precision": precision,
+        "beta": beta,
+        "loss_types": loss_types,
+        "loss_weights": loss_weights,
+        "reference_strategy": _reference_strategy(job),
+        "lora": _lora(job, device, request.overrides),
+        "n_epochs": n_epochs,
+        "max_steps_per_epoch": max_steps,
+        "batch_size": batch_size,
+        "gradient_accumulation_steps": gradient_accumulation_steps,
+        "shuffle": shuffle,
+        "learning_rate": learning_rate,
+        "weight_decay": weight_decay,
+        "warmup_steps": warmup_steps,
+        "optimizer": optimizer,
+        "max_seq_length": job.max_seq_length,
+        "pad_to_multiple_of": _pad_multiple(job, device),
+        "group_by_length": job.group_by_length,
+        "padding_free": job.padding_free,
+        "master_weights": _master_weights(job, precision, request.overrides),
+        "torch_compile": _torch_compile(job, device, request.overrides),
+        "gradient_checkpointing": _flag(request.gradient_checkpointing, default=job.gradient_checkpointing),
+        "activation_offloading": _flag(request.activation_offloading, default=False),
+        "logging_steps": job.logging_steps,
+        "save_every_epoch": job.save_every_epoch,
+        "save_total_limit": job.save_total_limit,
+        "seed": job.seed,
+        "trust_remote_code": job.trust_remote_code,
+    }
 
 
-def job_dir_for(output_root: Path, job_uuid: str) -> Path:
+# -- job_uuid, model ----------------------------------------------------------------------------------------------
+def job_dir_for(output_root: Path, job_uuid: Given[str]) -> Path:
     """The job's directory, guaranteed to be a direct child of ``output_root``."""
-    job_dir = (output_root / check_job_uuid(job_uuid)).resolve()
+    if not isinstance(job_uuid.value, str) or not JOB_UUID_PATTERN.match(job_uuid.value):
+        raise RequestError(
+            job_uuid.field,
+            f"{job_uuid.value!r} is not allowed; use 1-128 characters from A-Z a-z 0-9 . _ - starting with a letter "
+            "or digit (it names the job's directory)",
+        )
+    job_dir = (output_root / job_uuid.value).resolve()
     if job_dir.parent != output_root:
-        raise _bad("job_uuid", f"{job_uuid!r} does not name a directory inside the output directory")
+        raise RequestError(job_uuid.field, f"{job_uuid.value!r} does not name a directory inside the output directory")
     return job_dir
 
 
-def _positive_int(field: str, value: int) -> int:
-    if value <= 0:
-        raise _bad(field, f"must be a positive integer, got {value}")
+def check_model(model: Given[str]) -> str:
+    """A local directory as an absolute path (the job runs in its own directory), else the name as given."""
+    name = model.value
+    if not isinstance(name, str) or not name.strip():
+        raise RequestError(model.field, "is empty; give a Hugging Face model id or a local model directory")
+    if len(name) > MAX_MODEL_CHARS:
+        raise RequestError(
+            model.field, f"{len(name)} characters; at most {MAX_MODEL_CHARS}", HTTPStatus.REQUEST_ENTITY_TOO_LARGE
+        )
+    if any(len(part) > MAX_PATH_COMPONENT_CHARS for part in name.split("/")):
+        raise RequestError(model.field, f"a path component is over {MAX_PATH_COMPONENT_CHARS} characters")
+    local = Path(name).expanduser()
+    if os.path.isdir(local):  # unlike Path.is_dir, False (not an error) for a name too long
+        return str(local.resolve())
+    if name.startswith(("/", "./", "../", "~")):
+        raise RequestError(model.field, f"local model directory '{name}' does not exist")
+    return name
+
+
+# -- numbers and flags ------------------------------------------------------------------------------------------
+def _positive_int(given: Given[int], limit: int) -> int:
+    value = given.value
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise RequestError(given.field, f"must be a positive integer, got {value}")
+    _at_most(given, limit)
     return value
 
 
-def _non_negative(field: str, value: float) -> float:
-    if not math.isfinite(value) or value < 0:
-        raise _bad(field, f"must be a finite number >= 0, got {value}")
-    return value
+def _number(given: Given[float], limit: float, zero_ok: bool = False) -> float:
+    """A finite number above 0 (or at least 0, with ``zero_ok``), at most ``limit``."""
+    value = given.value
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        raise RequestError(given.field, f"must be a number, got {value!r}")
+    if zero_ok and (not math.isfinite(value) or value < 0):
+        raise RequestError(given.field, f"must be a finite number >= 0, got {value}")
+    if not zero_ok and (not math.isfinite(value) or value <= 0):
+        raise RequestError(given.field, f"must be a finite number > 0, got {value}")
+    _at_most(given, limit)
+    return float(value)
 
 
-def _positive_float(field: str, value: float) -> float:
-    if not math.isfinite(value) or value <= 0:
-        raise _bad(field, f"must be a finite number > 0, got {value}")
-    return value
+def _number_or(given: Given[float] | None, limit: float, default: float) -> float:
+    """A number at least 0 when given, else the provider config's ``default``."""
+    return default if given is None else _number(given, limit, zero_ok=True)
 
 
-def job_config(config: TrlPostTrainingConfig, overrides: dict[str, Any] | None) -> TrlPostTrainingConfig:
-    """The provider config with the request's per-job overrides (hyperparam_search_config) applied."""
-    if not overrides:
+def _at_most(given: Given[float], limit: float) -> None:
+    if given.value > limit:
+        raise RequestError(given.field, f"{given.value} is above the limit of {limit:g}")
+
+
+def _flag(given: Given[bool] | None, default: bool) -> bool:
+    if given is None:
+        return default
+    if not isinstance(given.value, bool):
+        raise RequestError(given.field, f"must be true or false, got {given.value!r}")
+    return given.value
+
+
+def _refuse_if_set(given: Given[bool] | None, why: str) -> None:
+    if _flag(given, default=False):
+        assert given is not None
+        raise RequestError(given.field, why)
+
+
+# -- algorithm ------------------------------------------------------------------------------------------------
+def _loss_type(given: Given[str] | None) -> str | None:
+    if given is None:
+        return None
+    try:
+        return check_loss_type(given.value)
+    except ValueError as exc:
+        raise RequestError(given.field, str(exc)) from exc
+
+
+def _losses(
+    loss: str | None, given: Given[str] | None, overrides: Given[dict[str, Any]], job: TrlPostTrainingConfig
+) -> tuple[list[str], list[float] | None]:
+    """(TRL loss_type list, loss_weights): the request's single loss wins over the config's list."""
+    if loss is None or given is None:
+        return job.loss_types, job.loss_weights
+    if "dpo_loss_type" in overrides.value and job.loss_types != [loss]:
+        raise RequestError(
+            given.field, f"'{loss}' conflicts with {overrides.field}.dpo_loss_type {job.loss_types}; set only one"
+        )
+    return [loss], None
+
+
+# -- data -------------------------------------------------------------------------------------------------------
+def _check_dataset_id(dataset_id: Given[str]) -> None:
+    if not isinstance(dataset_id.value, str) or not dataset_id.value:
+        raise RequestError(
+            dataset_id.field,
+            "is required: give dataset_id (a dataset registered with purpose post-training/messages) and batch_size",
+        )
+    if len(dataset_id.value) > MAX_DATASET_ID_CHARS:
+        raise RequestError(
+            dataset_id.field, f"over {MAX_DATASET_ID_CHARS} characters", HTTPStatus.REQUEST_ENTITY_TOO_LARGE
+        )
+
+
+def _check_data_format(data_format: Given[str] | None) -> None:
+    if data_format is not None and data_format.value not in SHAPE_OF_DATA_FORMAT:
+        raise RequestError(
+            data_format.field,
+            f"unknown data format {data_format.value!r}; use instruct (strings) or dialog (lists of messages)",
+        )
+
+
+async def _preference_rows(
+    dataset_id: Given[str], data_format: Given[str] | None, config: TrlPostTrainingConfig, sources: RequestSources
+) -> PreferenceRows:
+    # One row over the limit is enough to refuse an oversize dataset without reading all of it.
+    rows = await sources.dataset_rows(dataset_id, limit=config.max_train_rows + 1)
+    _check_dataset_size(dataset_id, rows, config.max_train_rows, config.max_field_chars)
+    try:
+        return check_preference_rows(dataset_id.value, rows, data_format.value if data_format else None)
+    except PreferenceDataError as exc:
+        raise RequestError(dataset_id.field, str(exc)) from exc
+
+
+async def _validation_rows(
+    request: JobRequest, train: PreferenceRows, config: TrlPostTrainingConfig, sources: RequestSources
+) -> PreferenceRows | None:
+    validation = request.validation_dataset_id
+    if validation is None:
+        return None
+    evaluation = await _preference_rows(validation, request.data_format, config, sources)
+    if (evaluation.shape, evaluation.implicit_prompt) != (train.shape, train.implicit_prompt):
+        raise RequestError(
+            validation.field,
+            f"its rows ({evaluation.shape}, fields {list(evaluation.fields)}) differ from the training rows "
+            f"({train.shape}, fields {list(train.fields)}); use one format for both",
+        )
+    return evaluation
+
+
+def _check_dataset_size(dataset_id: Given[str], rows: list[dict[str, Any]], max_rows: int, max_chars: int) -> None:
+    """``rows`` may hold one row more than ``max_rows``: that is how an oversize dataset is noticed."""
+    if len(rows) > max_rows:
+        raise RequestError(
+            dataset_id.field,
+            f"dataset '{dataset_id.value}' has more than {max_rows} rows (the max_train_rows limit)",
+            HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+        )
+    for index, row in enumerate(rows):
+        for name, value in row.items():
+            chars = _characters(value)
+            if chars > max_chars:
+                raise RequestError(
+                    dataset_id.field,
+                    f"dataset '{dataset_id.value}' row {index}: field '{name}' has {chars} characters; at most "
+                    f"{max_chars} (max_field_chars)",
+                    HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                )
+
+
+def _characters(value: Any) -> int:
+    """A string's length; a list of messages counts every message's content."""
+    if isinstance(value, str):
+        return len(value)
+    if isinstance(value, list | tuple):
+        return sum(len(m["content"]) for m in value if isinstance(m, dict) and isinstance(m.get("content"), str))
+    return 0
+
+
+# -- optimizer, precision ---------------------------------------------------------------------------------------
+def _optimizer(given: Given[str] | None) -> str:
+    if given is None:
+        return "adamw"
+    if given.value not in OPTIMIZERS:
+        raise RequestError(given.field, f"unknown optimizer {given.value!r}; use one of {', '.join(OPTIMIZERS)}")
+    return given.value
+
+
+def _warmup_steps(given: Given[int]) -> int:
+    return int(_number(given, MAX_WARMUP_STEPS, zero_ok=True))
+
+
+def _precision(dtype: Given[str] | None, config: TrlPostTrainingConfig, device: str) -> Precision:
+    if dtype is None:
+        precision = _MIXED_PRECISION[config.mixed_precision]
+    else:
+        precision = _DTYPES.get(str(dtype.value).lower())
+        if precision is None:
+            raise RequestError(dtype.field, f"unknown dtype {dtype.value!r}; use bf16, fp16 or fp32")
+    try:
+        check_precision(device, precision)
+    except ValueError as exc:
+        raise RequestError(dtype.field if dtype else "mixed_precision", str(exc)) from exc
+    return precision
+
+
+# -- per-job overrides of the provider config -------------------------------------------------------------------
+def job_config(config: TrlPostTrainingConfig, overrides: Given[dict[str, Any]]) -> TrlPostTrainingConfig:
+    """The provider config with the request's per-job overrides applied."""
+    if not overrides.value:
         return config
-    unknown = sorted(set(overrides) - PER_JOB_FIELDS)
+    if not isinstance(overrides.value, dict):
+        raise RequestError(overrides.field, f"must be an object of provider config keys, got {overrides.value!r}")
+    unknown = sorted(set(overrides.value) - PER_JOB_FIELDS)
     if unknown:
-        raise _bad(
-            "hyperparam_search_config",
+        raise RequestError(
+            overrides.field,
             f"unknown or not per-job keys {unknown}; a job may override: {', '.join(sorted(PER_JOB_FIELDS))}",
         )
     try:
-        return TrlPostTrainingConfig.model_validate({**config.model_dump(), **overrides})
+        return TrlPostTrainingConfig.model_validate({**config.model_dump(), **overrides.value})
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(part) for part in error['loc']) or 'value'}: {error['msg']}" for error in exc.errors()
         )
-        raise _bad("hyperparam_search_config", problems) from exc
+        raise RequestError(overrides.field, problems) from exc
 
 
-def check_model(model: str) -> str:
-    """A local directory as an absolute path (the job runs in its own directory), else the name as given."""
-    if not model or not model.strip():
-        raise _bad("finetuned_model", "is empty; give a Hugging Face model id or a local model directory")
-    local = Path(model).expanduser()
-    if os.path.isdir(local):  # unlike Path.is_dir, False (not an error) for a name too long
-        return str(local.resolve())
-    if model.startswith(("/", "./", "../", "~")):
-        raise _bad("finetuned_model", f"local model directory '{model}' does not exist")
-    return model
-
-
-def _reference_strategy(config: TrlPostTrainingConfig) -> ReferenceStrategy:
-    if not config.use_reference_model:
+def _reference_strategy(job: TrlPostTrainingConfig) -> ReferenceStrategy:
+    if not job.use_reference_model:
         return "precomputed_log_probs"
-    return "adapters_disabled" if config.use_lora else "frozen_copy"
+    return "adapters_disabled" if job.use_lora else "frozen_copy"
 
 
-def _lora(config: TrlPostTrainingConfig, device: str) -> LoraSpec | None:
-    if not config.use_lora:
+def _lora(job: TrlPostTrainingConfig, device: str, overrides: Given[dict[str, Any]]) -> LoraSpec | None:
+    if not job.use_lora:
         return None
-    if config.qlora:
+    if job.qlora:
+        field = f"{overrides.field}.qlora"
         if not device.startswith("cuda"):
-            raise _bad(
-                "hyperparam_search_config.qlora", f"4-bit QLoRA needs a CUDA device, this server trains on {device}"
-            )
+            raise RequestError(field, f"4-bit QLoRA needs a CUDA device, this server trains on {device}")
         if importlib.util.find_spec("bitsandbytes") is None:
-            raise _bad("hyperparam_search_config.qlora", "4-bit QLoRA needs bitsandbytes: pip install bitsandbytes")
+            raise RequestError(field, "4-bit QLoRA needs bitsandbytes: pip install bitsandbytes")
     return LoraSpec(
-        rank=config.lora_rank,
-        alpha=config.lora_alpha,
-        dropout=config.lora_dropout,
-        target_modules=config.lora_target_modules,
-        quantize_4bit=config.qlora,
-        merge_adapter=config.merge_adapter,
+        rank=job.lora_rank,
+        alpha=job.lora_alpha,
+        dropout=job.lora_dropout,
+        target_modules=job.lora_target_modules,
+        quantize_4bit=job.qlora,
+        merge_adapter=job.merge_adapter,
     )
 
 
-def _precision(request: PreferenceOptimizeRequest, config: TrlPostTrainingConfig, device: str) -> Precision:
-    training = request.training_config
-    if "dtype" in training.model_fields_set and training.dtype is not None:
-        precision = _DTYPES.get(training.dtype.lower())
-        if precision is None:
-            raise _bad("training_config.dtype", f"unknown dtype {training.dtype!r}; use bf16, fp16 or fp32")
-    else:
-        precision = _MIXED_PRECISION[config.mixed_precision]
-    try:
-        check_precision(device, precision)
-    except ValueError as exc:
-        raise _bad("training_config.dtype", str(exc)) from exc
-    return precision
+def _pad_multiple(job: TrlPostTrainingConfig, device: str) -> int | None:
+    if job.pad_to_multiple_of == "auto":  # a job that runs packed pads nothing: the recipe knows if it does
+        return AUTO_PAD_MULTIPLE_CUDA if device.startswith("cuda") else None
+    return job.pad_to_multiple_of
 
 
-def _master_weights(config: TrlPostTrainingConfig, precision: Precision) -> str:
-    if config.master_weights == "optimizer" and precision == "fp16":
-        raise _bad(
-            "hyperparam_search_config.master_weights",
+def _master_weights(job: TrlPostTrainingConfig, precision: Precision, overrides: Given[dict[str, Any]]) -> str:
+    if job.master_weights == "optimizer" and precision == "fp16":
+        raise RequestError(
+            f"{overrides.field}.master_weights",
             "optimizer needs bf16 (fp16 weights would need loss scaling) and this job runs in fp16; ask for "
             "training_config.dtype bf16, or master_weights: model",
         )
-    return config.master_weights
+    return job.master_weights
 
 
-def _torch_compile(config: TrlPostTrainingConfig, device: str) -> bool:
+def _torch_compile(job: TrlPostTrainingConfig, device: str, overrides: Given[dict[str, Any]]) -> bool:
     """torch.compile needs a C++ compiler to build CPU kernels and Triton to build CUDA ones."""
-    if not config.torch_compile:
+    if not job.torch_compile:
         return False
     problem = None
     if device == "cpu":
@@ -172,132 +468,46 @@ def _torch_compile(config: TrlPostTrainingConfig, device: str) -> bool:
     elif device == "mps":
         problem = "torch.compile's MPS backend is experimental and not supported here"
     if problem:
-        raise _bad("hyperparam_search_config.torch_compile", f"{problem}; set torch_compile: false")
+        raise RequestError(f"{overrides.field}.torch_compile", f"{problem}; set torch_compile: false")
     return True
 
 
-def _pad_multiple(config: TrlPostTrainingConfig, device: str) -> int | None:
-    if config.pad_to_multiple_of == "auto":  # a job that runs packed pads nothing: the recipe knows if it does
-        return AUTO_PAD_MULTIPLE_CUDA if device.startswith("cuda") else None
-    return config.pad_to_multiple_of
-
-
-def _losses(request: PreferenceOptimizeRequest, config: TrlPostTrainingConfig) -> tuple[list[str], list[float] | None]:
-    """(TRL loss_type list, loss_weights): the request's single loss wins over the config's list."""
-    algorithm = request.algorithm_config
-    if "loss_type" not in algorithm.model_fields_set:
-        return config.loss_types, config.loss_weights
-    try:
-        loss = check_loss_type(algorithm.loss_type.value)
-    except ValueError as exc:
-        raise _bad("algorithm_config.loss_type", str(exc)) from exc
-    overrides = request.hyperparam_search_config or {}
-    if "dpo_loss_type" in overrides and config.loss_types != [loss]:
-        raise _bad(
-            "algorithm_config.loss_type",
-            f"'{loss}' conflicts with hyperparam_search_config.dpo_loss_type {config.loss_types}; set only one",
-        )
-    return [loss], None
-
-
-def _reject_unsupported(request: PreferenceOptimizeRequest) -> None:
-    data = request.training_config.data_config
-    efficiency = request.training_config.efficiency_config
-    if data is not None and data.packed:
-        raise _bad("training_config.data_config.packed", "packing is not supported for DPO in TRL 1.16; set false")
-    if data is not None and data.train_on_input:
-        raise _bad(
-            "training_config.data_config.train_on_input",
-            "DPO scores completions only; there is no loss on the prompt to turn on. Set false",
-        )
-    if efficiency is not None and (efficiency.memory_efficient_fsdp_wrap or efficiency.fsdp_cpu_offload):
-        raise _bad(
-            "training_config.efficiency_config",
-            "FSDP options do not apply: this provider trains on a single device. Set them false",
-        )
-    if request.logger_config:
-        raise _bad(
-            "logger_config",
-            f"no keys are supported (got {sorted(request.logger_config)}); metrics appear in job status. Send {{}}",
+def _check_logger_config(logger_config: Given[dict[str, Any]] | None) -> None:
+    if logger_config is not None and logger_config.value:
+        keys = sorted(logger_config.value) if isinstance(logger_config.value, dict) else logger_config.value
+        raise RequestError(
+            logger_config.field, f"no keys are supported (got {keys}); metrics appear in job status. Send {{}}"
         )
 
 
-def build_job_spec(
-    request: PreferenceOptimizeRequest,
-    provider_config: TrlPostTrainingConfig,
-    job_dir: Path,
-    device: str,
-    num_rows: int,
-) -> DPOJobSpec:
-    """Resolve every hyperparameter from the request, its per-job overrides and the provider config."""
-    _reject_unsupported(request)
-    config = job_config(provider_config, request.hyperparam_search_config)
-    training = request.training_config
-    data = training.data_config
-    assert data is not None, "dataset_id_of() checks data_config first"
-    optimizer = training.optimizer_config
-    efficiency = training.efficiency_config
-    loss_types, loss_weights = _losses(request, config)
-    precision = _precision(request, config, device)
-
-    gradient_checkpointing = config.gradient_checkpointing
-    if efficiency is not None and "enable_activation_checkpointing" in efficiency.model_fields_set:
-        gradient_checkpointing = bool(efficiency.enable_activation_checkpointing)
-
-    max_steps_per_epoch = None
-    if "max_steps_per_epoch" in training.model_fields_set:
-        max_steps_per_epoch = _positive_int("training_config.max_steps_per_epoch", training.max_steps_per_epoch)
-
-    return DPOJobSpec(
-        job_uuid=request.job_uuid,
-        model=check_model(request.finetuned_model),
-        job_dir=str(job_dir),
-        device=device,
-        precision=precision,
-        beta=_positive_float("algorithm_config.beta", request.algorithm_config.beta),
-        loss_types=loss_types,
-        loss_weights=loss_weights,
-        reference_strategy=_reference_strategy(config),
-        lora=_lora(config, device),
-        n_epochs=_positive_int("training_config.n_epochs", training.n_epochs),
-        max_steps_per_epoch=max_steps_per_epoch,
-        batch_size=_positive_int("training_config.data_config.batch_size", data.batch_size),
-        gradient_accumulation_steps=_positive_int(
-            "training_config.gradient_accumulation_steps", training.gradient_accumulation_steps
-        ),
-        shuffle=data.shuffle,
-        learning_rate=_positive_float("training_config.optimizer_config.lr", optimizer.lr)
-        if optimizer
-        else config.learning_rate,
-        weight_decay=_non_negative("training_config.optimizer_config.weight_decay", optimizer.weight_decay)
-        if optimizer
-        else config.weight_decay,
-        warmup_steps=int(_non_negative("training_config.optimizer_config.num_warmup_steps", optimizer.num_warmup_steps))
-        if optimizer
-        else config.warmup_steps,
-        optimizer=optimizer.optimizer_type.value if optimizer else "adamw",
-        max_seq_length=config.max_seq_length,
-        pad_to_multiple_of=_pad_multiple(config, device),
-        group_by_length=config.group_by_length,
-        padding_free=config.padding_free,
-        master_weights=_master_weights(config, precision),
-        torch_compile=_torch_compile(config, device),
-        gradient_checkpointing=gradient_checkpointing,
-        activation_offloading=bool(efficiency and efficiency.enable_activation_offloading),
-        logging_steps=config.logging_steps,
-        save_every_epoch=config.save_every_epoch,
-        save_total_limit=config.save_total_limit,
-        seed=config.seed,
-        trust_remote_code=config.trust_remote_code,
-        num_rows=num_rows,
-    )
+# -- what the request names: the model's files ------------------------------------------------------------------
+async def _registered_model(model: Given[str], sources: RequestSources) -> str:
+    """A model registered with the front door's stack trains from its files; a local directory or an
+    unregistered name is used as it is."""
+    if Path(model.value).is_absolute():
+        return model.value
+    path = await sources.registered_model_path(model.value)
+    return model.value if path is None else check_model(Given(path, model.field))
 
 
-def dataset_id_of(request: PreferenceOptimizeRequest) -> str:
-    data = request.training_config.data_config
-    if data is None or not data.dataset_id:
-        raise _bad(
-            "training_config.data_config",
-            "is required: give dataset_id (a dataset registered with purpose post-training/messages) and batch_size",
+def _check_chat_template(dataset_id: Given[str], model: str, train: PreferenceRows) -> None:
+    if train.shape == "conversational" and has_chat_template(model) is False:
+        raise RequestError(
+            dataset_id.field,
+            f"the rows are conversational (lists of messages) but the tokenizer of '{model}' has no chat template to "
+            "render them; give rows as prompt/chosen/rejected strings (data_format 'instruct'), or a model whose "
+            "tokenizer has a chat template",
         )
-    return data.dataset_id
+
+
+def _check_packing_window(
+    model: str, padding_free: bool | str, max_seq_length: int, overrides: Given[dict[str, Any]]
+) -> None:
+    window = sliding_window(model) if padding_free is True else None  # auto runs such a model padded
+    if window is not None and window < max_seq_length:
+        raise RequestError(
+            f"{overrides.field}.padding_free",
+            f"'{model}' attends within a sliding window of {window} tokens, shorter than max_seq_length "
+            f"{max_seq_length}, and packed sequences cannot keep that window; set padding_free false (provider "
+            f"config or {overrides.field}), or max_seq_length {window} or less",
+        )

@@ -75,131 +75,14 @@ from llama_stack_provider_trl.recipes.throughput import (
 )
 
 
-class _ProviderDPOTrainer(DPOTrainer):
-    """DPOTrainer with two changes: the learning-rate schedule spans the steps that will really run (with
-    ``max_steps_per_epoch`` each epoch stops early, so Trainer's own count is too large), and length
-    grouping batches preference pairs of similar length (PairLengthGroupedSampler) in training only."""
-
-    def __init__(self, *args: Any, total_steps: int, **kwargs: Any) -> None:
-        self._total_steps = total_steps
-        super().__init__(*args, **kwargs)
-
-    def _get_train_sampler(self, train_dataset: Dataset | None = None) -> Sampler | None:
-        if self.args.train_sampling_strategy != "group_by_length":
-            return super()._get_train_sampler(train_dataset)
-        batch = self.args.train_batch_size * self.args.gradient_accumulation_steps
-        return PairLengthGroupedSampler(pair_lengths(self.train_dataset), batch, seed=self.args.seed)
-
-    def _get_eval_sampler(self, eval_dataset: Dataset) -> Sampler | None:
-        return SequentialSampler(eval_dataset)  # Trainer would length-group it too, and fail on TRL's columns
-
-    def create_scheduler(
-        self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None
-    ) -> torch.optim.lr_scheduler.LRScheduler:
-        return super().create_scheduler(self._total_steps, optimizer)
-
-
-class _ProgressReporter(TrainerCallback):
-    """Writes progress, TRL's logged metrics, evaluations and checkpoints to the job's event file; ends epochs at
-    the step limit."""
-
-    def __init__(
-        self,
-        events: EventWriter,
-        job_uuid: str,
-        total_steps: int,
-        steps_per_epoch: int,
-        meter: ThroughputMeter,
-    ) -> None:
-        self._events = events
-        self._job_uuid = job_uuid
-        self._meter = meter
-        self.padding: PaddingCounter | None = None
-        self.eval_chosen_tokens_per_row: float | None = None
-        self._total_steps = total_steps
-        self._steps_per_epoch = steps_per_epoch
-        self._epoch = 0
-        self._epoch_start_step = 0
-        self._epoch_losses: list[float] = []
-        self.epoch_train_loss: float | None = None
-        self.eval_loss: float | None = None
-        self.perplexity: float | None = None
-
-    def on_train_begin(self, args, state, control, optimizer=None, **kwargs):
-        inner = getattr(optimizer, "optimizer", optimizer)  # accelerate wraps the torch optimizer
-        self._events.emit(TrainingStarted(optimizer=type(inner).__name__))
-
-    def on_epoch_begin(self, args, state, control, **kwargs):
-        # From the step count, not a counter: a run resumed from a checkpoint starts mid-way
-        self._epoch = state.global_step // self._steps_per_epoch + 1
-        self._epoch_start_step = (self._epoch - 1) * self._steps_per_epoch
-        self._epoch_losses = []
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step - self._epoch_start_step >= self._steps_per_epoch:
-            control.should_epoch_stop = True
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        logs = dict(logs or {})
-        if "train_runtime" in logs:  # Trainer's end-of-training summary, not a step's metrics
-            self._events.emit(TrainSummary(metrics=_numbers(logs)))
-            return
-        if "loss" in logs:
-            self._epoch_losses.append(float(logs["loss"]))
-        if "num_tokens" in logs:
-            self._meter.update(state.global_step, float(logs["num_tokens"]))
-        self._events.emit(
-            Metrics(
-                step=state.global_step,
-                total_steps=self._total_steps,
-                epoch=self._epoch,
-                metrics=_numbers(logs),
-                tokens_per_s=self._meter.tokens_per_s,
-                mfu=self._meter.mfu,
-                padding_share=self.padding.padding_share if self.padding else None,
-            )
-        )
-
-    def on_epoch_end(self, args, state, control, **kwargs):
-        if self._epoch_losses:
-            self.epoch_train_loss = sum(self._epoch_losses) / len(self._epoch_losses)
-        self._events.emit(EpochEnd(epoch=self._epoch, step=state.global_step, train_loss=self.epoch_train_loss))
-
-    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
-        metrics = _numbers(metrics or {})
-        self.eval_loss = metrics.get("eval_loss")
-        chosen_logps = metrics.get("eval_logps/chosen")
-        if chosen_logps is not None and self.eval_chosen_tokens_per_row:
-            # Per-token perplexity of the chosen answers: TRL reports their summed log-prob per row
-            self.perplexity = math.exp(min(-chosen_logps / self.eval_chosen_tokens_per_row, 700.0))
-        self._events.emit(
-            Evaluation(epoch=self._epoch, step=state.global_step, metrics=metrics, perplexity=self.perplexity)
-        )
-
-    def on_save(self, args, state, control, **kwargs):
-        path = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-        self.emit_checkpoint(f"{self._job_uuid}-epoch-{self._epoch}", path, state.global_step)
-
-    def emit_checkpoint(self, identifier: str, path: Path, step: int) -> None:
-        self._events.emit(
-            CheckpointSaved(
-                identifier=identifier,
-                epoch=self._epoch,
-                step=step,
-                path=str(path),
-                train_loss=self.epoch_train_loss,
-                eval_loss=self.eval_loss,
-                perplexity=self.perplexity,
-            )
-        )
-
-
 class DPOTrainingSingleDevice:
+    """One DPO job: setup (models, data, TRL config), train, save (the final model), cleanup."""
+
     def __init__(self, spec: DPOJobSpec, events: EventWriter) -> None:
         self.spec = spec
         self.events = events
         self.trainer: DPOTrainer | None = None
-        self.reporter: _ProgressReporter | None = None
+        self.reporter: EventReportingCallback | None = None
 
     # -- setup ---------------------------------------------------------------------------------
     def setup(self) -> None:
@@ -239,7 +122,7 @@ class DPOTrainingSingleDevice:
             ),
             peak_flops(spec.device, precision),
         )
-        self.reporter = _ProgressReporter(self.events, spec.job_uuid, total_steps, steps_per_epoch, meter)
+        self.reporter = EventReportingCallback(self.events, spec.job_uuid, total_steps, steps_per_epoch, meter)
         on_cuda = spec.device.startswith("cuda")
 
         args = DPOConfig(
@@ -273,7 +156,7 @@ class DPOTrainingSingleDevice:
             dataloader_num_workers=0,
             disable_tqdm=True,
         )
-        self.trainer = _ProviderDPOTrainer(
+        self.trainer = StepLimitedDPOTrainer(
             model=model,
             ref_model=ref_model,
             args=args,
@@ -282,6 +165,7 @@ class DPOTrainingSingleDevice:
             processing_class=tokenizer,  # without it TRL fetches a tokenizer from the Hub
             peft_config=_lora_config(spec.lora) if spec.lora else None,
             callbacks=[self.reporter],
+            steps_per_epoch=steps_per_epoch,
             total_steps=total_steps,
         )
         if self.trainer.eval_dataset is not None:
@@ -422,6 +306,132 @@ class DPOTrainingSingleDevice:
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
+
+
+class StepLimitedDPOTrainer(DPOTrainer):
+    """DPOTrainer with three changes: each epoch ends after ``steps_per_epoch`` optimizer steps (the request's
+    ``max_steps_per_epoch``), the learning-rate schedule spans the steps that will really run (Trainer's own count
+    is the full epochs'), and length grouping batches preference pairs of similar length (PairLengthGroupedSampler)
+    in training only."""
+
+    def __init__(self, *args: Any, steps_per_epoch: int, total_steps: int, **kwargs: Any) -> None:
+        self._total_steps = total_steps
+        super().__init__(*args, **kwargs)
+        self.add_callback(_EndEpochAfter(steps_per_epoch))
+
+    def _get_train_sampler(self, train_dataset: Dataset | None = None) -> Sampler | None:
+        if self.args.train_sampling_strategy != "group_by_length":
+            return super()._get_train_sampler(train_dataset)
+        batch = self.args.train_batch_size * self.args.gradient_accumulation_steps
+        return PairLengthGroupedSampler(pair_lengths(self.train_dataset), batch, seed=self.args.seed)
+
+    def _get_eval_sampler(self, eval_dataset: Dataset) -> Sampler | None:
+        return SequentialSampler(eval_dataset)  # Trainer would length-group it too, and fail on TRL's columns
+
+    def create_scheduler(
+        self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None
+    ) -> torch.optim.lr_scheduler.LRScheduler:
+        return super().create_scheduler(self._total_steps, optimizer)
+
+
+class _EndEpochAfter(TrainerCallback):
+    """StepLimitedDPOTrainer's epoch limit: Trainer's loop ends an epoch only on a callback's control flag."""
+
+    def __init__(self, steps_per_epoch: int) -> None:
+        self._steps_per_epoch = steps_per_epoch
+
+    def on_step_end(self, args, state, control, **kwargs):
+        # From the step count, not a counter: a run resumed from a checkpoint starts mid-way
+        if state.global_step % self._steps_per_epoch == 0:
+            control.should_epoch_stop = True
+
+
+class EventReportingCallback(TrainerCallback):
+    """Writes progress, TRL's logged metrics, evaluations and checkpoints to the job's event file."""
+
+    def __init__(
+        self,
+        events: EventWriter,
+        job_uuid: str,
+        total_steps: int,
+        steps_per_epoch: int,
+        meter: ThroughputMeter,
+    ) -> None:
+        self._events = events
+        self._job_uuid = job_uuid
+        self._meter = meter
+        self.padding: PaddingCounter | None = None
+        self.eval_chosen_tokens_per_row: float | None = None
+        self._total_steps = total_steps
+        self._steps_per_epoch = steps_per_epoch
+        self._epoch = 0
+        self._epoch_losses: list[float] = []
+        self.epoch_train_loss: float | None = None
+        self.eval_loss: float | None = None
+        self.perplexity: float | None = None
+
+    def on_train_begin(self, args, state, control, optimizer=None, **kwargs):
+        inner = getattr(optimizer, "optimizer", optimizer)  # accelerate wraps the torch optimizer
+        self._events.emit(TrainingStarted(optimizer=type(inner).__name__))
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        # From the step count, not a counter: a run resumed from a checkpoint starts mid-way
+        self._epoch = state.global_step // self._steps_per_epoch + 1
+        self._epoch_losses = []
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        logs = dict(logs or {})
+        if "train_runtime" in logs:  # Trainer's end-of-training summary, not a step's metrics
+            self._events.emit(TrainSummary(metrics=_numbers(logs)))
+            return
+        if "loss" in logs:
+            self._epoch_losses.append(float(logs["loss"]))
+        if "num_tokens" in logs:
+            self._meter.update(state.global_step, float(logs["num_tokens"]))
+        self._events.emit(
+            Metrics(
+                step=state.global_step,
+                total_steps=self._total_steps,
+                epoch=self._epoch,
+                metrics=_numbers(logs),
+                tokens_per_s=self._meter.tokens_per_s,
+                mfu=self._meter.mfu,
+                padding_share=self.padding.padding_share if self.padding else None,
+            )
+        )
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        if self._epoch_losses:
+            self.epoch_train_loss = sum(self._epoch_losses) / len(self._epoch_losses)
+        self._events.emit(EpochEnd(epoch=self._epoch, step=state.global_step, train_loss=self.epoch_train_loss))
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        metrics = _numbers(metrics or {})
+        self.eval_loss = metrics.get("eval_loss")
+        chosen_logps = metrics.get("eval_logps/chosen")
+        if chosen_logps is not None and self.eval_chosen_tokens_per_row:
+            # Per-token perplexity of the chosen answers: TRL reports their summed log-prob per row
+            self.perplexity = math.exp(min(-chosen_logps / self.eval_chosen_tokens_per_row, 700.0))
+        self._events.emit(
+            Evaluation(epoch=self._epoch, step=state.global_step, metrics=metrics, perplexity=self.perplexity)
+        )
+
+    def on_save(self, args, state, control, **kwargs):
+        path = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        self.emit_checkpoint(f"{self._job_uuid}-epoch-{self._epoch}", path, state.global_step)
+
+    def emit_checkpoint(self, identifier: str, path: Path, step: int) -> None:
+        self._events.emit(
+            CheckpointSaved(
+                identifier=identifier,
+                epoch=self._epoch,
+                step=step,
+                path=str(path),
+                train_loss=self.epoch_train_loss,
+                eval_loss=self.eval_loss,
+                perplexity=self.perplexity,
+            )
+        )
 
 
 def _sampling_strategy(spec: DPOJobSpec) -> str:
