@@ -24,6 +24,10 @@ TRL_DPO_LOSS_TYPES: tuple[str, ...] = (
     "sigmoid_norm",
 )
 
+# normalize_rewards: the loss each DPO loss runs as with length-normalized implicit rewards (per-token average
+# log-ratios). sigmoid_norm and ipo average per token already; the other losses have no such form in TRL 1.16.
+LENGTH_NORMALIZED_LOSS: dict[str, str] = {"sigmoid": "sigmoid_norm", "sigmoid_norm": "sigmoid_norm", "ipo": "ipo"}
+
 _DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 WARM_STANDBY_MIN_CPUS = 8
@@ -47,6 +51,17 @@ def check_loss_type(loss_type: str) -> str:
     raise ValueError(f"unknown DPO loss '{loss_type}'; TRL 1.16 supports: {supported}")
 
 
+def length_normalized(losses: list[str]) -> list[str]:
+    """The losses with length-normalized implicit rewards; ValueError naming the first loss that has none."""
+    for loss in losses:
+        if loss not in LENGTH_NORMALIZED_LOSS:
+            raise ValueError(
+                f"loss '{loss}' has no length-normalized form, so normalize_rewards cannot apply to it; use "
+                f"{' or '.join(LENGTH_NORMALIZED_LOSS)}, or set normalize_rewards false"
+            )
+    return [LENGTH_NORMALIZED_LOSS[loss] for loss in losses]
+
+
 class TrlPostTrainingConfig(BaseModel):
     """Defaults for every DPO job this provider runs. Request values win where the request sets them."""
 
@@ -66,8 +81,9 @@ class TrlPostTrainingConfig(BaseModel):
     dpo_beta: float = Field(
         default=0.1,
         gt=0,
-        description="DPO beta. The 0.6.1 request schema makes algorithm_config.beta required, so the request's "
-        "value always wins; this is the value documented clients should send.",
+        description="DPO beta used when a request does not carry one. Llama Stack 0.6.1's schema requires "
+        "algorithm_config.beta, so there the request's value always wins; front doors whose requests may omit beta "
+        "(or say auto) use this.",
     )
     dpo_loss_type: str | list[str] = Field(
         default="sigmoid",
@@ -90,7 +106,10 @@ class TrlPostTrainingConfig(BaseModel):
     )
     normalize_rewards: bool = Field(
         default=False,
-        description="Must stay false: TRL 1.16's DPOTrainer has no reward normalization.",
+        description="Length-normalized implicit rewards: the policy/reference log-ratios are averaged per completion "
+        "token instead of summed, so long answers do not dominate. sigmoid runs as TRL's sigmoid_norm; ipo and "
+        "sigmoid_norm already average; any other loss is refused. false: standard (summed) DPO.",
+        json_schema_extra=PER_JOB,
     )
     max_seq_length: int = Field(
         default=1024,
@@ -116,8 +135,7 @@ class TrlPostTrainingConfig(BaseModel):
         "inside each sequence (FlashAttention's variable-length kernel on CUDA in bf16/fp16, per-sequence SDPA "
         "elsewhere). Same losses as padded batches up to float rounding. Needs a model whose attention is "
         "pluggable and full (Llama, Qwen2, Mistral without sliding window, ...); pad_to_multiple_of is then unused. "
-        "auto: packed where the FlashAttention kernel runs and the model can be packed, padded elsewhere (no error); "
-        "on an H100 it trained the 0.5B shape 1.16x faster than padded batches, in 20% less memory.",
+        "auto: packed where the FlashAttention kernel runs and the model can be packed, padded elsewhere (no error).",
         json_schema_extra=PER_JOB,
     )
     master_weights: Literal["model", "optimizer"] = Field(
@@ -134,7 +152,7 @@ class TrlPostTrainingConfig(BaseModel):
         description="Compile each decoder layer with torch.compile (dynamic shapes: one compiled graph for every "
         "layer and batch length). Fuses the norms, rotary embedding, activations and casts between the matmuls into "
         "a few kernels, for steps that are bound by launching many small ones. The first step waits for the "
-        "compilation (tens of seconds; later jobs reuse the compiler's cache). Same weights and checkpoints. CUDA "
+        "compilation (later jobs reuse the compiler's cache). Same weights and checkpoints. CUDA "
         "(Triton) or CPU (needs a C++ compiler); not MPS.",
         json_schema_extra=PER_JOB,
     )
@@ -208,9 +226,9 @@ class TrlPostTrainingConfig(BaseModel):
     warm_standby: bool | Literal["auto"] = Field(
         default="auto",
         description="Keep one training process started ahead, its torch/transformers/TRL imports done, so a job "
-        "reaches its first step about 8 s sooner (2 CPU cores). It holds about 1 GB of memory and no GPU memory "
-        f"while it waits, and the next one imports while a job runs. auto: on with {WARM_STANDBY_MIN_CPUS} or more "
-        "CPU cores, where that import takes no time from the running job; off on smaller machines.",
+        "skips them and reaches its first step sooner. It holds CPU memory (no GPU memory) while it waits, and the "
+        f"next one imports while a job runs. auto: on with {WARM_STANDBY_MIN_CPUS} or more CPU cores, where that "
+        "import takes no time from the running job; off on smaller machines.",
     )
     job_store_path: str = Field(
         default="~/.llama/distributions/trl/post_training_jobs.db",
@@ -267,21 +285,13 @@ class TrlPostTrainingConfig(BaseModel):
             raise ValueError("qlora trains LoRA adapters over a 4-bit base model: set use_lora true as well")
         if self.merge_adapter and not self.use_lora:
             raise ValueError("merge_adapter applies to LoRA runs only: set use_lora true, or merge_adapter false")
+        if self.normalize_rewards:
+            length_normalized(losses)  # dpo_loss_type: a loss without a normalized form is refused here
         return self
 
     @property
     def loss_types(self) -> list[str]:
         return [self.dpo_loss_type] if isinstance(self.dpo_loss_type, str) else list(self.dpo_loss_type)
-
-    @field_validator("normalize_rewards")
-    @classmethod
-    def _reject_normalize_rewards(cls, normalize: bool) -> bool:
-        if normalize:
-            raise ValueError(
-                "normalize_rewards: TRL 1.16's DPOTrainer has no reward normalization, so this provider cannot honour "
-                "it; set it to false (for length-normalized log-probs use dpo_loss_type: sigmoid_norm)"
-            )
-        return normalize
 
     @classmethod
     def sample_run_config(cls, __distro_dir__: str = "~/.llama/distributions/trl", **kwargs: Any) -> dict[str, Any]:
@@ -295,12 +305,10 @@ class TrlPostTrainingConfig(BaseModel):
             "normalize_rewards": False,
             "max_seq_length": 1024,
             "gradient_checkpointing": False,
-            "use_lora": False,
-            "save_every_epoch": True,
-            "max_concurrent_jobs": 1,
+            "max_concurrent_jobs": "${env.TRL_MAX_CONCURRENT_JOBS:=1}",
             "warm_standby": "${env.TRL_WARM_STANDBY:=auto}",
             "job_store_path": "${env.SQLITE_STORE_DIR:=" + __distro_dir__ + "}/post_training_jobs.db",
-            "resume_interrupted_jobs": True,
+            "resume_interrupted_jobs": "${env.TRL_RESUME_INTERRUPTED_JOBS:=true}",
         }
 
 

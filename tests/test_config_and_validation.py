@@ -1,10 +1,12 @@
 """Provider config and request resolution, without a server: what each field really does."""
 
 import asyncio
+import dataclasses
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from pydantic import ValidationError
 
 from llama_stack_provider_trl.common.job_spec import DPOJobSpec
@@ -48,9 +50,40 @@ def _spec(tmp_path: Path, config: TrlPostTrainingConfig | None = None, device: s
     return _admit(tmp_path, dpo_request("job", "org/model", "ds", **overrides), config, device)
 
 
-def test_normalize_rewards_true_is_rejected_with_the_reason() -> None:
-    with pytest.raises(ValidationError, match="no reward normalization"):
-        TrlPostTrainingConfig(normalize_rewards=True)
+def test_normalize_rewards_runs_sigmoid_as_sigmoid_norm_and_keeps_ipo(tmp_path: Path) -> None:
+    normalized = TrlPostTrainingConfig(normalize_rewards=True)
+    assert _spec(tmp_path, normalized, algorithm_config={"beta": 0.1}).loss_types == ["sigmoid_norm"]
+    assert _spec(tmp_path, normalized, algorithm_config={"beta": 0.1, "loss_type": "ipo"}).loss_types == ["ipo"]
+    assert _spec(tmp_path, algorithm_config={"beta": 0.1}).loss_types == ["sigmoid"]  # the default: standard DPO
+
+
+def test_normalize_rewards_with_a_loss_that_has_no_normalized_form_is_refused_naming_loss_and_field(
+    tmp_path: Path,
+) -> None:
+    with pytest.raises(RequestError, match=r"algorithm_config.loss_type: loss 'hinge' has no length-normalized"):
+        _spec(
+            tmp_path,
+            TrlPostTrainingConfig(normalize_rewards=True),
+            algorithm_config={"beta": 0.1, "loss_type": "hinge"},
+        )
+    with pytest.raises(RequestError, match=r"hyperparam_search_config: .*loss 'sft' has no length-normalized"):
+        _with_overrides(tmp_path, {"normalize_rewards": True, "dpo_loss_type": ["sigmoid", "sft"]})
+    with pytest.raises(ValidationError, match="loss 'robust' has no length-normalized form"):
+        TrlPostTrainingConfig(normalize_rewards=True, dpo_loss_type="robust")
+
+
+def test_dpo_beta_is_the_beta_of_a_request_that_carries_none(tmp_path: Path) -> None:
+    request = dpo_job_request(PreferenceOptimizeRequest.model_validate(dpo_request("job", "org/model", "ds")))
+    without_beta = dataclasses.replace(request, beta=None)
+    admitted = admit(
+        without_beta,
+        TrlPostTrainingConfig(dpo_beta=0.25),
+        output_root=tmp_path.resolve(),
+        device="cpu",
+        job_exists=lambda _: False,
+        sources=EightRows(),
+    )
+    assert asyncio.run(admitted).spec.beta == 0.25
 
 
 @pytest.mark.parametrize("loss", ["kto_pair", "nonsense"])
@@ -67,6 +100,12 @@ def test_every_trl_loss_is_accepted_in_config() -> None:
 def test_bad_device_is_rejected() -> None:
     with pytest.raises(ValidationError, match="device"):
         TrlPostTrainingConfig(device="tpu")
+
+
+def test_sample_run_config_is_the_provider_block_of_run_yaml() -> None:
+    run = yaml.safe_load((Path(__file__).parent.parent / "run.yaml").read_text())
+    [provider] = run["providers"]["post_training"]
+    assert TrlPostTrainingConfig.sample_run_config("~/.llama/distributions/trl") == provider["config"]
 
 
 def test_sample_run_config_is_a_valid_config_once_env_defaults_apply() -> None:

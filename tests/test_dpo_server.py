@@ -156,3 +156,17 @@ def test_packed_lora_job_on_conversational_rows_with_a_validation_set_reports_ev
         assert metrics.validation_loss > 0 and metrics.perplexity > 1 and metrics.train_loss > 0
     assert AutoPeftModelForCausalLM.from_pretrained(artifacts[1].path) is not None
     assert AutoModelForCausalLM.from_pretrained(artifacts[2].path).config.vocab_size > 0
+
+
+def test_normalize_rewards_trains_the_requested_sigmoid_loss_as_sigmoid_norm(
+    client: LlamaStackClient, tiny_model: Path, preference_rows: list[dict[str, str]]
+) -> None:
+    dataset_id = register_rows(client, preference_rows[:8])
+    job_uuid = unique("normalized")
+    request = dpo_request(job_uuid, tiny_model, dataset_id, hyperparam_search_config={"normalize_rewards": True})
+    assert request["algorithm_config"]["loss_type"] == "sigmoid"
+    client.alpha.post_training.preference_optimize(**request)
+    status = wait_final(client, job_uuid)
+    assert status.status == "completed", status.resources_allocated["error"]
+    assert status.resources_allocated["loss_type"] == ["sigmoid_norm"]
+    assert set(DPO_METRICS) <= set(status.resources_allocated["metrics"])

@@ -146,6 +146,7 @@ def test_a_400_keeps_the_keep_alive_connection(stack: StackServer, tiny_model: P
         ({"use_lora": True, "lora_rank": -1}, "hyperparam_search_config: lora_rank"),
         ({"use_lora": True, "qlora": True}, "hyperparam_search_config.qlora: 4-bit QLoRA needs a CUDA device"),
         ({"device": "cuda"}, "not per-job keys"),
+        ({"normalize_rewards": True, "dpo_loss_type": "hinge"}, "loss 'hinge' has no length-normalized form"),
     ],
 )
 def test_bad_per_job_overrides_are_400_naming_the_key(

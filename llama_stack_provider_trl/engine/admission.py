@@ -24,7 +24,7 @@ from typing import Any, Protocol
 from pydantic import ValidationError
 
 from llama_stack_provider_trl.common.job_spec import DPOJobSpec, LoraSpec, Precision, ReferenceStrategy
-from llama_stack_provider_trl.config import PER_JOB_FIELDS, TrlPostTrainingConfig, check_loss_type
+from llama_stack_provider_trl.config import PER_JOB_FIELDS, TrlPostTrainingConfig, check_loss_type, length_normalized
 from llama_stack_provider_trl.engine.devices import check_precision
 from llama_stack_provider_trl.engine.errors import RequestError
 from llama_stack_provider_trl.engine.job_request import Given, JobRequest
@@ -276,14 +276,20 @@ def _loss_type(given: Given[str] | None) -> str | None:
 def _losses(
     loss: str | None, given: Given[str] | None, overrides: Given[dict[str, Any]], job: TrlPostTrainingConfig
 ) -> tuple[list[str], list[float] | None]:
-    """(TRL loss_type list, loss_weights): the request's single loss wins over the config's list."""
-    if loss is None or given is None:
-        return job.loss_types, job.loss_weights
+    """(TRL loss_type list, loss_weights): the request's single loss wins over the config's list. With
+    normalize_rewards, each runs as its length-normalized form (the config's own list was checked with it)."""
+    if loss is None or given is None:  # the config's losses, validated with its normalize_rewards
+        return (length_normalized(job.loss_types) if job.normalize_rewards else job.loss_types), job.loss_weights
     if "dpo_loss_type" in overrides.value and job.loss_types != [loss]:
         raise RequestError(
             given.field, f"'{loss}' conflicts with {overrides.field}.dpo_loss_type {job.loss_types}; set only one"
         )
-    return [loss], None
+    if not job.normalize_rewards:
+        return [loss], None
+    try:
+        return length_normalized([loss]), None
+    except ValueError as exc:
+        raise RequestError(given.field, str(exc)) from exc
 
 
 # -- data -------------------------------------------------------------------------------------------------------
