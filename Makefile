@@ -38,6 +38,7 @@ run: install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/python scripts/duplicate_test_names.py tests
 
 format: install
 	$(BIN)/ruff check --fix .

@@ -1,7 +1,7 @@
 """A recipe that speaks the real one's protocol (job.json in, events.jsonl out, exit code) without torch.
 
 It starts in well under a second instead of the real recipe's seconds of torch/TRL imports, so
-JobManager's own tests (test_job_store.py) can run many jobs: ``JobManager(recipe_module="fake_recipe")``
+JobManager's own tests (test_job_manager.py) can run many jobs: ``JobManager(recipe_module="fake_recipe")``
 with tests/ on PYTHONPATH. Each step sleeps ``TRL_FAKE_STEP_S`` seconds (default 0.05); it writes a
 marker file per launch, so a test can count how often a job really ran. With ``TRL_FAKE_BAD_EVENTS`` set it
 writes lines that are not events after its first step.

@@ -257,7 +257,9 @@ def test_reference_strategy_follows_use_reference_model_and_lora(tmp_path: Path)
         ({"use_lora": True, "qlora": True}, "QLoRA needs a CUDA device"),
     ],
 )
-def test_bad_per_job_overrides_are_400_naming_the_key(tmp_path: Path, overrides: dict[str, Any], message: str) -> None:
+def test_a_bad_per_job_override_is_a_request_error_naming_the_key(
+    tmp_path: Path, overrides: dict[str, Any], message: str
+) -> None:
     with pytest.raises(RequestError, match=message) as raised:
         _with_overrides(tmp_path, overrides)
     assert "hyperparam_search_config" in str(raised.value)

@@ -1,7 +1,7 @@
 """Jobs handed to a training process started ahead (warm_standby) behind a real server, with real TRL.
 
 The supervisor's side (hand-over, a standby that dies, shutdown, a stray after a crash) is covered with the
-fake recipe in test_job_store.py; this is the real recipe's side of the hand-over.
+fake recipe in test_job_manager.py; this is the real recipe's side of the hand-over.
 """
 
 from pathlib import Path
