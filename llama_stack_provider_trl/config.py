@@ -240,6 +240,24 @@ class TrlPostTrainingConfig(BaseModel):
         "after a restart (or run again, if a clean shutdown stopped it before its first checkpoint). False: it is "
         "failed (after a crash) or cancelled (on shutdown).",
     )
+    max_queued_jobs_per_user: int | None = Field(
+        default=None,
+        ge=1,
+        description="Jobs one user may have waiting as 'scheduled'; one more is refused (HTTP 429), so no user fills "
+        "the queue. Users are the server's authenticated principals; without server.auth every caller counts as one "
+        "user. null: no limit.",
+    )
+    allowed_model_dirs: list[str] | None = Field(
+        default=None,
+        description="Directories a request's local finetuned_model must lie in, symlinks resolved (HTTP 403 "
+        "outside them); the outputs of a caller's own earlier jobs are allowed too. null: any local model directory.",
+    )
+    check_disk_space: bool = Field(
+        default=True,
+        description="Refuse a job whose estimated checkpoints (weights or adapter, optimizer state per kept epoch "
+        "checkpoint, final model) do not fit in the free space of output_dir's disk (HTTP 507). Models whose "
+        "safetensors files are not on this machine are not estimated.",
+    )
     max_train_rows: int = Field(
         default=1_000_000, ge=1, description="Larger training sets are refused at request time (HTTP 413)."
     )

@@ -11,15 +11,18 @@ from typing import Any
 
 from llama_stack_provider_trl.common.storage_errors import describe_write_error
 from llama_stack_provider_trl.config import WARM_STANDBY_MIN_CPUS, TrlPostTrainingConfig
-from llama_stack_provider_trl.engine.admission import admit
+from llama_stack_provider_trl.engine.admission import Caller, admit
 from llama_stack_provider_trl.engine.devices import resolve_device
 from llama_stack_provider_trl.engine.errors import RequestError
 from llama_stack_provider_trl.engine.intake import submit_job, write_job
-from llama_stack_provider_trl.engine.job_record import CheckpointRecord, JobRecord
+from llama_stack_provider_trl.engine.job_record import CheckpointRecord, JobOwner, JobRecord
 from llama_stack_provider_trl.engine.job_request import Given
 from llama_stack_provider_trl.engine.job_store import JobStore
 from llama_stack_provider_trl.engine.jobs import JobAlreadyFinished, JobManager, JobNotFound
+from llama_stack_provider_trl.job_access import JobAccess
 from llama_stack_provider_trl.stack_api import (
+    AccessRule,
+    Action,
     CancelTrainingJobRequest,
     Checkpoint,
     ConflictError,
@@ -71,8 +74,10 @@ class TrlPostTrainingImpl:
         datasetio_api: DatasetIO,
         datasets_api: Datasets,
         models_api: Models | None = None,
+        policy: list[AccessRule] | None = None,
     ) -> None:
         self.config = config
+        self.access = JobAccess(policy or [])
         self.datasetio_api = datasetio_api
         self.datasets_api = datasets_api
         self.models_api = models_api
@@ -112,6 +117,8 @@ class TrlPostTrainingImpl:
 
     @_answers_request_errors
     async def preference_optimize(self, request: PreferenceOptimizeRequest) -> PostTrainingJob:
+        owner = self.access.caller()
+        self.access.require(Action.CREATE, request.job_uuid, owner)
         job_request = dpo_job_request(request)
         job = await admit(
             job_request,
@@ -120,13 +127,28 @@ class TrlPostTrainingImpl:
             device=self.device,
             job_exists=self.jobs.exists,
             sources=self,
+            caller=self._caller(owner),
         )
+        # Nothing from here on waits: no other request is admitted between the caller's queue count and the submit.
         write_problem = write_job(job, job_request.job_uuid.field)
-        submit_job(self.jobs, job, write_problem, job_request.job_uuid.field)
+        submit_job(self.jobs, job, write_problem, job_request.job_uuid.field, owner)
         return PostTrainingJob(job_uuid=job.spec.job_uuid)
 
+    def _caller(self, owner: JobOwner | None) -> Caller:
+        principal = owner.principal if owner else None
+
+        def may_read_job(job_uuid: str) -> bool:
+            return self.jobs.exists(job_uuid) and self.access.may_read(self.jobs.get(job_uuid))
+
+        def queued_jobs() -> int:
+            mine = (r for r in self.jobs.list() if (r.owner.principal if r.owner else None) == principal)
+            return sum(r.status == "scheduled" for r in mine)
+
+        return Caller(may_read_job=may_read_job, queued_jobs=queued_jobs)
+
     async def get_training_jobs(self) -> ListPostTrainingJobsResponse:
-        return ListPostTrainingJobsResponse(data=[PostTrainingJob(job_uuid=r.job_uuid) for r in self.jobs.list()])
+        visible = [r for r in self.jobs.list() if self.access.may_read(r)]
+        return ListPostTrainingJobsResponse(data=[PostTrainingJob(job_uuid=r.job_uuid) for r in visible])
 
     async def get_training_job_status(self, request: GetTrainingJobStatusRequest) -> PostTrainingJobStatusResponse:
         record = self._get(request.job_uuid)
@@ -141,6 +163,8 @@ class TrlPostTrainingImpl:
         )
 
     async def cancel_training_job(self, request: CancelTrainingJobRequest) -> None:
+        record = self._get(request.job_uuid)
+        self.access.require(Action.UPDATE, record.job_uuid, record.owner)  # may see it, may not stop it: 403
         try:
             self.jobs.cancel(request.job_uuid)
         except JobNotFound as exc:
@@ -175,10 +199,14 @@ class TrlPostTrainingImpl:
         return page.data
 
     def _get(self, job_uuid: str) -> JobRecord:
+        """The job, if the caller may see it; a job it may not see is answered exactly as one that does not exist."""
         try:
-            return self.jobs.get(job_uuid)
+            record = self.jobs.get(job_uuid)
         except JobNotFound as exc:
             raise JobNotFoundError(job_uuid) from exc
+        if not self.access.may_read(record):
+            raise JobNotFoundError(job_uuid)
+        return record
 
 
 def _checkpoints(record: JobRecord) -> list[Checkpoint]:

@@ -1,12 +1,17 @@
-"""The only module that imports from ``llama_stack_api``.
+"""The only module that imports from ``llama_stack_api`` (and from Llama Stack's server core).
 
-Everything the provider needs from Llama Stack's API package is re-exported here, so serving
-the same protocol on another Llama Stack release means changing this one file.
+Everything the provider needs from Llama Stack's API package, and the access control it applies to its
+resources, is re-exported here, so serving the same protocol on another Llama Stack release means changing
+this one file.
 """
 
 from http import HTTPStatus
 
 import httpx
+from llama_stack.core.access_control.access_control import AccessDeniedError, is_action_allowed
+from llama_stack.core.access_control.datatypes import AccessRule, Action
+from llama_stack.core.datatypes import User
+from llama_stack.core.request_headers import get_authenticated_user
 from llama_stack_api import (
     Api,
     CancelTrainingJobRequest,
@@ -39,6 +44,9 @@ from llama_stack_api import (
 from llama_stack_api.datasets.models import GetDatasetRequest
 
 __all__ = [
+    "AccessDeniedError",
+    "AccessRule",
+    "Action",
     "Api",
     "BadRequestError",
     "CancelTrainingJobRequest",
@@ -73,6 +81,9 @@ __all__ = [
     "ResourceNotFoundError",
     "SupervisedFineTuneRequest",
     "TrainingConfig",
+    "User",
+    "get_authenticated_user",
+    "is_action_allowed",
     "stack_error",
 ]
 

@@ -50,14 +50,17 @@ def poll(condition: Callable[[], Any], timeout_s: float = 60, what: str = "condi
     return result
 
 
-def server_for(home: Path, **provider_config: Any) -> StackServer:
-    """A `llama stack run` of run.yaml with its provider config overridden, its state all under ``home``.
+def server_for(home: Path, auth: dict[str, Any] | None = None, **provider_config: Any) -> StackServer:
+    """A `llama stack run` of run.yaml with its provider config overridden, its state all under ``home``; ``auth``:
+    its ``server.auth`` section.
 
     Call it again with the same ``home`` for a restarted server: same job store, same output directory.
     """
     config = yaml.safe_load(RUN_YAML.read_text())
     [provider] = config["providers"]["post_training"]
     provider["config"].update(provider_config)
+    if auth is not None:
+        config["server"]["auth"] = auth
     home.mkdir(parents=True, exist_ok=True)
     config_path = home / "run.yaml"
     config_path.write_text(yaml.safe_dump(config))

@@ -19,7 +19,7 @@ import pytest
 from llama_stack_provider_trl.common.checkpoints import last_trainer_checkpoint
 from llama_stack_provider_trl.common.events import CheckpointSaved, EventWriter
 from llama_stack_provider_trl.common.job_spec import EVENTS_FILE, DPOJobSpec
-from llama_stack_provider_trl.engine.job_record import JobRecord
+from llama_stack_provider_trl.engine.job_record import JobOwner, JobRecord
 from llama_stack_provider_trl.engine.job_store import JobStore
 from llama_stack_provider_trl.engine.jobs import JobManager
 
@@ -80,7 +80,7 @@ def test_lines_that_are_not_events_are_skipped_and_the_job_still_completes(
 def test_finished_jobs_read_the_same_after_a_restart(tmp_path: Path, managers: list[JobManager]) -> None:
     db, root = tmp_path / "jobs.db", tmp_path / "jobs"
     first = _manager(managers, db)
-    first.submit(make_spec(root, "ok"))
+    first.submit(make_spec(root, "ok"), JobOwner(principal="alice", attributes={"roles": ["user"]}))
     first.submit(make_spec(root, "cancel-me", max_steps_per_epoch=10_000))
     assert _final(first, "ok").status == "completed"
     poll(lambda: first.get("cancel-me").step >= 1, what="cancel-me running")
@@ -92,7 +92,8 @@ def test_finished_jobs_read_the_same_after_a_restart(tmp_path: Path, managers: l
     after = {r.job_uuid: r for r in second.list()}
 
     assert list(after) == ["ok", "cancel-me"]
-    assert after == before  # status, timestamps, progress, metrics, checkpoints, error: all of it
+    assert after == before  # status, timestamps, progress, metrics, checkpoints, error, owner: all of it
+    assert after["ok"].owner == JobOwner(principal="alice", attributes={"roles": ["user"]})
     assert after["ok"].checkpoints[0].path.endswith("final") and after["cancel-me"].status == "cancelled"
 
 

@@ -7,7 +7,9 @@ then reads what the request names through the front door's ``RequestSources`` (t
 and checks that, and builds the spec once. Nothing here creates a file or a process.
 
 Upper bounds stop requests that would run for years, exhaust memory or disk, or name a path no file system
-accepts: out-of-range values are 400, oversize input 413.
+accepts: out-of-range values are 400, oversize input 413. A local model must be a model directory, inside the
+server's ``allowed_model_dirs`` when it sets them (403 outside). Last, with the spec built: a job whose
+checkpoints cannot fit on the output directory's disk is 507, and one more job than the caller may have queued 429.
 """
 
 import importlib.util
@@ -26,6 +28,7 @@ from pydantic import ValidationError
 from llama_stack_provider_trl.common.job_spec import DPOJobSpec, LoraSpec, Precision, ReferenceStrategy
 from llama_stack_provider_trl.config import PER_JOB_FIELDS, TrlPostTrainingConfig, check_loss_type, length_normalized
 from llama_stack_provider_trl.engine.devices import check_precision
+from llama_stack_provider_trl.engine.disk_space import disk_space, estimate_checkpoints, format_bytes
 from llama_stack_provider_trl.engine.errors import RequestError
 from llama_stack_provider_trl.engine.job_request import Given, JobRequest
 from llama_stack_provider_trl.engine.model_files import has_chat_template, sliding_window
@@ -75,6 +78,16 @@ class RequestSources(Protocol):
 
 
 @dataclass(frozen=True)
+class Caller:
+    """Who sends the request, as far as admission needs to know: whose earlier jobs it may train from, and how many
+    of its jobs wait in the queue. The front door answers both from its own authentication and access control; the
+    default is a server that authenticates no one (every job readable, one shared queue count of none)."""
+
+    may_read_job: Callable[[str], bool] = lambda _: True
+    queued_jobs: Callable[[], int] = lambda: 0
+
+
+@dataclass(frozen=True)
 class AdmittedJob:
     """A request that passed every check: the spec its process runs and the rows it trains and evaluates on."""
 
@@ -91,9 +104,12 @@ async def admit(
     device: str,
     job_exists: Callable[[str], bool],
     sources: RequestSources,
+    caller: Caller = Caller(),
 ) -> AdmittedJob:
-    settings = check_request(request, config, output_root=output_root, device=device, job_exists=job_exists)
-    model = await _registered_model(Given(settings["model"], request.model.field), sources)
+    settings = check_request(
+        request, config, output_root=output_root, device=device, job_exists=job_exists, caller=caller
+    )
+    model = await _registered_model(Given(settings["model"], request.model.field), sources, config, output_root, caller)
     train = await _preference_rows(request.dataset_id, request.data_format, config, sources)
     evaluation = await _validation_rows(request, train, config, sources)
     _check_chat_template(request.dataset_id, model, train)
@@ -103,6 +119,10 @@ async def admit(
         num_rows=len(train.rows),
         num_eval_rows=len(evaluation.rows) if evaluation else 0,
     )
+    if config.check_disk_space:
+        _check_disk_space(spec, output_root)
+    # After the last await: the front door submits before any other request can be admitted.
+    _check_queue_share(caller, config.max_queued_jobs_per_user)
     return AdmittedJob(spec=spec, train_rows=train.rows, eval_rows=evaluation.rows if evaluation else None)
 
 
@@ -113,6 +133,7 @@ def check_request(
     output_root: Path,
     device: str,
     job_exists: Callable[[str], bool] = lambda _: False,
+    caller: Caller = Caller(),
 ) -> dict[str, Any]:
     """Every value of the request, checked and resolved against the provider config before any I/O: the job
     spec's fields but the rows (``model`` is the name as given, or a local directory made absolute)."""
@@ -123,7 +144,7 @@ def check_request(
             f"a job named '{request.job_uuid.value}' already exists; choose another {request.job_uuid.field}",
             HTTPStatus.CONFLICT,
         )
-    model = check_model(request.model)
+    model = check_model(request.model, config, output_root, caller)
     beta = config.dpo_beta if request.beta is None else _number(request.beta, MAX_BETA)
     loss_type = _loss_type(request.loss_type)
     n_epochs = _positive_int(request.n_epochs, MAX_N_EPOCHS)
@@ -198,8 +219,9 @@ def job_dir_for(output_root: Path, job_uuid: Given[str]) -> Path:
     return job_dir
 
 
-def check_model(model: Given[str]) -> str:
-    """A local directory as an absolute path (the job runs in its own directory), else the name as given."""
+def check_model(model: Given[str], config: TrlPostTrainingConfig, output_root: Path, caller: Caller) -> str:
+    """A local model directory as its real path (the job runs in its own directory), else the name as given (a
+    Hugging Face Hub id)."""
     name = model.value
     if not isinstance(name, str) or not name.strip():
         raise RequestError(model.field, "is empty; give a Hugging Face model id or a local model directory")
@@ -210,11 +232,61 @@ def check_model(model: Given[str]) -> str:
     if any(len(part) > MAX_PATH_COMPONENT_CHARS for part in name.split("/")):
         raise RequestError(model.field, f"a path component is over {MAX_PATH_COMPONENT_CHARS} characters")
     local = Path(name).expanduser()
-    if os.path.isdir(local):  # unlike Path.is_dir, False (not an error) for a name too long
-        return str(local.resolve())
-    if name.startswith(("/", "./", "../", "~")):
+    # unlike Path.is_dir, os.path.isdir is False (not an error) for a name too long
+    if not (name.startswith(("/", "./", "../", "~")) or ".." in local.parts or os.path.isdir(local)):
+        return name
+    real = Path(os.path.realpath(local))
+    _check_model_location(model, real, config.allowed_model_dirs, output_root, caller)
+    if not real.is_dir():
         raise RequestError(model.field, f"local model directory '{name}' does not exist")
-    return name
+    _check_model_files(model, real)
+    return str(real)
+
+
+def _check_model_location(
+    model: Given[str], real: Path, allowed_dirs: list[str] | None, output_root: Path, caller: Caller
+) -> None:
+    """Where a local model may be: in the directory of an earlier job the caller may read, or anywhere but the
+    output directory when the server sets no allowed_model_dirs, else inside one of them. The same answer
+    whether or not another user's job exists at that path."""
+    if real.is_relative_to(output_root):
+        job = real.relative_to(output_root).parts[:1]
+        if job and caller.may_read_job(job[0]):
+            return
+        if allowed_dirs is None:
+            raise RequestError(
+                model.field,
+                f"'{model.value}' is inside the server's output directory but not inside a job of yours; name one of "
+                "your jobs' checkpoints (job artifacts lists their paths)",
+                HTTPStatus.FORBIDDEN,
+            )
+    elif allowed_dirs is None or any(real.is_relative_to(os.path.realpath(Path(d).expanduser())) for d in allowed_dirs):
+        return
+    raise RequestError(
+        model.field,
+        f"'{model.value}' (symlinks resolved) is outside the directories this server trains local models from "
+        f"(allowed_model_dirs: {', '.join(allowed_dirs)}); put the model in one of them, or name one of your jobs' "
+        "checkpoints",
+        HTTPStatus.FORBIDDEN,
+    )
+
+
+def _check_model_files(model: Given[str], directory: Path) -> None:
+    """A model directory as save_pretrained writes it: config.json, and the weights beside it."""
+    if not (directory / "config.json").is_file():
+        if (directory / "adapter_config.json").is_file():
+            problem = (
+                "is a LoRA adapter, not a model; train from the base model, or from a merged checkpoint "
+                "(merge_adapter: true saves one)"
+            )
+        else:
+            problem = "is not a model directory: it has no config.json; give a directory save_pretrained wrote"
+        raise RequestError(model.field, f"'{model.value}' {problem}")
+    if not any(directory.glob("*.safetensors")) and not any(directory.glob("pytorch_model*.bin")):
+        raise RequestError(
+            model.field,
+            f"'{model.value}' has a config.json but no weights beside it (*.safetensors or pytorch_model*.bin)",
+        )
 
 
 # -- numbers and flags ------------------------------------------------------------------------------------------
@@ -487,13 +559,15 @@ def _check_logger_config(logger_config: Given[dict[str, Any]] | None) -> None:
 
 
 # -- what the request names: the model's files ------------------------------------------------------------------
-async def _registered_model(model: Given[str], sources: RequestSources) -> str:
-    """A model registered with the front door's stack trains from its files; a local directory or an
-    unregistered name is used as it is."""
+async def _registered_model(
+    model: Given[str], sources: RequestSources, config: TrlPostTrainingConfig, output_root: Path, caller: Caller
+) -> str:
+    """A model registered with the front door's stack trains from its files, which obey the same rules as a path
+    the request names; a local directory or an unregistered name is used as it is."""
     if Path(model.value).is_absolute():
         return model.value
     path = await sources.registered_model_path(model.value)
-    return model.value if path is None else check_model(Given(path, model.field))
+    return model.value if path is None else check_model(Given(path, model.field), config, output_root, caller)
 
 
 def _check_chat_template(dataset_id: Given[str], model: str, train: PreferenceRows) -> None:
@@ -516,4 +590,33 @@ def _check_packing_window(
             f"'{model}' attends within a sliding window of {window} tokens, shorter than max_seq_length "
             f"{max_seq_length}, and packed sequences cannot keep that window; set padding_free false (provider "
             f"config or {overrides.field}), or max_seq_length {window} or less",
+        )
+
+
+# -- what the job takes: disk, queue ------------------------------------------------------------------------------
+def _check_disk_space(spec: DPOJobSpec, output_root: Path) -> None:
+    estimate = estimate_checkpoints(spec)
+    space = disk_space(output_root)
+    if estimate is None or space is None or estimate.total <= space[0]:
+        return
+    raise RequestError(
+        "output_dir",
+        f"the job's checkpoints would take about {format_bytes(estimate.total)} ({estimate.describe()}) and the disk "
+        f"holding {output_root} has {format_bytes(space[0])} free; keep fewer epoch checkpoints "
+        "(hyperparam_search_config save_total_limit, or save_every_epoch: false) or train LoRA adapters (use_lora: "
+        "true), or ask the server's operator for space (check_disk_space: false turns this check off)",
+        HTTPStatus.INSUFFICIENT_STORAGE,
+    )
+
+
+def _check_queue_share(caller: Caller, limit: int | None) -> None:
+    if limit is None:
+        return
+    queued = caller.queued_jobs()
+    if queued >= limit:
+        raise RequestError(
+            "max_queued_jobs_per_user",
+            f"{queued} of your jobs already wait to start, the most this server queues for one user; send this again "
+            "when one of them has started, or cancel one",
+            HTTPStatus.TOO_MANY_REQUESTS,
         )

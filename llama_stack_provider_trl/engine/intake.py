@@ -15,6 +15,7 @@ from llama_stack_provider_trl.common.job_spec import EVAL_DATA_FILE, TRAIN_DATA_
 from llama_stack_provider_trl.common.storage_errors import describe_write_error
 from llama_stack_provider_trl.engine.admission import AdmittedJob
 from llama_stack_provider_trl.engine.errors import RequestError
+from llama_stack_provider_trl.engine.job_record import JobOwner
 from llama_stack_provider_trl.engine.jobs import JobAlreadyExists, JobManager
 
 
@@ -42,13 +43,15 @@ def write_job(job: AdmittedJob, job_uuid_field: str) -> str | None:
     return None
 
 
-def submit_job(jobs: JobManager, job: AdmittedJob, write_problem: str | None, job_uuid_field: str) -> None:
-    """Queue the job, or record it as failed with the problem ``write_job`` met."""
+def submit_job(
+    jobs: JobManager, job: AdmittedJob, write_problem: str | None, job_uuid_field: str, owner: JobOwner | None = None
+) -> None:
+    """Queue the job for ``owner``, or record it as failed with the problem ``write_job`` met."""
     try:
         if write_problem is None:
-            jobs.submit(job.spec)
+            jobs.submit(job.spec, owner)
         else:
-            jobs.submit_failed(job.spec, write_problem)
+            jobs.submit_failed(job.spec, write_problem, owner)
     except JobAlreadyExists as exc:
         raise RequestError(
             job_uuid_field, f"a job named '{job.spec.job_uuid}' already exists", HTTPStatus.CONFLICT

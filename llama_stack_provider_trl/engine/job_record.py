@@ -40,10 +40,19 @@ class CheckpointRecord(BaseModel):
     perplexity: float | None = Field(default=None, description="Perplexity of the validation set's chosen answers.")
 
 
+class JobOwner(BaseModel):
+    """Who started a job, as the server authenticated the request: a principal and the attributes (roles, teams,
+    ...) access rules match against. A job has none on a server without authentication, or from before owners."""
+
+    principal: str
+    attributes: dict[str, list[str]] | None = None
+
+
 class JobRecord(BaseModel):
     """Everything the API reports about a job. Plain data: it can be copied, stored and served."""
 
     spec: DPOJobSpec
+    owner: JobOwner | None = Field(default=None, description="Who started it; None: nobody authenticated.")
     status: JobState = "scheduled"
     scheduled_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
     started_at: datetime | None = None

@@ -31,7 +31,8 @@ from llama_stack_provider_trl.common.job_spec import EVENTS_FILE, DPOJobSpec
 from llama_stack_provider_trl.common.parent_watch import PARENT_PID_ENV
 from llama_stack_provider_trl.common.recipe_process import RESUME_FLAG, STANDBY_FLAG, handoff_line
 from llama_stack_provider_trl.common.storage_errors import describe_write_error
-from llama_stack_provider_trl.engine.job_record import FINAL_STATES, JobRecord, JobState, apply_event
+from llama_stack_provider_trl.engine.disk_space import explain_full_disk
+from llama_stack_provider_trl.engine.job_record import FINAL_STATES, JobOwner, JobRecord, JobState, apply_event
 from llama_stack_provider_trl.engine.job_store import JobStore
 
 logger = logging.getLogger(__name__)
@@ -114,23 +115,23 @@ class JobManager:
             self._recover()
         self._thread.start()
 
-    def submit(self, spec: DPOJobSpec) -> JobRecord:
+    def submit(self, spec: DPOJobSpec, owner: JobOwner | None = None) -> JobRecord:
         with self._lock:
             if spec.job_uuid in self._jobs:
                 raise JobAlreadyExists(spec.job_uuid)
-            record = JobRecord(spec=spec)
+            record = JobRecord(spec=spec, owner=owner)
             self._persist(record)  # raises if the store cannot take it: the job is not accepted
             self._jobs[spec.job_uuid] = record
             self._queue.append(spec.job_uuid)
             self._lock.notify_all()
             return record.model_copy(deep=True)
 
-    def submit_failed(self, spec: DPOJobSpec, error: str) -> JobRecord:
+    def submit_failed(self, spec: DPOJobSpec, error: str, owner: JobOwner | None = None) -> JobRecord:
         """Record a job that could not even be set up (its directory cannot be written)."""
         with self._lock:
             if spec.job_uuid in self._jobs:
                 raise JobAlreadyExists(spec.job_uuid)
-            record = JobRecord(spec=spec)
+            record = JobRecord(spec=spec, owner=owner)
             self._jobs[spec.job_uuid] = record
             self._finish(record, "failed", error=error)
             return record.model_copy(deep=True)
@@ -424,6 +425,8 @@ class JobManager:
             running.sigkill_sent = True
 
     def _finish(self, record: JobRecord, status: JobState, error: str | None = None) -> None:
+        if status == "failed" and error is not None:  # a process that cannot even write its events cannot say why
+            error = explain_full_disk(record.spec.path, error)
         record.status = status
         record.phase = "finished"
         record.completed_at = datetime.now(UTC)
