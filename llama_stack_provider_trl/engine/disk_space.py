@@ -137,10 +137,6 @@ def _lora_parameters(shapes: dict[str, list[int]], rank: int, targets: list[str]
             continue
         module = name.removesuffix(".weight")
         leaf = module.rsplit(".", 1)[-1]
-        if targets == "all-linear":
-            adapted = leaf not in _NOT_LORA_TARGETS
-        else:
-            adapted = leaf in targets
-        if adapted:
+        if leaf not in _NOT_LORA_TARGETS if targets == "all-linear" else leaf in targets:
             total += rank * (shape[0] + shape[1])
     return total
