@@ -138,7 +138,10 @@ class TrlPostTrainingImpl:
         principal = owner.principal if owner else None
 
         def may_read_job(job_uuid: str) -> bool:
-            return self.jobs.exists(job_uuid) and self.access.may_read(self.jobs.get(job_uuid))
+            try:
+                return self.access.may_read(self.jobs.get(job_uuid))
+            except JobNotFound:
+                return False
 
         def queued_jobs() -> int:
             mine = (r for r in self.jobs.list() if (r.owner.principal if r.owner else None) == principal)

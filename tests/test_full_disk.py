@@ -7,7 +7,6 @@ from pathlib import Path
 
 import llama_stack_client
 import pytest
-from llama_stack_client import LlamaStackClient
 
 from helpers import dpo_request, register_rows, unique, wait_final
 from job_fixtures import client_for, server_for

@@ -51,6 +51,8 @@ CASES: list[tuple[Callable[[Request], None], int, str]] = [
     (_set("job_uuid", "x" * 100_000), 400, "job_uuid"),
     (_set("finetuned_model", " "), 400, "finetuned_model"),
     (_set("finetuned_model", "/no/such/model/dir"), 400, "finetuned_model"),
+    (_set("finetuned_model", "/etc"), 400, "finetuned_model: '/etc' is not a model directory: it has no config.json"),
+    (_set("finetuned_model", "../../../../root"), 400, "finetuned_model: '../../../../root'"),
     (_set("finetuned_model", "/" + "a" * 300), 400, "finetuned_model"),
     (_set("finetuned_model", "org/" + "m" * 10_000), 413, "finetuned_model"),
     (_set("algorithm_config.beta", 0.0), 400, "algorithm_config.beta"),

@@ -19,6 +19,7 @@ NEARLY_FULL_BYTES = 1 << 20
 _NO_SPACE = re.compile(r"No space left on device|Disk quota exceeded|os error 28|Errno 28|ENOSPC", re.IGNORECASE)
 _BYTES_PER_DTYPE = {"F64": 8, "I64": 8, "F32": 4, "I32": 4, "BF16": 2, "F16": 2, "I16": 2, "I8": 1, "U8": 1}
 _ADAM_STATE_BYTES = 8  # two fp32 moments per trained parameter
+_TRAINER_STATE_BYTES = 64 << 10  # an epoch checkpoint's scheduler, RNG and trainer state, training arguments
 _NOT_LORA_TARGETS = ("embed_tokens", "lm_head", "wte", "wpe", "embed_out")  # peft's all-linear leaves them out
 
 
@@ -109,7 +110,9 @@ def estimate_checkpoints(spec: DPOJobSpec) -> CheckpointEstimate | None:
         # Trainer saves a new epoch checkpoint before it deletes the oldest beyond save_total_limit.
         kept = spec.n_epochs if spec.save_total_limit is None else min(spec.n_epochs, spec.save_total_limit + 1)
     return CheckpointEstimate(
-        epoch_checkpoints=kept, epoch_checkpoint_bytes=saved + optimizer + side_files, final_bytes=final + side_files
+        epoch_checkpoints=kept,
+        epoch_checkpoint_bytes=saved + optimizer + side_files + _TRAINER_STATE_BYTES,
+        final_bytes=final + side_files,
     )
 
 
