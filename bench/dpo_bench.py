@@ -3,13 +3,14 @@
     python bench/dpo_bench.py SHAPE [--varlen] [--steps N] [--bs B] [--seq L] [--reps R] [--arms a,b,c]
                               [--variant NAME=KEY=VALUE[,KEY=VALUE...]]
 
-Workload: the shared anchor's (../shared/bench/trl_dpo_anchor.py): a random-init Qwen2-shaped model
-(tiny, qwen0.5b, qwen1.5b), its word-level tokenizer, and its prompt/chosen/rejected rows, equal
-length or chat-like (--varlen), so these numbers compare with the anchor's. Arms:
+Workload (bench/workload.py): a random-init model of a Qwen2.5 shape (tiny, qwen0.5b, qwen1.5b), a word-level
+tokenizer, and prompt/chosen/rejected rows, equal length or chat-like (--varlen). Arms:
 
   provider       a real `llama stack run` server and llama-stack-client, provider defaults
   raw_trl        bench/raw_trl_dpo.py: DPOTrainer called directly with the settings the provider job resolved
-  trl_defaults   the anchor itself in its trl_defaults mode: what TRL gives out of the box
+  trl_defaults   bench/trl_defaults_dpo.py: DPOTrainer with TRL's own defaults, what TRL gives out of the box
+  anchor         optional cross-check, only where ../shared/bench/trl_dpo_anchor.py (or --anchor) exists: the
+                 shared anchor script in its trl_defaults mode, on the same rows (same generator and seed)
   NAME           a --variant: a provider job whose request overrides provider config fields
                  (hyperparam_search_config), e.g. --variant packed=padding_free=true --arms provider,packed,raw_trl
 
@@ -22,7 +23,6 @@ memory; then, for each variant, `NAME/provider tokens_per_s ratio: X`, and last
 
 import argparse
 import datetime
-import importlib.util
 import json
 import logging
 import os
@@ -32,7 +32,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import torch
@@ -40,56 +39,29 @@ import transformers
 import trl
 import yaml
 from llama_stack_client import LlamaStackClient
-from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+from transformers import AutoTokenizer
+from workload import preference_rows, save_model, tokenizer  # bench/ is on the path of a script run from it
 
 from llama_stack_provider_trl.demo.requests import dpo_request
 from llama_stack_provider_trl.demo.stack_server import StackServer
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_ANCHOR = REPO_ROOT.parent / "shared" / "bench" / "trl_dpo_anchor.py"
+BUILT_IN_ARMS = ("provider", "raw_trl", "trl_defaults", "anchor")
 METRICS = ("tokens_per_s", "mfu", "padding_share", "first_step_s", "after_imports_s", "peak_memory_gib", "final_loss")
 
 
-def load_anchor(path: Path) -> ModuleType:
-    if not path.is_file():
-        sys.exit(f"anchor workload not found at {path}; pass --anchor PATH/trl_dpo_anchor.py")
-    spec = importlib.util.spec_from_file_location("trl_dpo_anchor", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def prepare_workload(anchor: ModuleType, a: argparse.Namespace, work: Path) -> tuple[Path, list[dict[str, str]]]:
-    """Save the anchor's model shape and tokenizer once; rebuild its rows (same generator, same seed)."""
+def prepare_workload(a: argparse.Namespace, work: Path) -> tuple[Path, Path]:
+    """The model and tokenizer, saved once, and the rows as JSON lines: (model_dir, rows_path)."""
     model_dir = work / "model"
-    if not (model_dir / "config.json").is_file():
-        # Llama layers in the anchor's Qwen2 shape: the same matmuls (Qwen2 adds q/k/v biases), and unlike a
-        # qwen2 config, a llama config lets AutoTokenizer load the anchor's word-level tokenizer as saved
-        # (transformers 5 forces Qwen2Tokenizer onto qwen2 models, which cannot read it).
-        cfg = LlamaConfig(**anchor.SHAPES[a.shape], max_position_embeddings=4096, tie_word_embeddings=True)
-        torch.manual_seed(0)
-        LlamaForCausalLM(cfg).to(torch.bfloat16).save_pretrained(model_dir)
-        anchor.tokenizer().save_pretrained(model_dir)
+    save_model(a.shape, model_dir)
     sample = "w1 w22 w333"
-    if AutoTokenizer.from_pretrained(model_dir)(sample)["input_ids"] != anchor.tokenizer()(sample)["input_ids"]:
-        sys.exit(f"the tokenizer saved in {model_dir} does not load back as the anchor's; token counts would differ")
-    rng = torch.Generator().manual_seed(0)
-
-    def length() -> int:  # trl_dpo_anchor.main's L()
-        if not a.varlen:
-            return a.seq
-        x = float(torch.empty(1).log_normal_(mean=0.0, std=0.8, generator=rng)) * a.seq / 2
-        return int(min(max(x, 8), 2 * a.seq))
-
-    rows = [
-        {
-            "prompt": anchor.text(rng, length()),
-            "chosen": anchor.text(rng, length()),
-            "rejected": anchor.text(rng, length()),
-        }
-        for _ in range(a.steps * a.bs)
-    ]
-    return model_dir, rows
+    if AutoTokenizer.from_pretrained(model_dir)(sample)["input_ids"] != tokenizer()(sample)["input_ids"]:
+        sys.exit(f"the tokenizer saved in {model_dir} does not load back as built; token counts would differ")
+    rows_path = work / "rows.jsonl"
+    rows = preference_rows(a.steps * a.bs, a.seq, a.varlen)
+    rows_path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return model_dir, rows_path
 
 
 def write_run_config(work: Path, max_seq_length: int, overrides: list[str]) -> Path:
@@ -110,7 +82,7 @@ def parse_variants(specs: list[str]) -> dict[str, dict[str, Any]]:
     for spec in specs:
         name, _, settings = spec.partition("=")
         pairs = [setting.partition("=") for setting in settings.split(",")]
-        if not name or name in ("provider", "raw_trl", "trl_defaults") or any(not k or not eq for k, eq, _ in pairs):
+        if not name or name in BUILT_IN_ARMS or any(not k or not eq for k, eq, _ in pairs):
             sys.exit(f"--variant {spec!r}: expected NAME=KEY=VALUE[,KEY=VALUE...] with a new NAME")
         variants[name] = {key: yaml.safe_load(value) for key, _, value in pairs}
     return variants
@@ -168,7 +140,26 @@ def run_raw_trl(job_dir: Path) -> dict[str, Any]:
     return out
 
 
-def run_trl_defaults(anchor_path: Path, a: argparse.Namespace) -> dict[str, Any]:
+def run_trl_defaults(model_dir: Path, rows_path: Path, max_length: int, a: argparse.Namespace) -> dict[str, Any]:
+    started = time.time()
+    command = [sys.executable, str(REPO_ROOT / "bench" / "trl_defaults_dpo.py"), str(model_dir), str(rows_path)]
+    command += [
+        "--bs",
+        str(a.bs),
+        "--steps",
+        str(a.steps),
+        "--max-length",
+        str(max_length),
+        "--workdir",
+        str(a.workdir),
+    ]
+    out = _run_result(command)
+    out["first_step_s"] = out.pop("first_step_at") - started
+    return out
+
+
+def run_anchor(anchor_path: Path, a: argparse.Namespace) -> dict[str, Any]:
+    """The shared anchor's trl_defaults mode, as a cross-check of the trl_defaults arm."""
     command = [sys.executable, str(anchor_path), a.shape, "trl_defaults", "--steps", str(a.steps), "--bs", str(a.bs)]
     command += ["--seq", str(a.seq)] + (["--varlen"] if a.varlen else [])
     out = _run_result(command)
@@ -207,8 +198,8 @@ def main() -> None:
     ap.add_argument("--bs", type=int, default=8)
     ap.add_argument("--seq", type=int, default=256)
     ap.add_argument("--reps", type=int, default=2)
-    ap.add_argument("--arms", default="provider,raw_trl,trl_defaults")
-    ap.add_argument("--anchor", type=Path, default=DEFAULT_ANCHOR)
+    ap.add_argument("--arms", help="default: provider,raw_trl,trl_defaults, and anchor where the anchor exists")
+    ap.add_argument("--anchor", type=Path, default=DEFAULT_ANCHOR, help="the shared anchor script (optional)")
     ap.add_argument("--workdir", type=Path, default=REPO_ROOT / ".bench")
     ap.add_argument("--json-out", type=Path, help="also write the results here")
     ap.add_argument(
@@ -222,21 +213,23 @@ def main() -> None:
         help="an arm NAME: a provider job with these per-job overrides",
     )
     a = ap.parse_args()
-    arms = a.arms.split(",")
+    arms = (a.arms or "provider,raw_trl,trl_defaults" + (",anchor" if a.anchor.is_file() else "")).split(",")
     variants = parse_variants(a.variant)
-    unknown = [arm for arm in arms if arm not in ("provider", "raw_trl", "trl_defaults") and arm not in variants]
+    unknown = [arm for arm in arms if arm not in BUILT_IN_ARMS and arm not in variants]
     if unknown:
-        sys.exit(f"unknown arms {unknown}: use provider, raw_trl, trl_defaults or a --variant NAME")
+        sys.exit(f"unknown arms {unknown}: use {', '.join(BUILT_IN_ARMS)} or a --variant NAME")
+    if "anchor" in arms and not a.anchor.is_file():
+        sys.exit(f"the anchor arm needs the shared anchor script, not found at {a.anchor}; pass --anchor PATH")
     if "raw_trl" in arms and "provider" not in arms:
         sys.exit("raw_trl replays a provider job's settings: include the provider arm")
     if "raw_trl" in arms and arms.index("raw_trl") < arms.index("provider"):
         sys.exit("raw_trl replays the provider arm's job of the same rep: list provider before raw_trl")
 
-    anchor = load_anchor(a.anchor)
     work = a.workdir / f"{a.shape}-{'varlen' if a.varlen else 'fixed'}-{a.seq}"
     work.mkdir(parents=True, exist_ok=True)
-    model_dir, rows = prepare_workload(anchor, a, work)
-    run_config = write_run_config(work, (4 if a.varlen else 3) * a.seq + 8, a.provider_config)
+    model_dir, rows_path = prepare_workload(a, work)
+    max_length = (4 if a.varlen else 3) * a.seq + 8  # every arm's, as the anchor's
+    run_config = write_run_config(work, max_length, a.provider_config)
     jobs_root = work / "jobs"
     env = {"SQLITE_STORE_DIR": str(work / "store"), "TRL_OUTPUT_DIR": str(jobs_root), "HF_HUB_OFFLINE": "1"}
 
@@ -245,7 +238,9 @@ def main() -> None:
         client = LlamaStackClient(base_url=server.base_url, timeout=120)
         dataset_id = f"bench-{time.time_ns()}"
         client.beta.datasets.register(
-            purpose="post-training/messages", source={"type": "rows", "rows": rows}, dataset_id=dataset_id
+            purpose="post-training/messages",
+            source={"type": "rows", "rows": [json.loads(line) for line in rows_path.read_text().splitlines()]},
+            dataset_id=dataset_id,
         )
         job_dir = None
         for rep in range(a.reps):  # A B A B: drift in the machine's speed hits every arm alike
@@ -260,8 +255,10 @@ def main() -> None:
                         continue
                 elif arm == "raw_trl":
                     result = run_raw_trl(job_dir)
+                elif arm == "trl_defaults":
+                    result = run_trl_defaults(model_dir, rows_path, max_length, a)
                 else:
-                    result = run_trl_defaults(a.anchor, a)
+                    result = run_anchor(a.anchor, a)
                 results[arm].append(result)
                 print(f"rep {rep} {arm:<12} " + json.dumps({k: _round(v) for k, v in result.items()}), flush=True)
 

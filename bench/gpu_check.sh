@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU checks and measurements of the performance issue, as one run of about 9 minutes on an H100.
 # From the repository root on a CUDA machine with the project importable: `make install`, or on a machine without
-# PyPI the wheels of bench/device_wheels.sh (copied into .whl there with the anchor):
+# PyPI the wheels of bench/device_wheels.sh (copied into .whl there):
 #   python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl
 #   PYTHONPATH=/tmp/site:$PWD bash bench/gpu_check.sh python3
 # Full logs go to $OUT (default .bench/gpu_check) as they come, so a run cut short still leaves what it measured;
@@ -11,8 +11,6 @@ set -uo pipefail
 python=${1:-python}
 read -ra workload <<<"${BENCH_ARGS:-qwen0.5b --varlen --steps 30 --bs 8 --seq 256 --reps 2}"
 out=${OUT:-.bench/gpu_check}
-anchor=../shared/bench/trl_dpo_anchor.py
-[ -f "$anchor" ] || anchor=.whl/anchor/trl_dpo_anchor.py
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 "$python" -c 'import torch; print(torch.__version__, torch.cuda.is_available() and torch.cuda.get_device_name())'
@@ -29,7 +27,7 @@ tail -15 "$out/tests.log"
 #    elementwise kernels, far fewer launches); raw TRL on the defaults' settings; TRL's own defaults. Gives MFU,
 #    the provider/raw ratio, the defaults' gain over TRL's on the same card, and each lever's gain.
 #    No epoch checkpoint: it is written after the measured steps and only costs this run time.
-"$python" bench/dpo_bench.py "${workload[@]}" --anchor "$anchor" --provider-config save_every_epoch=false \
+"$python" bench/dpo_bench.py "${workload[@]}" --provider-config save_every_epoch=false \
   --arms provider,bf16_model,compiled,raw_trl,trl_defaults --variant bf16_model=master_weights=optimizer \
   --variant compiled=master_weights=optimizer,torch_compile=true \
   --json-out "$out/bench.json" >"$out/bench.log" 2>&1

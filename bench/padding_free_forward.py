@@ -2,9 +2,9 @@
 
     python bench/padding_free_forward.py SHAPE [--bs B] [--seq L] [--reps R] [--grouped]
 
-SHAPE is one of the shared anchor's (tiny, qwen0.5b, qwen1.5b) or `small` (4 layers, 256 wide). The
+SHAPE is one of bench/workload.py's (tiny, qwen0.5b, qwen1.5b) or `small` (4 layers, 256 wide). The
 batch holds 2*B sequences (chosen and rejected of B pairs, prompt + answer) whose parts are drawn like
-the anchor's --varlen rows (lognormal, median ~L/2, cap 2L); `--grouped` takes B pairs of similar
+the workload's --varlen rows (lognormal, median ~L/2, cap 2L); `--grouped` takes B pairs of similar
 length, as length grouping would. Runs TRL's fused LM head on a random-init Qwen2 model, in bf16 autocast on
 CUDA and fp32 on CPU, and prints the median seconds per forward + backward for each way, their ratio,
 and the batch's padding share. Both ways compute the same log-probs (tests/test_padding_free.py).
@@ -15,12 +15,11 @@ import copy
 import statistics
 import time
 from contextlib import nullcontext
-from pathlib import Path
 
 import torch
-from dpo_bench import DEFAULT_ANCHOR, load_anchor  # bench/ is on the path of a script run from it
 from transformers import Qwen2Config, Qwen2ForCausalLM
 from trl.trainer.utils import add_fused_lm_head
+from workload import SHAPES  # bench/ is on the path of a script run from it
 
 from llama_stack_provider_trl.recipes.padding_free import enable_padding_free
 
@@ -32,7 +31,7 @@ def batch(bs: int, seq: int, vocab: int, grouped: bool) -> tuple[torch.Tensor, t
     order out of 64 batches' worth of pairs, as PairLengthGroupedSampler would put together."""
     rng = torch.Generator().manual_seed(0)
 
-    def part() -> int:  # trl_dpo_anchor's --varlen length
+    def part() -> int:  # workload.preference_rows' varlen length
         return int(min(max(float(torch.empty(1).log_normal_(0.0, 0.8, generator=rng)) * seq / 2, 8), 2 * seq))
 
     pairs = [(part(), part(), part()) for _ in range(bs * (64 if grouped else 1))]
@@ -53,10 +52,9 @@ def main() -> None:
     ap.add_argument("--seq", type=int, default=256)
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--grouped", action="store_true", help="sort the batch's lengths, as length grouping does")
-    ap.add_argument("--anchor", type=Path, default=DEFAULT_ANCHOR)
     a = ap.parse_args()
 
-    shape = SMALL | {"vocab_size": 2048} if a.shape == "small" else load_anchor(a.anchor).SHAPES[a.shape]
+    shape = SMALL | {"vocab_size": 2048} if a.shape == "small" else SHAPES[a.shape]
     cuda = torch.cuda.is_available()
     device = "cuda" if cuda else "cpu"
     torch.manual_seed(0)

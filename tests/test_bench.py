@@ -12,15 +12,12 @@ from torch.autograd import DeviceType
 
 from conftest import REPO_ROOT
 
-ANCHOR = REPO_ROOT.parent / "shared" / "bench" / "trl_dpo_anchor.py"
-
 
 @pytest.mark.slow
-@pytest.mark.skipif(not ANCHOR.is_file(), reason="the shared anchor workload is not beside this checkout")
-def test_bench_compares_provider_a_variant_and_raw_trl_then_profiles_a_job(tmp_path: Path) -> None:
+def test_bench_compares_provider_a_variant_raw_trl_and_trl_defaults_then_profiles_a_job(tmp_path: Path) -> None:
     out = tmp_path / "result.json"
     command = [sys.executable, "bench/dpo_bench.py", "tiny", "--varlen", "--steps", "8", "--seq", "32", "--reps", "1"]
-    command += ["--arms", "provider,packed,raw_trl", "--variant", "packed=padding_free=true"]
+    command += ["--arms", "provider,packed,raw_trl,trl_defaults", "--variant", "packed=padding_free=true"]
     command += ["--workdir", str(tmp_path), "--json-out", str(out)]
     result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
 
@@ -34,6 +31,9 @@ def test_bench_compares_provider_a_variant_and_raw_trl_then_profiles_a_job(tmp_p
     # same rows, same settings: both arms pad exactly the same batches
     assert 0 < median["provider"]["padding_share"] == median["raw_trl"]["padding_share"] < 1
     assert median["packed"]["padding_share"] == 0  # the variant's override reached its job
+    # TRL's defaults, on the same rows in random order and without length grouping: more padding
+    assert median["trl_defaults"]["tokens_per_s"] > 0
+    assert median["trl_defaults"]["padding_share"] > median["provider"]["padding_share"]
 
     # profile_steps replays a job the bench left and says where its steps' time goes
     [run] = json.loads(out.read_text())["runs"]["provider"]

@@ -2,6 +2,7 @@
 
 import asyncio
 import dataclasses
+import re
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,7 @@ import yaml
 from pydantic import ValidationError
 
 from llama_stack_provider_trl.common.job_spec import DPOJobSpec
-from llama_stack_provider_trl.config import TRL_DPO_LOSS_TYPES, TrlPostTrainingConfig
+from llama_stack_provider_trl.config import PER_JOB_FIELDS, TRL_DPO_LOSS_TYPES, TrlPostTrainingConfig
 from llama_stack_provider_trl.engine.admission import admit, job_dir_for
 from llama_stack_provider_trl.engine.errors import RequestError
 from llama_stack_provider_trl.engine.job_request import Given
@@ -18,6 +19,8 @@ from llama_stack_provider_trl.stack_api import PreferenceOptimizeRequest
 from llama_stack_provider_trl.stack_requests import dpo_job_request
 
 from helpers import dpo_request
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 class EightRows:
@@ -103,7 +106,7 @@ def test_bad_device_is_rejected() -> None:
 
 
 def test_sample_run_config_is_the_provider_block_of_run_yaml() -> None:
-    run = yaml.safe_load((Path(__file__).parent.parent / "run.yaml").read_text())
+    run = yaml.safe_load((REPO / "run.yaml").read_text())
     [provider] = run["providers"]["post_training"]
     assert TrlPostTrainingConfig.sample_run_config("~/.llama/distributions/trl") == provider["config"]
 
@@ -301,3 +304,11 @@ def test_torch_compile_is_per_job_and_refused_where_it_cannot_build_kernels(
     assert _spec(tmp_path).torch_compile is False  # a job that does not compile needs no compiler
     with pytest.raises(RequestError, match=r"torch_compile: .*MPS .*; set torch_compile: false"):
         _with_overrides(tmp_path, {"torch_compile": True}, device="mps")
+
+
+def test_docs_config_has_a_row_for_every_field_marking_exactly_the_per_job_ones() -> None:
+    rows = [
+        line.split("|")[1:-1] for line in (REPO / "docs" / "config.md").read_text().splitlines() if line[:3] == "| `"
+    ]
+    per_job = {name: cells[2].strip() == "job" for cells in rows for name in re.findall(r"`(\w+)`", cells[0])}
+    assert per_job == {name: name in PER_JOB_FIELDS for name in TrlPostTrainingConfig.model_fields}
