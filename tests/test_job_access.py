@@ -1,14 +1,19 @@
 """Jobs under Llama Stack's access policy, decided by its own is_action_allowed: owners, unowned records, rules."""
 
+import re
 from pathlib import Path
 
 import pytest
+import yaml
+from llama_stack.core.datatypes import AuthenticationConfig
 from llama_stack.core.request_headers import RequestProviderDataContext
 
+from llama_stack_provider_trl.config import TrlPostTrainingConfig
 from llama_stack_provider_trl.engine.job_record import JobOwner, JobRecord
 from llama_stack_provider_trl.job_access import JobAccess
 from llama_stack_provider_trl.stack_api import AccessRule, Action, User
 
+from conftest import REPO_ROOT
 from job_fixtures import make_spec
 
 ALICE = JobOwner(principal="alice", attributes={"teams": ["red"]})
@@ -55,3 +60,15 @@ def test_a_rule_names_jobs_as_post_training_job_resources(spec_json: str) -> Non
     ]
     assert _may_read(auditors, record, User(principal="carol", attributes={"roles": ["auditor"]}))
     assert not _may_read(auditors, record, User(principal="bob", attributes={"roles": ["user"]}))
+
+
+def test_the_readmes_several_users_example_is_a_run_yaml_that_llama_stack_and_the_provider_accept() -> None:
+    readme = (REPO_ROOT / "README.md").read_text().split("## Several users", 1)[1]
+    [example] = re.findall(r"```yaml\n(.*?)```", readme.split("\n## ", 1)[0], flags=re.DOTALL)
+    run_yaml = yaml.safe_load(example)
+
+    auth = AuthenticationConfig.model_validate(run_yaml["server"]["auth"])
+    [provider] = run_yaml["providers"]["post_training"]
+    config = TrlPostTrainingConfig.model_validate(provider["config"])
+    assert auth.provider_config.type == "custom" and auth.access_policy[2].permit.resource == "post_training_job::*"
+    assert config.allowed_model_dirs == ["/srv/models"] and config.max_queued_jobs_per_user == 2
