@@ -136,6 +136,11 @@ def build_trainer(job_dir: Path) -> tuple[DPOTrainer, Meter, PaddingCounter]:
 def main(job_dir: Path) -> None:
     trainer, meter, padding = build_trainer(job_dir)
     trainer.train()
+    print_result(trainer, meter, padding)
+
+
+def print_result(trainer: DPOTrainer, meter: Meter, padding: PaddingCounter) -> None:
+    """The ``RESULT {json}`` line of a benchmark arm that ran ``trainer``, for dpo_bench.py to read."""
     result = {
         "tokens_per_s": meter.meter.tokens_per_s,
         "mfu": meter.meter.mfu,

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 from datasets import Dataset
-from raw_trl_dpo import IMPORTED_AT, Meter  # bench/ is on the path of a script run from it
+from raw_trl_dpo import Meter, print_result  # bench/ is on the path of a script run from it
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import DPOConfig, DPOTrainer
 
@@ -25,7 +25,6 @@ from llama_stack_provider_trl.recipes.throughput import (
     flops_per_token,
     matmul_parameters,
     peak_flops,
-    peak_memory_gib,
 )
 
 
@@ -72,16 +71,7 @@ def main() -> None:
     padding = PaddingCounter(trainer.data_collator, packed=False)
     trainer.data_collator = padding
     trainer.train()
-    result = {
-        "tokens_per_s": meter.meter.tokens_per_s,
-        "mfu": meter.meter.mfu,
-        "padding_share": padding.padding_share,
-        "first_step_at": meter.first_step_at,
-        "after_imports_s": meter.first_step_at - IMPORTED_AT,
-        "peak_memory_gib": peak_memory_gib(device),
-        "final_loss": trainer.state.log_history[-2].get("loss") if len(trainer.state.log_history) > 1 else None,
-    }
-    print("RESULT " + json.dumps(result), flush=True)
+    print_result(trainer, meter, padding)
 
 
 if __name__ == "__main__":

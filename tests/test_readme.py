@@ -31,3 +31,13 @@ def test_readme_client_example_runs_as_written(stack: StackServer, tiny_model: P
     ]
     assert len(checkpoints) == 3  # after epoch 1, after epoch 2, final
     assert all((Path(path) / "config.json").is_file() for path in checkpoints)
+
+
+def test_the_layout_section_names_every_module_of_the_package() -> None:
+    readme = (REPO_ROOT / "README.md").read_text()
+    [layout] = re.findall(r"## Layout\n.*?```text\n(.*?)```", readme, flags=re.DOTALL)
+    package = REPO_ROOT / "llama_stack_provider_trl"
+    # demo/ is drawn as a folder; the subpackages' __init__.py files are empty
+    modules = [p.relative_to(package) for p in package.rglob("*.py")]
+    modules = [m for m in modules if m.parts[0] != "demo" and (m.name != "__init__.py" or len(m.parts) == 1)]
+    assert [str(m) for m in modules if m.name not in layout] == []
