@@ -11,7 +11,7 @@ from llama_stack.core.request_headers import RequestProviderDataContext
 from llama_stack_provider_trl.config import TrlPostTrainingConfig
 from llama_stack_provider_trl.engine.job_record import JobOwner, JobRecord
 from llama_stack_provider_trl.job_access import JobAccess
-from llama_stack_provider_trl.stack_api import AccessRule, Action, User
+from llama_stack_provider_trl.stack_api import AccessDeniedError, AccessRule, Action, User
 
 from conftest import REPO_ROOT
 from job_fixtures import make_spec
@@ -60,6 +60,16 @@ def test_a_rule_names_jobs_as_post_training_job_resources(spec_json: str) -> Non
     ]
     assert _may_read(auditors, record, User(principal="carol", attributes={"roles": ["auditor"]}))
     assert not _may_read(auditors, record, User(principal="bob", attributes={"roles": ["user"]}))
+
+
+def test_a_policy_that_denies_an_action_is_llama_stacks_own_403_naming_the_action_and_the_job() -> None:
+    readers = [AccessRule(permit={"actions": ["read"], "resource": "post_training_job::*"})]
+    with RequestProviderDataContext(user=User(principal="carol", attributes={"roles": ["auditor"]})):
+        access = JobAccess(readers)
+        access.require(Action.READ, "job-1", ALICE)
+        for action in (Action.CREATE, Action.UPDATE):
+            with pytest.raises(AccessDeniedError, match=f"'carol'.*cannot perform action '{action}'.*job-1"):
+                access.require(action, "job-1", ALICE)
 
 
 def test_the_readmes_several_users_example_is_a_run_yaml_that_llama_stack_and_the_provider_accept() -> None:
