@@ -17,18 +17,17 @@ NEARLY_FULL_BYTES = 1 << 20
 # How a full disk reads once it has crossed a process boundary or a library written in another language
 # (safetensors reports "os error 28").
 _NO_SPACE = re.compile(r"No space left on device|Disk quota exceeded|os error 28|Errno 28|ENOSPC", re.IGNORECASE)
-_BYTES_PER_DTYPE = {"F64": 8, "I64": 8, "F32": 4, "I32": 4, "BF16": 2, "F16": 2, "I16": 2, "I8": 1, "U8": 1}
 _ADAM_STATE_BYTES = 8  # two fp32 moments per trained parameter
 _TRAINER_STATE_BYTES = 64 << 10  # an epoch checkpoint's scheduler, RNG and trainer state, training arguments
 _NOT_LORA_TARGETS = ("embed_tokens", "lm_head", "wte", "wpe", "embed_out")  # peft's all-linear leaves them out
 
 
-def format_bytes(size: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    raise AssertionError("unreachable")
+_UNITS = ("B", "KiB", "MiB", "GiB", "TiB")
+
+
+def format_bytes(size: int) -> str:
+    power = min(int(math.log(max(size, 1), 1024)), len(_UNITS) - 1)
+    return f"{size} B" if power == 0 else f"{size / 1024**power:.1f} {_UNITS[power]}"
 
 
 def disk_space(path: Path) -> tuple[int, int] | None:
@@ -127,7 +126,7 @@ def _tensor_shapes(model_dir: Path) -> dict[str, list[int]] | None:
         except (OSError, ValueError, struct.error):
             return None
         for name, entry in header.items():
-            if name != "__metadata__" and entry.get("dtype") in _BYTES_PER_DTYPE:
+            if name != "__metadata__":
                 shapes[name] = entry["shape"]
     return shapes
 
