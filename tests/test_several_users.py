@@ -211,3 +211,14 @@ def test_one_user_cannot_fill_the_queue_and_an_admin_may_cancel_any_job(
     assert [wait_final(dave, j).status for j in (queued, running, alices)] == ["cancelled"] * 3
     with pytest.raises(llama_stack_client.NotFoundError):
         bob.alpha.post_training.job.status(job_uuid=refused)
+
+
+def test_owners_survive_a_restart(
+    server: StackServer, alice: LlamaStackClient, bob: LlamaStackClient, alice_job: str
+) -> None:
+    server.stop()
+    server.start()
+    assert alice.alpha.post_training.job.status(job_uuid=alice_job).status == "completed"
+    assert alice_job not in [j.job_uuid for j in bob.alpha.post_training.job.list()]
+    with pytest.raises(llama_stack_client.NotFoundError):
+        bob.alpha.post_training.job.status(job_uuid=alice_job)
