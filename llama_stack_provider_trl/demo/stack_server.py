@@ -1,4 +1,4 @@
-"""Start and stop a real ``llama stack run`` server on a free loopback port (used by the demo and tests)."""
+"""Start and stop a real ``llama stack run`` (or ``ogx run``) server on a free loopback port (demo and tests)."""
 
 import os
 import signal
@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -19,8 +20,16 @@ def free_port() -> int:
 
 
 class StackServer:
-    def __init__(self, config_path: Path, log_path: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        config_path: Path,
+        log_path: Path,
+        env: dict[str, str] | None = None,
+        command: Sequence[str] = (sys.executable, "-m", "llama_stack.cli.llama", "stack", "run"),
+    ) -> None:
+        """``command``: the server's command line before the config path (an OGX server: ``ogx_command``)."""
         self.config_path = config_path
+        self.command = list(command)
         self.log_path = log_path
         self.port = free_port()
         self.env = {
@@ -36,10 +45,9 @@ class StackServer:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout_s: float = 180) -> Self:
-        command = [sys.executable, "-m", "llama_stack.cli.llama", "stack", "run", str(self.config_path)]
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [*command, "--port", str(self.port)],
+                [*self.command, str(self.config_path), "--port", str(self.port)],
                 env=self.env,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
@@ -49,12 +57,13 @@ class StackServer:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"llama stack run exited with {self.process.returncode}:\n{self.log_tail()}")
+                # `ogx run` exits 0 when its startup fails: any exit before the health check answers is a failure
+                raise RuntimeError(f"{self.command} exited with {self.process.returncode}:\n{self.log_tail()}")
             if self.healthy():
                 return self
             time.sleep(0.5)
         self.stop()
-        raise TimeoutError(f"llama stack run was not healthy after {timeout_s}s:\n{self.log_tail()}")
+        raise TimeoutError(f"{self.command} was not healthy after {timeout_s}s:\n{self.log_tail()}")
 
     def healthy(self) -> bool:
         try:
@@ -83,3 +92,8 @@ class StackServer:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+
+def ogx_command(venv: Path) -> list[str]:
+    """``ogx run`` of the OGX install in ``venv`` (OGX cannot share a venv with Llama Stack 0.6.1)."""
+    return [str(venv / "bin" / "ogx"), "run"]

@@ -14,6 +14,7 @@ from llama_stack_provider_trl.common.events import (
     Failed,
     JobEvent,
     Metrics,
+    Paused,
     PeakMemory,
     Resuming,
     SetupDone,
@@ -23,7 +24,8 @@ from llama_stack_provider_trl.common.events import (
 )
 from llama_stack_provider_trl.common.job_spec import LOG_FILE, DPOJobSpec
 
-JobState = Literal["scheduled", "in_progress", "completed", "failed", "cancelled"]
+# paused: stopped on request with a resumable checkpoint; it waits, out of the queue, until resumed.
+JobState = Literal["scheduled", "in_progress", "paused", "completed", "failed", "cancelled"]
 # What an in_progress job is doing, from the recipe's events.
 Phase = Literal["queued", "starting", "loading", "training", "saving", "finished"]
 FINAL_STATES: frozenset[str] = frozenset({"completed", "failed", "cancelled"})
@@ -119,6 +121,6 @@ def apply_event(record: JobRecord, event: JobEvent) -> JobRecord:
             )
             kept = [c for c in record.checkpoints if c.identifier != event.identifier]
             update = {"checkpoints": [*kept, checkpoint]}
-        case Completed() | Failed() | EpochEnd() | Resuming():
+        case Completed() | Failed() | Paused() | EpochEnd() | Resuming():
             return record  # the outcome is decided with the exit code (JobManager); the rest is for the log
     return record.model_copy(update=update)

@@ -1,4 +1,4 @@
-"""Training jobs as OS processes: queue, launch, watch, cancel.
+"""Training jobs as OS processes: queue, launch, watch, cancel, pause and resume.
 
 One provider-owned thread does all the work, so no job depends on the event loop of the request
 that created it (the library client runs each request on a loop it drains before returning).
@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from llama_stack_provider_trl.common.checkpoints import last_trainer_checkpoint
-from llama_stack_provider_trl.common.events import Completed, EventReader, Failed, Metrics
-from llama_stack_provider_trl.common.job_spec import EVENTS_FILE, DPOJobSpec
+from llama_stack_provider_trl.common.events import Completed, EventReader, Failed, Metrics, Paused
+from llama_stack_provider_trl.common.job_spec import EVENTS_FILE, PAUSE_REQUEST_FILE, DPOJobSpec
 from llama_stack_provider_trl.common.parent_watch import PARENT_PID_ENV
 from llama_stack_provider_trl.common.recipe_process import RESUME_FLAG, STANDBY_FLAG, handoff_line
 from llama_stack_provider_trl.common.storage_errors import describe_write_error
@@ -57,6 +57,14 @@ class JobAlreadyFinished(Exception):
         super().__init__(f"job '{job_uuid}' already finished with status '{status}'; there is nothing to cancel")
 
 
+class WrongJobState(Exception):
+    """Pause or resume of a job in a state that does not allow it (``status`` is the job's)."""
+
+    def __init__(self, job_uuid: str, status: str, action: str) -> None:
+        super().__init__(f"job '{job_uuid}' is {status}; it cannot be {action}")
+        self.status = status
+
+
 class _Running:
     """Runtime handles of a launched job, kept apart from its record."""
 
@@ -66,7 +74,7 @@ class _Running:
         self.from_standby = from_standby
         self.sigterm_at: float | None = None
         self.sigkill_sent = False
-        self.reported: Completed | Failed | None = None  # the outcome the recipe itself reported
+        self.reported: Completed | Failed | Paused | None = None  # the outcome the recipe itself reported
         self.persisted_at = 0.0
 
 
@@ -159,13 +167,47 @@ class JobManager:
                 raise JobNotFound(job_uuid)
             if record.status in FINAL_STATES:
                 raise JobAlreadyFinished(job_uuid, record.status)
-            if record.status == "scheduled":
-                self._queue.remove(job_uuid)
+            if record.status in ("scheduled", "paused"):
+                if record.status == "scheduled":
+                    self._queue.remove(job_uuid)
                 self._finish(record, "cancelled")
                 return
             self._cancel_requested.add(job_uuid)
             self._signal(job_uuid, signal.SIGTERM)
             self._lock.notify_all()
+
+    def pause(self, job_uuid: str) -> None:
+        """A queued job leaves the queue; a running one is asked to save a checkpoint after its current step and
+        exit (a file in its directory: no signal can reach it before its handler exists). It is paused once it has."""
+        with self._lock:
+            record = self._require(job_uuid)
+            if record.status == "scheduled":
+                self._queue.remove(job_uuid)
+                record.status = "paused"
+                self._persist(record)
+            elif record.status == "in_progress":
+                (record.spec.path / PAUSE_REQUEST_FILE).touch()
+            else:
+                raise WrongJobState(job_uuid, record.status, "paused")
+
+    def resume(self, job_uuid: str) -> None:
+        """Queue a paused job again; it continues from its last Trainer checkpoint."""
+        with self._lock:
+            record = self._require(job_uuid)
+            if record.status != "paused":
+                raise WrongJobState(job_uuid, record.status, "resumed")
+            (record.spec.path / PAUSE_REQUEST_FILE).unlink(missing_ok=True)
+            record.status = "scheduled"
+            record.phase = "queued"
+            self._persist(record)
+            self._queue.append(job_uuid)
+            self._lock.notify_all()
+
+    def _require(self, job_uuid: str) -> JobRecord:
+        record = self._jobs.get(job_uuid)
+        if record is None:
+            raise JobNotFound(job_uuid)
+        return record
 
     def shutdown(self, timeout_s: float = SHUTDOWN_GRACE_S + 1) -> None:
         """Stop every running job (SIGTERM, then SIGKILL after a short grace) and record how it ended.
@@ -355,7 +397,7 @@ class JobManager:
         state_changed = False
         for event in events:
             record = apply_event(record, event)
-            if isinstance(event, Completed | Failed):
+            if isinstance(event, Completed | Failed | Paused):
                 running.reported = event
             state_changed = state_changed or not isinstance(event, Metrics)
         record.events_offset = running.events.offset
@@ -387,6 +429,8 @@ class JobManager:
             self._finish(record, "cancelled")
         elif code == 0 and isinstance(running.reported, Completed):
             self._finish(record, "completed")
+        elif code == 0 and isinstance(running.reported, Paused):
+            self._on_paused(record, running.reported.step)
         elif self._stopping and running.sigterm_at is not None:  # stopped by shutdown(), not by its own fault
             self._on_shutdown_stop(record)
         else:
@@ -398,6 +442,15 @@ class JobManager:
                 f"--- last lines of {record.log_path} ---\n{_tail(record)}",
             )
         self._lock.notify_all()
+
+    def _on_paused(self, record: JobRecord, step: int) -> None:
+        record.status = "paused"
+        record.phase = "queued"
+        record.pid = None
+        record.resume = True
+        record.note = f"paused after step {step}; resuming continues from {last_trainer_checkpoint(record.spec.path)}"
+        self._persist(record)
+        logger.info("job %s paused after step %d", record.job_uuid, step)
 
     def _on_shutdown_stop(self, record: JobRecord) -> None:
         if not self._resume:
@@ -427,6 +480,8 @@ class JobManager:
     def _finish(self, record: JobRecord, status: JobState, error: str | None = None) -> None:
         if status == "failed" and error is not None:  # a process that cannot even write its events cannot say why
             error = explain_full_disk(record.spec.path, error)
+        with contextlib.suppress(OSError):  # a pause the job ended before honouring (or a directory never made)
+            (record.spec.path / PAUSE_REQUEST_FILE).unlink(missing_ok=True)
         record.status = status
         record.phase = "finished"
         record.completed_at = datetime.now(UTC)

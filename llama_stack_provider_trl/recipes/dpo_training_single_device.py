@@ -9,7 +9,9 @@ trains, saves an HF Trainer checkpoint at the end of every epoch (``checkpoints/
 the final model (``checkpoints/final``; with LoRA the adapter, plus ``checkpoints/final-merged`` when
 asked), each with its tokenizer and chat template, and reports progress as JSON lines in
 ``<job_dir>/events.jsonl``. Exit code 0 means completed; anything else means failed, with the reason in
-the last event. ``--resume`` continues from the newest complete epoch checkpoint, if there is one.
+the last event. ``--resume`` continues from the newest complete checkpoint, if there is one. When the server asks
+for a pause (``<job_dir>/pause.request``), the recipe saves a resumable checkpoint after its current step and
+exits 0 after a ``paused`` event.
 ``--standby`` imports everything and waits for the server to hand it a job (common/recipe_process.py).
 """
 
@@ -38,6 +40,7 @@ from llama_stack_provider_trl.common.events import (
     EventWriter,
     Failed,
     Metrics,
+    Paused,
     PeakMemory,
     Resuming,
     SetupDone,
@@ -49,6 +52,7 @@ from llama_stack_provider_trl.common.job_spec import (
     CHECKPOINTS_DIR,
     EVAL_DATA_FILE,
     EVENTS_FILE,
+    PAUSE_REQUEST_FILE,
     TRAIN_DATA_FILE,
     DPOJobSpec,
     LoraSpec,
@@ -83,6 +87,7 @@ class DPOTrainingSingleDevice:
         self.events = events
         self.trainer: DPOTrainer | None = None
         self.reporter: EventReportingCallback | None = None
+        self.pause: PauseOnRequest | None = None
 
     # -- setup ---------------------------------------------------------------------------------
     def setup(self) -> None:
@@ -123,6 +128,7 @@ class DPOTrainingSingleDevice:
             peak_flops(spec.device, precision),
         )
         self.reporter = EventReportingCallback(self.events, spec.job_uuid, total_steps, steps_per_epoch, meter)
+        self.pause = PauseOnRequest(spec.path / PAUSE_REQUEST_FILE, total_steps)
         on_cuda = spec.device.startswith("cuda")
 
         args = DPOConfig(
@@ -164,7 +170,7 @@ class DPOTrainingSingleDevice:
             eval_dataset=eval_dataset,
             processing_class=tokenizer,  # without it TRL fetches a tokenizer from the Hub
             peft_config=_lora_config(spec.lora) if spec.lora else None,
-            callbacks=[self.reporter],
+            callbacks=[self.reporter, self.pause],
             steps_per_epoch=steps_per_epoch,
             total_steps=total_steps,
         )
@@ -271,12 +277,17 @@ class DPOTrainingSingleDevice:
         return per_epoch, per_epoch * spec.n_epochs
 
     # -- train ---------------------------------------------------------------------------------
-    def train(self, resume_from: Path | None = None) -> None:
-        assert self.trainer is not None, "call setup() first"
+    def train(self, resume_from: Path | None = None) -> bool:
+        """Train to the end (True), or until the server asks for a pause (False: a checkpoint is saved)."""
+        assert self.trainer is not None and self.pause is not None, "call setup() first"
         if resume_from is not None:
             self.events.emit(Resuming(checkpoint=str(resume_from)))
         self.trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
         self.events.emit(PeakMemory(gib=peak_memory_gib(self.spec.device)))
+        if self.pause.paused_at is not None:
+            self.events.emit(Paused(step=self.pause.paused_at))
+            return False
+        return True
 
     # -- save ----------------------------------------------------------------------------------
     def save(self) -> None:
@@ -418,7 +429,9 @@ class EventReportingCallback(TrainerCallback):
 
     def on_save(self, args, state, control, **kwargs):
         path = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-        self.emit_checkpoint(f"{self._job_uuid}-epoch-{self._epoch}", path, state.global_step)
+        epoch_end = state.global_step % self._steps_per_epoch == 0
+        name = f"epoch-{self._epoch}" if epoch_end else f"step-{state.global_step}"  # mid-epoch: a pause's
+        self.emit_checkpoint(f"{self._job_uuid}-{name}", path, state.global_step)
 
     def emit_checkpoint(self, identifier: str, path: Path, step: int) -> None:
         self._events.emit(
@@ -432,6 +445,23 @@ class EventReportingCallback(TrainerCallback):
                 perplexity=self.perplexity,
             )
         )
+
+
+class PauseOnRequest(TrainerCallback):
+    """Ends training after the step during which the server asked for a pause (``pause.request`` in the job's
+    directory), saving a Trainer checkpoint that ``--resume`` continues from: weights, optimizer, scheduler, RNG
+    and data position. A request during the last step changes nothing: the job completes."""
+
+    def __init__(self, request_file: Path, total_steps: int) -> None:
+        self._request_file = request_file
+        self._total_steps = total_steps
+        self.paused_at: int | None = None
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step < self._total_steps and self._request_file.exists():
+            control.should_save = True
+            control.should_training_stop = True
+            self.paused_at = state.global_step
 
 
 def _sampling_strategy(spec: DPOJobSpec) -> str:
@@ -489,9 +519,9 @@ def main(argv: list[str]) -> int:
     try:
         events.emit(Started())
         recipe.setup()
-        recipe.train(last_trainer_checkpoint(spec.path) if RESUME_FLAG in argv else None)
-        recipe.save()
-        events.emit(Completed())
+        if recipe.train(last_trainer_checkpoint(spec.path) if RESUME_FLAG in argv else None):
+            recipe.save()
+            events.emit(Completed())
         return 0
     except Exception as exc:  # report any failure to the server, then exit non-zero
         traceback.print_exc()

@@ -1,0 +1,605 @@
+"""TrlFineTuningImpl: OpenAI's fine-tuning API (api.py) over the engine, reading training data from OGX's Files API.
+
+A job is admitted by the engine (engine/admission.py) from a JobRequest whose fields carry OpenAI's names, so each
+refusal names the parameter the caller sent. What OpenAI's job object holds beyond the engine's record (the request
+as the caller gave it, the resolved hyperparameters, the result file) is kept in ``openai_job.json`` in the job's
+directory, so a restarted server serves the same objects.
+"""
+
+import asyncio
+import csv
+import io
+import logging
+import math
+import re
+import secrets
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from http import HTTPStatus
+from pathlib import Path
+from typing import Any
+
+from fastapi import UploadFile
+from ogx_api import ResourceNotFoundError
+from ogx_api.files.models import (
+    OpenAIFilePurpose,
+    RetrieveFileContentRequest,
+    RetrieveFileRequest,
+    UploadFileRequest,
+)
+from pydantic import BaseModel
+
+from llama_stack_provider_trl.common.events import (
+    CheckpointSaved,
+    Completed,
+    Evaluation,
+    EventReader,
+    Failed,
+    JobEvent,
+    Metrics,
+    Paused,
+    Resuming,
+    SetupDone,
+    Started,
+)
+from llama_stack_provider_trl.common.job_spec import CHECKPOINTS_DIR, EVENTS_FILE
+from llama_stack_provider_trl.config import TrlPostTrainingConfig
+from llama_stack_provider_trl.engine.admission import admit
+from llama_stack_provider_trl.engine.errors import RequestError
+from llama_stack_provider_trl.engine.intake import submit_job, write_job
+from llama_stack_provider_trl.engine.job_record import FINAL_STATES, CheckpointRecord, JobRecord
+from llama_stack_provider_trl.engine.job_request import Given, JobRequest
+from llama_stack_provider_trl.engine.jobs import JobAlreadyFinished, JobNotFound, WrongJobState
+from llama_stack_provider_trl.engine.service import open_job_manager, start_job_manager
+from llama_stack_provider_trl.ogx.api import (
+    CheckpointMetrics,
+    CreateFineTuningJobRequest,
+    DpoHyperparameters,
+    DpoMethod,
+    FineTuningJob,
+    FineTuningJobCheckpoint,
+    FineTuningJobCheckpointList,
+    FineTuningJobEvent,
+    FineTuningJobEventList,
+    FineTuningJobList,
+    Hyperparameters,
+    JobError,
+    JobStatus,
+    Method,
+    OpenAIError,
+)
+from llama_stack_provider_trl.ogx.training_files import preference_rows
+
+logger = logging.getLogger(__name__)
+
+# "auto" hyperparameters take TRL's defaults (per_device_train_batch_size, num_train_epochs); the learning rate is
+# learning_rate_multiplier times the provider config's learning_rate (1e-6 unless configured: TRL's DPO default).
+AUTO_BATCH_SIZE = 8
+AUTO_N_EPOCHS = 3
+ORGANIZATION_ID = "local"
+OPENAI_JOB_FILE = "openai_job.json"
+RESULTS_FILENAME = "step_metrics.csv"
+METADATA_MAX_KEYS, METADATA_KEY_CHARS, METADATA_VALUE_CHARS = 16, 64, 512
+SUFFIX_PATTERN = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+DPO_HYPERPARAMETERS = "method.dpo.hyperparameters"
+
+STATUS: dict[str, JobStatus] = {
+    "scheduled": "queued",
+    "in_progress": "running",
+    "paused": "paused",
+    "completed": "succeeded",
+    "failed": "failed",
+    "cancelled": "cancelled",
+}
+# The per-step CSV of a succeeded job (result_files): TRL's logged DPO metrics under OpenAI-like column names.
+RESULT_COLUMNS = {
+    "train_loss": "loss",
+    "train_accuracy": "rewards/accuracies",
+    "train_reward_margin": "rewards/margins",
+    "learning_rate": "learning_rate",
+    "valid_loss": "eval_loss",
+    "valid_accuracy": "eval_rewards/accuracies",
+}
+
+
+class OpenAIJob(BaseModel):
+    """What the OpenAI job object holds beyond the engine's record."""
+
+    id: str
+    created_at: int
+    model: str
+    training_file: str
+    validation_file: str | None
+    method: Method
+    hyperparameters: Hyperparameters
+    seed: int
+    suffix: str | None
+    metadata: dict[str, str] | None
+    fine_tuned_model: str
+    result_files: list[str] = []
+
+    def write(self, job_dir: Path) -> None:
+        (job_dir / OPENAI_JOB_FILE).write_text(self.model_dump_json(indent=2))
+
+
+class TrlFineTuningImpl:
+    def __init__(self, config: TrlPostTrainingConfig, files: Any) -> None:
+        self.config = config
+        self.files = files
+        self.output_root = Path(config.output_dir).expanduser().resolve()
+        self.jobs = open_job_manager(config)
+        self.device = "cpu"
+        self._openai: dict[str, OpenAIJob] = {}
+        self._results_lock = asyncio.Lock()
+
+    async def initialize(self) -> None:
+        self.device = start_job_manager(self.jobs, self.config, self.output_root)
+        for record in self.jobs.list():
+            path = record.spec.path / OPENAI_JOB_FILE
+            if path.is_file():  # jobs without one came through another front door
+                try:
+                    self._openai[record.job_uuid] = OpenAIJob.model_validate_json(path.read_text())
+                except (OSError, ValueError):
+                    logger.exception("fine_tuning: skipping job %s, its %s does not load", record.job_uuid, path)
+
+    async def shutdown(self) -> None:
+        await asyncio.to_thread(self.jobs.shutdown)
+
+    # -- create -----------------------------------------------------------------------------------------------------
+    async def create_fine_tuning_job(self, request: CreateFineTuningJobRequest) -> FineTuningJob:
+        hyperparameters = _dpo_hyperparameters(request)
+        _check_options(request)
+        job_id = f"ftjob-{secrets.token_hex(12)}"
+        batch_size = _given_or(hyperparameters.batch_size, AUTO_BATCH_SIZE)
+        n_epochs = _given_or(hyperparameters.n_epochs, AUTO_N_EPOCHS)
+        multiplier = _lr_multiplier(hyperparameters.learning_rate_multiplier)
+        overrides = _overrides(request)
+        job_request = JobRequest(
+            job_uuid=Given(job_id, "id"),
+            model=Given(request.model, "model"),
+            beta=_number_or_auto(hyperparameters.beta, f"{DPO_HYPERPARAMETERS}.beta"),
+            n_epochs=Given(n_epochs, f"{DPO_HYPERPARAMETERS}.n_epochs"),
+            dataset_id=Given(request.training_file, "training_file"),
+            batch_size=Given(batch_size, f"{DPO_HYPERPARAMETERS}.batch_size"),
+            validation_dataset_id=Given(request.validation_file, "validation_file") if request.validation_file else None,
+            learning_rate=Given(multiplier * self.config.learning_rate, f"{DPO_HYPERPARAMETERS}.learning_rate_multiplier"),
+            overrides=Given(overrides, "trl"),
+        )
+        job = await admit(
+            job_request,
+            self.config,
+            output_root=self.output_root,
+            device=self.device,
+            job_exists=self.jobs.exists,
+            sources=_UploadedFiles(self),
+        )
+        resolved = Hyperparameters(batch_size=batch_size, learning_rate_multiplier=multiplier, n_epochs=n_epochs)
+        openai_job = OpenAIJob(
+            id=job_id,
+            created_at=int(time.time()),
+            model=request.model,
+            training_file=request.training_file,
+            validation_file=request.validation_file,
+            method=Method(
+                type="dpo",
+                dpo=DpoMethod(hyperparameters=DpoHyperparameters(**resolved.model_dump(), beta=job.spec.beta)),
+            ),
+            hyperparameters=resolved,
+            seed=job.spec.seed,
+            suffix=request.suffix,
+            metadata=request.metadata,
+            fine_tuned_model=_fine_tuned_name(request.model, request.suffix, job_id),
+        )
+        problem = write_job(job, "id")
+        if problem is None:
+            try:
+                openai_job.write(job.spec.path)
+            except OSError as exc:
+                problem = f"the job's {OPENAI_JOB_FILE}: {exc}"
+        self._openai[job_id] = openai_job
+        submit_job(self.jobs, job, problem, "id")
+        return await self._job_object(job_id)
+
+    # -- read -------------------------------------------------------------------------------------------------------
+    async def retrieve_fine_tuning_job(self, job_id: str) -> FineTuningJob:
+        return await self._job_object(job_id)
+
+    async def list_fine_tuning_jobs(
+        self, after: str | None, limit: int, metadata: dict[str, str] | None
+    ) -> FineTuningJobList:
+        newest_first = sorted(self._openai.values(), key=lambda job: (job.created_at, job.id), reverse=True)
+        if metadata:
+            newest_first = [
+                job for job in newest_first if all((job.metadata or {}).get(k) == v for k, v in metadata.items())
+            ]
+        page, has_more = _page(newest_first, after, limit, "after", lambda job: job.id)
+        return FineTuningJobList(data=[await self._job_object(job.id) for job in page], has_more=has_more)
+
+    async def list_fine_tuning_events(self, job_id: str, after: str | None, limit: int) -> FineTuningJobEventList:
+        record, openai_job = self._get(job_id)
+        events = list(reversed(_events(record, openai_job)))  # newest first, as OpenAI lists them
+        page, has_more = _page(events, after, limit, "after", lambda event: event.id)
+        return FineTuningJobEventList(data=page, has_more=has_more)
+
+    async def list_fine_tuning_checkpoints(
+        self, job_id: str, after: str | None, limit: int
+    ) -> FineTuningJobCheckpointList:
+        record, openai_job = self._get(job_id)
+        checkpoints = sorted(
+            (_checkpoint_object(record, openai_job, c) for c in record.checkpoints if Path(c.path).exists()),
+            key=lambda c: (c.step_number, c.created_at),
+            reverse=True,
+        )
+        page, has_more = _page(checkpoints, after, limit, "after", lambda checkpoint: checkpoint.id)
+        return FineTuningJobCheckpointList(
+            data=page,
+            has_more=has_more,
+            first_id=page[0].id if page else None,
+            last_id=page[-1].id if page else None,
+        )
+
+    # -- change -----------------------------------------------------------------------------------------------------
+    async def cancel_fine_tuning_job(self, job_id: str) -> FineTuningJob:
+        self._get(job_id)
+        try:
+            self.jobs.cancel(job_id)
+        except JobAlreadyFinished as exc:
+            status = STATUS[self.jobs.get(job_id).status]
+            raise OpenAIError(HTTPStatus.CONFLICT, f"job '{job_id}' already {status}; there is nothing to cancel") from exc
+        return await self._job_object(job_id)
+
+    async def pause_fine_tuning_job(self, job_id: str) -> FineTuningJob:
+        self._get(job_id)
+        try:
+            self.jobs.pause(job_id)
+        except WrongJobState as exc:
+            raise OpenAIError(
+                HTTPStatus.CONFLICT, f"job '{job_id}' is {STATUS[exc.status]}; only a queued or running job pauses"
+            ) from exc
+        return await self._job_object(job_id)
+
+    async def resume_fine_tuning_job(self, job_id: str) -> FineTuningJob:
+        self._get(job_id)
+        try:
+            self.jobs.resume(job_id)
+        except WrongJobState as exc:
+            raise OpenAIError(
+                HTTPStatus.CONFLICT, f"job '{job_id}' is {STATUS[exc.status]}; only a paused job resumes"
+            ) from exc
+        return await self._job_object(job_id)
+
+    # -- helpers ----------------------------------------------------------------------------------------------------
+    def _get(self, job_id: str) -> tuple[JobRecord, OpenAIJob]:
+        openai_job = self._openai.get(job_id)
+        try:
+            if openai_job is None:
+                raise JobNotFound(job_id)
+            return self.jobs.get(job_id), openai_job
+        except JobNotFound as exc:
+            raise OpenAIError(
+                HTTPStatus.NOT_FOUND, f"no fine-tuning job '{job_id}'; client.fine_tuning.jobs.list() lists them"
+            ) from exc
+
+    async def _job_object(self, job_id: str) -> FineTuningJob:
+        record, openai_job = self._get(job_id)
+        status = STATUS[record.status]
+        if status == "succeeded" and not openai_job.result_files:
+            await self._attach_results(record, openai_job)
+        finished = record.status in FINAL_STATES and record.completed_at is not None
+        return FineTuningJob(
+            id=job_id,
+            created_at=openai_job.created_at,
+            error=JobError(code="training_failed", message=_error_message(record.error)) if status == "failed" else None,
+            fine_tuned_model=openai_job.fine_tuned_model if status == "succeeded" else None,
+            finished_at=int(record.completed_at.timestamp()) if finished and record.completed_at else None,
+            hyperparameters=openai_job.hyperparameters,
+            model=openai_job.model,
+            organization_id=ORGANIZATION_ID,
+            result_files=openai_job.result_files,
+            seed=openai_job.seed,
+            status=status,
+            trained_tokens=_trained_tokens(record) if status == "succeeded" else None,
+            training_file=openai_job.training_file,
+            validation_file=openai_job.validation_file,
+            estimated_finish=_estimated_finish(record) if status == "running" else None,
+            integrations=[],
+            metadata=openai_job.metadata,
+            method=openai_job.method,
+            user_provided_suffix=openai_job.suffix,
+        )
+
+    async def _attach_results(self, record: JobRecord, openai_job: OpenAIJob) -> None:
+        """Upload the per-step metrics of a succeeded job as a fine-tune-results file, once."""
+        async with self._results_lock:
+            if openai_job.result_files:
+                return
+            upload = UploadFile(file=io.BytesIO(_results_csv(record).encode()), filename=RESULTS_FILENAME)
+            # fine-tune-results is a purpose files carry, not one a client may upload with: skip that check
+            request = UploadFileRequest.model_construct(purpose=OpenAIFilePurpose.FINE_TUNE_RESULTS, expires_after=None)
+            uploaded = await self.files.openai_upload_file(request, upload)
+            openai_job.result_files = [uploaded.id]
+            try:
+                openai_job.write(record.spec.path)
+            except OSError:
+                logger.exception("fine_tuning: job %s: cannot record its result file %s", record.job_uuid, uploaded.id)
+
+    def model_path(self, name: str) -> str | None:
+        """The directory a fine-tuned model name (``fine_tuned_model``, ``fine_tuned_model_checkpoint``) names."""
+        for openai_job in self._openai.values():
+            if name == openai_job.fine_tuned_model or name.startswith(f"{openai_job.fine_tuned_model}:ckpt-"):
+                record = self.jobs.get(openai_job.id)
+                if name == openai_job.fine_tuned_model:
+                    if record.status != "completed":
+                        raise RequestError(
+                            "model",
+                            f"'{name}' is what job {openai_job.id} trains, and that job is {STATUS[record.status]}; "
+                            "use it once the job has succeeded",
+                        )
+                    final = record.spec.path / CHECKPOINTS_DIR
+                    merged = final / "final-merged"
+                    return str(merged if merged.is_dir() else final / "final")
+                for checkpoint in record.checkpoints:
+                    if _checkpoint_name(openai_job, checkpoint.step, checkpoint.identifier) == name:
+                        return checkpoint.path
+        return None
+
+
+class _UploadedFiles:
+    """What admission reads through this front door: fine-tuned model names and uploaded JSONL files."""
+
+    def __init__(self, impl: TrlFineTuningImpl) -> None:
+        self._impl = impl
+
+    async def registered_model_path(self, model: str) -> str | None:
+        return self._impl.model_path(model)
+
+    async def dataset_rows(self, dataset_id: Given[str], limit: int) -> list[dict[str, Any]]:
+        files = self._impl.files
+        try:
+            uploaded = await files.openai_retrieve_file(RetrieveFileRequest(file_id=dataset_id.value))
+            content = await files.openai_retrieve_file_content(RetrieveFileContentRequest(file_id=dataset_id.value))
+        except (ResourceNotFoundError, ValueError) as exc:
+            raise RequestError(
+                dataset_id.field,
+                f"no file '{dataset_id.value}'; upload it first: client.files.create(file=..., purpose='fine-tune')",
+                HTTPStatus.NOT_FOUND,
+            ) from exc
+        if uploaded.purpose != OpenAIFilePurpose.FINE_TUNE:
+            raise RequestError(
+                dataset_id.field,
+                f"file '{dataset_id.value}' was uploaded with purpose '{uploaded.purpose}'; upload training data with "
+                "purpose 'fine-tune'",
+            )
+        return preference_rows(dataset_id, content.body, limit)
+
+
+# -- the request --------------------------------------------------------------------------------------------------
+def _dpo_hyperparameters(request: CreateFineTuningJobRequest) -> DpoHyperparameters:
+    method = request.method or Method(type="supervised")  # OpenAI's default method
+    if method.type == "reinforcement":
+        raise OpenAIError(
+            HTTPStatus.BAD_REQUEST,
+            "reinforcement fine-tuning (graders scoring sampled answers) is not something this provider runs; "
+            "use method.type 'dpo'",
+            param="method.type",
+        )
+    if method.type == "supervised":
+        raise OpenAIError(
+            HTTPStatus.BAD_REQUEST,
+            "supervised fine-tuning is not available on this provider yet; it runs DPO: send "
+            "method={'type': 'dpo', 'dpo': {'hyperparameters': {...}}} with a preference file",
+            param="method.type",
+        )
+    if request.hyperparameters is not None:
+        raise OpenAIError(
+            HTTPStatus.BAD_REQUEST,
+            "the top-level hyperparameters are OpenAI's deprecated form for supervised jobs; give them in "
+            f"{DPO_HYPERPARAMETERS}",
+            param="hyperparameters",
+        )
+    if method.supervised is not None or method.reinforcement is not None:
+        raise OpenAIError(
+            HTTPStatus.BAD_REQUEST, "method.type is 'dpo': give only method.dpo", param="method"
+        )
+    return (method.dpo.hyperparameters if method.dpo else None) or DpoHyperparameters()
+
+
+def _check_options(request: CreateFineTuningJobRequest) -> None:
+    if request.integrations:
+        raise OpenAIError(
+            HTTPStatus.BAD_REQUEST,
+            "integrations are not supported; the job's metrics are in its events and its result file",
+            param="integrations",
+        )
+    if request.suffix is not None and not SUFFIX_PATTERN.match(request.suffix):
+        raise OpenAIError(
+            HTTPStatus.BAD_REQUEST,
+            f"suffix {request.suffix!r}: use 1-64 characters from A-Z a-z 0-9 . _ -",
+            param="suffix",
+        )
+    metadata = request.metadata or {}
+    if len(metadata) > METADATA_MAX_KEYS:
+        raise OpenAIError(HTTPStatus.BAD_REQUEST, f"{len(metadata)} keys; at most {METADATA_MAX_KEYS}", param="metadata")
+    for key, value in metadata.items():
+        if len(key) > METADATA_KEY_CHARS or len(value) > METADATA_VALUE_CHARS:
+            raise OpenAIError(
+                HTTPStatus.BAD_REQUEST,
+                f"key {key[:METADATA_KEY_CHARS]!r}: keys take at most {METADATA_KEY_CHARS} characters, values "
+                f"{METADATA_VALUE_CHARS}",
+                param="metadata",
+            )
+
+
+def _given_or(value: int | str | None, auto: int) -> int:
+    return auto if value is None or value == "auto" else int(value)
+
+
+def _number_or_auto(value: float | str | None, field: str) -> Given[float] | None:
+    return None if value is None or value == "auto" else Given(float(value), field)
+
+
+def _lr_multiplier(value: float | str | None) -> float:
+    if value is None or value == "auto":
+        return 1.0
+    if not math.isfinite(value) or value <= 0:
+        raise OpenAIError(
+            HTTPStatus.BAD_REQUEST,
+            f"must be a finite number > 0, got {value}",
+            param=f"{DPO_HYPERPARAMETERS}.learning_rate_multiplier",
+        )
+    return float(value)
+
+
+def _overrides(request: CreateFineTuningJobRequest) -> dict[str, Any]:
+    overrides = dict(request.trl or {})
+    if request.seed is not None:
+        if overrides.get("seed", request.seed) != request.seed:
+            raise OpenAIError(
+                HTTPStatus.BAD_REQUEST, f"seed {request.seed} conflicts with trl.seed {overrides['seed']}", param="seed"
+            )
+        overrides["seed"] = request.seed
+    return overrides
+
+
+def _fine_tuned_name(model: str, suffix: str | None, job_id: str) -> str:
+    """OpenAI's ``ft:<base model>:<suffix>:<job>``; the base is a local model's directory name."""
+    base = model.split(":")[1] if model.startswith("ft:") else Path(model.rstrip("/")).name or model
+    return f"ft:{base}:{suffix or 'trl'}:{job_id}"
+
+
+# -- the objects --------------------------------------------------------------------------------------------------
+def _page[T](items: list[T], after: str | None, limit: int, field: str, key: Callable[[T], str]) -> tuple[list[T], bool]:
+    start = 0
+    if after is not None:
+        ids = [key(item) for item in items]
+        if after not in ids:
+            raise OpenAIError(HTTPStatus.BAD_REQUEST, f"no item '{after}' in this list to list after", param=field)
+        start = ids.index(after) + 1
+    return items[start : start + limit], start + limit < len(items)
+
+
+def _error_message(error: str | None) -> str:
+    """The reason, without the log tail the engine appends."""
+    return (error or "the job failed").split("\n--- last lines of", 1)[0]
+
+
+def _trained_tokens(record: JobRecord) -> int | None:
+    tokens = record.metrics.get("num_tokens")
+    return int(tokens) if tokens is not None else None
+
+
+def _estimated_finish(record: JobRecord) -> int | None:
+    if not record.step or not record.total_steps or record.started_at is None:
+        return None
+    elapsed = (datetime.now(UTC) - record.started_at).total_seconds()
+    return int(time.time() + elapsed / record.step * (record.total_steps - record.step))
+
+
+def _checkpoint_name(openai_job: OpenAIJob, step: int, identifier: str) -> str:
+    if identifier.endswith("-final"):
+        return openai_job.fine_tuned_model
+    return f"{openai_job.fine_tuned_model}:ckpt-step-{step}"
+
+
+def _checkpoint_object(
+    record: JobRecord, openai_job: OpenAIJob, checkpoint: CheckpointRecord
+) -> FineTuningJobCheckpoint:
+    return FineTuningJobCheckpoint(
+        id=f"ftckpt-{checkpoint.identifier}",
+        created_at=int(checkpoint.created_at.timestamp()),
+        fine_tuned_model_checkpoint=_checkpoint_name(openai_job, checkpoint.step, checkpoint.identifier),
+        fine_tuning_job_id=record.job_uuid,
+        metrics=CheckpointMetrics(
+            step=checkpoint.step,
+            train_loss=checkpoint.train_loss,
+            valid_loss=checkpoint.eval_loss,
+            full_valid_loss=checkpoint.eval_loss,
+        ),
+        step_number=checkpoint.step,
+    )
+
+
+def _job_events(record: JobRecord) -> list[JobEvent]:
+    return EventReader(record.spec.path / EVENTS_FILE, job=record.job_uuid).read_new()
+
+
+def _events(record: JobRecord, openai_job: OpenAIJob) -> list[FineTuningJobEvent]:
+    """The job's history, oldest first: its creation, what its training process reported, how it ended."""
+    found: list[tuple[float, str, str, dict[str, Any] | None]] = [
+        (openai_job.created_at, "info", f"Created fine-tuning job: {openai_job.id}", None),
+        (openai_job.created_at, "info", f"Validated training file: {openai_job.training_file}", None),
+    ]
+    for event in _job_events(record):
+        described = _describe(event)
+        if described is not None:
+            found.append((event.time, *described))
+    if record.completed_at is not None and record.status in FINAL_STATES:
+        end = record.completed_at.timestamp()
+        if record.status == "completed":
+            found.append((end, "info", f"New fine-tuned model created: {openai_job.fine_tuned_model}", None))
+        elif record.status == "cancelled":
+            found.append((end, "info", "Fine-tuning job cancelled", None))
+        else:
+            found.append((end, "error", f"Fine-tuning job failed: {_error_message(record.error)}", None))
+    events = []
+    for index, (when, level, message, data) in enumerate(found):
+        events.append(
+            FineTuningJobEvent(
+                id=f"ftevent-{openai_job.id.removeprefix('ftjob-')}-{index}",
+                created_at=int(when),
+                level=level,  # type: ignore[arg-type]
+                message=message,
+                data=data,
+                type="metrics" if data is not None else "message",
+            )
+        )
+    return events
+
+
+def _describe(event: JobEvent) -> tuple[str, str, dict[str, Any] | None] | None:
+    """(level, message, metrics data) of one training process event; None for those OpenAI's API has no word for."""
+    match event:
+        case Started():
+            return "info", "Fine-tuning job started", None
+        case SetupDone():
+            return "info", f"Training {event.total_steps} steps on {event.train_rows} pairs ({event.device})", None
+        case Resuming():
+            return "info", f"Resuming from checkpoint {Path(event.checkpoint).name}", None
+        case Metrics():
+            data = {"step": event.step, "total_steps": event.total_steps, **_train_metrics(event.metrics)}
+            loss = event.metrics.get("loss")
+            message = f"Step {event.step}/{event.total_steps}" + (f": training loss={loss:.4f}" if loss is not None else "")
+            return "info", message, data
+        case Evaluation():
+            return "info", f"Validation loss at step {event.step}: {event.metrics.get('eval_loss')}", None
+        case CheckpointSaved() if event.identifier.endswith(("-final", "-final-merged")):
+            return "info", f"Final model saved at step {event.step}", None
+        case CheckpointSaved():
+            return "info", f"Checkpoint created at step {event.step}", None
+        case Paused():
+            return "info", f"Fine-tuning job paused after step {event.step}", None
+        case Completed():
+            return "info", "The job has successfully completed", None
+        case Failed():
+            return "error", f"Training failed: {event.error}", None
+    return None
+
+
+def _train_metrics(metrics: dict[str, float]) -> dict[str, float]:
+    named = {"train_loss": metrics.get("loss"), "train_mean_reward_accuracy": metrics.get("rewards/accuracies")}
+    return {**{k: v for k, v in named.items() if v is not None}, **metrics}
+
+
+def _results_csv(record: JobRecord) -> str:
+    """One row per logged step (the last run's, for a resumed job), evaluations on the step they ran at."""
+    rows: dict[int, dict[str, float]] = {}
+    for event in _job_events(record):
+        if isinstance(event, Metrics | Evaluation) and not ("train_runtime" in event.metrics):
+            rows.setdefault(event.step, {}).update(event.metrics)
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["step", *RESULT_COLUMNS])
+    for step in sorted(rows):
+        writer.writerow([step, *(rows[step].get(source, "") for source in RESULT_COLUMNS.values())])
+    return out.getvalue()

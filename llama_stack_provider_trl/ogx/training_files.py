@@ -1,0 +1,120 @@
+"""Uploaded JSONL training files, in OpenAI's formats or TRL's, turned into the engine's rows.
+
+OpenAI's preference format, one JSON object a line::
+
+    {"input": {"messages": [{"role": "user", "content": "..."}]},
+     "preferred_output": [{"role": "assistant", "content": "..."}],
+     "non_preferred_output": [{"role": "assistant", "content": "..."}]}
+
+becomes TRL's conversational row ``{"prompt": messages, "chosen": preferred, "rejected": non_preferred}``. A line
+already in one of TRL's preference formats (``prompt``/``chosen``/``rejected``, strings or messages) passes as
+it is; the engine checks those rows (engine/preference_rows.py). OpenAI's supervised format (``{"messages"}``)
+belongs to ``method.type: supervised``.
+
+Every problem is a RequestError on the caller's field (``training_file`` or ``validation_file``) naming the file,
+the 1-based line and the JSON field, as OpenAI answers a bad file.
+"""
+
+import json
+from typing import Any
+
+from llama_stack_provider_trl.engine.errors import RequestError
+from llama_stack_provider_trl.engine.job_request import Given
+from llama_stack_provider_trl.engine.preference_rows import ROLES
+
+OPENAI_PREFERENCE_KEYS = frozenset({"input", "preferred_output", "non_preferred_output"})
+TRL_PREFERENCE_KEYS = frozenset({"prompt", "chosen", "rejected"})
+
+
+def preference_rows(file: Given[str], content: bytes, limit: int) -> list[dict[str, Any]]:
+    """At most ``limit`` rows of a preference file (one more than a caller accepts tells it the file is too long)."""
+    rows = []
+    for number, line in _lines(file, content):
+        if len(rows) == limit:
+            break
+        row = _object(file, number, line)
+        if OPENAI_PREFERENCE_KEYS & row.keys():
+            rows.append(_openai_preference(file, number, row))
+        elif TRL_PREFERENCE_KEYS & row.keys():
+            rows.append(row)
+        elif "messages" in row:
+            raise _bad(
+                file,
+                number,
+                "a supervised example ({\"messages\": [...]}); method dpo needs preference pairs: "
+                '{"input": {"messages": [...]}, "preferred_output": [...], "non_preferred_output": [...]}',
+            )
+        else:
+            raise _bad(
+                file,
+                number,
+                f"fields {sorted(row)}; a preference pair needs input, preferred_output and non_preferred_output "
+                "(OpenAI's format) or prompt, chosen and rejected (TRL's)",
+            )
+    if not rows:
+        raise RequestError(file.field, f"file '{file.value}' has no lines; upload a JSONL file, one example a line")
+    return rows
+
+
+def _lines(file: Given[str], content: bytes) -> list[tuple[int, str]]:
+    try:
+        text = content.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise RequestError(file.field, f"file '{file.value}' is not UTF-8 text (byte {exc.start}); upload JSONL") from exc
+    return [(number, line) for number, line in enumerate(text.splitlines(), start=1) if line.strip()]
+
+
+def _object(file: Given[str], number: int, line: str) -> dict[str, Any]:
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise _bad(file, number, f"not valid JSON ({exc.msg} at column {exc.colno})") from exc
+    if not isinstance(row, dict):
+        raise _bad(file, number, f"not a JSON object but {type(row).__name__}")
+    return row
+
+
+def _openai_preference(file: Given[str], number: int, row: dict[str, Any]) -> dict[str, Any]:
+    missing = sorted(OPENAI_PREFERENCE_KEYS - row.keys())
+    if missing:
+        raise _bad(file, number, f"field '{missing[0]}' is missing")
+    conversation = row["input"]
+    if not isinstance(conversation, dict) or "messages" not in conversation:
+        raise _bad(file, number, "field 'input' must be an object with 'messages' (the conversation so far)")
+    prompt = _messages(file, number, "input.messages", conversation["messages"])
+    if prompt[-1]["role"] == "assistant":
+        raise _bad(file, number, "field 'input.messages' ends with an assistant message; the last turn is the user's")
+    return {
+        "prompt": prompt,
+        "chosen": _answer(file, number, "preferred_output", row["preferred_output"]),
+        "rejected": _answer(file, number, "non_preferred_output", row["non_preferred_output"]),
+    }
+
+
+def _answer(file: Given[str], number: int, field: str, value: Any) -> list[dict[str, str]]:
+    messages = _messages(file, number, field, value)
+    for position, message in enumerate(messages):
+        if message["role"] != "assistant":
+            raise _bad(file, number, f"field '{field}[{position}].role' is '{message['role']}'; answers are assistant")
+    return messages
+
+
+def _messages(file: Given[str], number: int, field: str, value: Any) -> list[dict[str, str]]:
+    if not isinstance(value, list) or not value:
+        raise _bad(file, number, f"field '{field}' must be a non-empty list of messages")
+    messages = []
+    for position, message in enumerate(value):
+        where = f"{field}[{position}]"
+        if not isinstance(message, dict):
+            raise _bad(file, number, f"field '{where}' must be an object with role and content")
+        role, content = message.get("role"), message.get("content")
+        if role not in ROLES:
+            raise _bad(file, number, f"field '{where}.role' is {role!r}; use one of {sorted(ROLES)}")
+        if not isinstance(content, str) or not content.strip():
+            raise _bad(file, number, f"field '{where}.content' must be a non-empty string")
+        messages.append({"role": role, "content": content})
+    return messages
+
+
+def _bad(file: Given[str], number: int, problem: str) -> RequestError:
+    return RequestError(file.field, f"file '{file.value}' line {number}: {problem}")

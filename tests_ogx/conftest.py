@@ -1,0 +1,68 @@
+"""A real `ogx run ogx-run.yaml` (OGX 1.5 with this package's fine-tuning API) driven by the official openai client.
+
+This suite runs in .venv-ogx (`make test`): OGX needs mcp>=2 and cannot share the Llama Stack 0.6.1 venv.
+"""
+
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no test may reach the Hub
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import openai
+
+from llama_stack_provider_trl.demo.stack_server import StackServer, ogx_command
+from llama_stack_provider_trl.demo.tiny_model import build_tiny_model
+from llama_stack_provider_trl.demo.toy_data import arithmetic_preferences, corpus
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+OGX_RUN_YAML = REPO_ROOT / "ogx-run.yaml"
+APIS_DIR = REPO_ROOT / "llama_stack_provider_trl" / "ogx" / "apis"
+
+
+@pytest.fixture(scope="session")
+def preference_rows() -> list[dict[str, str]]:
+    return arithmetic_preferences(12)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory, preference_rows: list[dict[str, str]]) -> Path:
+    """A 2-layer Llama with a byte-level BPE tokenizer and a chat template, saved to a local directory."""
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-model"), corpus(preference_rows))
+
+
+def ogx_server(home: Path, **env: str) -> StackServer:
+    """`ogx run ogx-run.yaml` with all its state under ``home``; the same ``home`` again is a restarted server."""
+    home.mkdir(parents=True, exist_ok=True)
+    return StackServer(
+        OGX_RUN_YAML,
+        log_path=home / "server.log",
+        env={
+            "HOME": str(home),
+            "TRL_OGX_DIR": str(home / "ogx"),
+            "TRL_OGX_APIS_DIR": str(APIS_DIR),
+            "TRL_DEVICE": "cpu",
+            "HF_HUB_OFFLINE": "1",
+            **env,
+        },
+        command=ogx_command(Path(sys.prefix)),
+    )
+
+
+def client_for(server: StackServer) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{server.base_url}/v1", api_key="not-checked", max_retries=0, timeout=60)
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackServer]:
+    with ogx_server(tmp_path_factory.mktemp("ogx-server")) as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def client(server: StackServer) -> openai.OpenAI:
+    return client_for(server)

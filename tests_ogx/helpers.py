@@ -1,0 +1,51 @@
+import json
+import time
+from typing import Any
+
+import openai
+from openai.types.fine_tuning import FineTuningJob
+
+FINAL = {"succeeded", "failed", "cancelled"}
+
+
+def openai_preferences(rows: list[dict[str, str]]) -> list[dict[str, Any]]:
+    """The pairs in OpenAI's DPO format: a user turn as input, one assistant answer on each side."""
+    return [
+        {
+            "input": {"messages": [{"role": "user", "content": row["prompt"]}]},
+            "preferred_output": [{"role": "assistant", "content": row["chosen"].strip()}],
+            "non_preferred_output": [{"role": "assistant", "content": row["rejected"].strip()}],
+        }
+        for row in rows
+    ]
+
+
+def upload(client: openai.OpenAI, lines: list[Any] | str, purpose: str = "fine-tune") -> str:
+    """A JSONL file (objects, or the text as it is) uploaded with ``purpose``; its id."""
+    text = lines if isinstance(lines, str) else "".join(json.dumps(line) + "\n" for line in lines)
+    return client.files.create(file=("data.jsonl", text.encode()), purpose=purpose).id  # type: ignore[arg-type]
+
+
+def dpo(batch_size: int = 4, n_epochs: int = 1, learning_rate_multiplier: float = 5000, **more: Any) -> dict[str, Any]:
+    """method= for a DPO job; the multiplier scales the provider's base learning rate (1e-6)."""
+    hyperparameters = {"batch_size": batch_size, "n_epochs": n_epochs, "learning_rate_multiplier": learning_rate_multiplier}
+    return {"type": "dpo", "dpo": {"hyperparameters": {**hyperparameters, **more}}}
+
+
+def wait_for(client: openai.OpenAI, job_id: str, done: Any, timeout_s: float = 300) -> FineTuningJob:
+    deadline = time.monotonic() + timeout_s
+    while not done(job := client.fine_tuning.jobs.retrieve(job_id)):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"job {job_id} still {job.status}")
+        time.sleep(0.3)
+    return job
+
+
+def wait_final(client: openai.OpenAI, job_id: str, timeout_s: float = 300) -> FineTuningJob:
+    return wait_for(client, job_id, lambda job: job.status in FINAL, timeout_s)
+
+
+def step_losses(client: openai.OpenAI, job_id: str) -> dict[int, float]:
+    """Training loss by step, from the job's metrics events."""
+    events = client.fine_tuning.jobs.list_events(job_id, limit=1000).data
+    return {e.data["step"]: e.data["train_loss"] for e in events if e.type == "metrics"}  # type: ignore[index]
