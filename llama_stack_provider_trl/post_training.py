@@ -3,22 +3,18 @@
 import asyncio
 import functools
 import logging
-import os
-import sqlite3
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from llama_stack_provider_trl.common.storage_errors import describe_write_error
-from llama_stack_provider_trl.config import WARM_STANDBY_MIN_CPUS, TrlPostTrainingConfig
+from llama_stack_provider_trl.config import TrlPostTrainingConfig
 from llama_stack_provider_trl.engine.admission import Caller, admit
-from llama_stack_provider_trl.engine.devices import resolve_device
 from llama_stack_provider_trl.engine.errors import RequestError
 from llama_stack_provider_trl.engine.intake import submit_job, write_job
 from llama_stack_provider_trl.engine.job_record import CheckpointRecord, JobOwner, JobRecord
 from llama_stack_provider_trl.engine.job_request import Given
-from llama_stack_provider_trl.engine.job_store import JobStore
-from llama_stack_provider_trl.engine.jobs import JobAlreadyFinished, JobManager, JobNotFound
+from llama_stack_provider_trl.engine.jobs import JobAlreadyFinished, JobNotFound
+from llama_stack_provider_trl.engine.service import open_job_manager, start_job_manager
 from llama_stack_provider_trl.job_access import JobAccess
 from llama_stack_provider_trl.stack_api import (
     AccessRule,
@@ -82,29 +78,11 @@ class TrlPostTrainingImpl:
         self.datasets_api = datasets_api
         self.models_api = models_api
         self.output_root = Path(config.output_dir).expanduser().resolve()
-        try:
-            store = JobStore(config.job_store_path)
-        except (sqlite3.Error, OSError) as exc:  # no durable records, no jobs: refuse to start, saying why
-            raise RuntimeError(f"job_store_path: cannot open the job store {config.job_store_path}: {exc}") from exc
-        self.jobs = JobManager(
-            config.max_concurrent_jobs,
-            config.cancel_grace_period_s,
-            store=store,
-            resume_interrupted_jobs=config.resume_interrupted_jobs,
-        )
+        self.jobs = open_job_manager(config)
         self.device = "cpu"
 
     async def initialize(self) -> None:
-        try:
-            self.output_root.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:  # serve status and history anyway; each new job fails saying why
-            logger.error("TRL post-training: %s", describe_write_error(self.output_root, exc))
-        self.device = resolve_device(self.config.device)
-        standby = self.config.warm_standby
-        if standby == "auto":
-            standby = (os.cpu_count() or 1) >= WARM_STANDBY_MIN_CPUS
-        self.jobs.start(standby_device=self.device if standby else None)
-        logger.info("TRL post-training: device %s, jobs under %s", self.device, self.output_root)
+        self.device = start_job_manager(self.jobs, self.config, self.output_root)
 
     async def shutdown(self) -> None:
         await asyncio.to_thread(self.jobs.shutdown)
@@ -157,7 +135,8 @@ class TrlPostTrainingImpl:
         record = self._get(request.job_uuid)
         return PostTrainingJobStatusResponse(
             job_uuid=record.job_uuid,
-            status=JobStatus(record.status),
+            # 0.6.1 has no paused state (only OGX's API pauses): a paused job waits, as a scheduled one does
+            status=JobStatus("scheduled" if record.status == "paused" else record.status),
             scheduled_at=record.scheduled_at,
             started_at=record.started_at,
             completed_at=record.completed_at,

@@ -28,7 +28,11 @@ def upload(client: openai.OpenAI, lines: list[Any] | str, purpose: str = "fine-t
 
 def dpo(batch_size: int = 4, n_epochs: int = 1, learning_rate_multiplier: float = 5000, **more: Any) -> dict[str, Any]:
     """method= for a DPO job; the multiplier scales the provider's base learning rate (1e-6)."""
-    hyperparameters = {"batch_size": batch_size, "n_epochs": n_epochs, "learning_rate_multiplier": learning_rate_multiplier}
+    hyperparameters = {
+        "batch_size": batch_size,
+        "n_epochs": n_epochs,
+        "learning_rate_multiplier": learning_rate_multiplier,
+    }
     return {"type": "dpo", "dpo": {"hyperparameters": {**hyperparameters, **more}}}
 
 

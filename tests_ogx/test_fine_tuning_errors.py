@@ -20,7 +20,10 @@ def _with(**changes: Any) -> dict[str, Any]:
 
 BAD_FILES = {
     "not JSON": ([GOOD, GOOD, '{"input": '], "line 3: not valid JSON"),
-    "a missing field": ([GOOD, {k: v for k, v in GOOD.items() if k != "preferred_output"}], "line 2: field 'preferred_output' is missing"),
+    "a missing field": (
+        [GOOD, {k: v for k, v in GOOD.items() if k != "preferred_output"}],
+        "line 2: field 'preferred_output' is missing",
+    ),
     "a user answer": (
         [_with(non_preferred_output=[{"role": "user", "content": "3."}])],
         "line 1: field 'non_preferred_output[0].role' is 'user'",

@@ -1,51 +1,57 @@
-"""OpenAI's fine-tuning API on a real `ogx run`, through the official openai client: a DPO job from upload to a
-fine-tuned model, its events, checkpoints and result file, and that model trained again by the next job."""
+"""OpenAI's fine-tuning API on a real `ogx run`, through the official openai client: the README's DPO job from
+upload to a fine-tuned model, its events, checkpoints and result file, and that model trained again by the next
+job."""
 
 import csv
 import io
+import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import openai
 import pytest
 
-from helpers import dpo, openai_preferences, step_losses, upload, wait_final
+from llama_stack_provider_trl.demo.stack_server import StackServer
+
+from conftest import REPO_ROOT
+from helpers import dpo, step_losses, wait_final
 
 
 @pytest.fixture(scope="module")
-def training_file(client: openai.OpenAI, preference_rows: list[dict[str, str]]) -> str:
-    return upload(client, openai_preferences(preference_rows))
-
-
-@pytest.fixture(scope="module")
-def finished_job(client: openai.OpenAI, tiny_model: Path, training_file: str) -> str:
-    job = client.fine_tuning.jobs.create(
-        model=str(tiny_model),
-        training_file=training_file,
-        method=dpo(batch_size=4, n_epochs=1, beta="auto"),
-        seed=7,
-        suffix="arith",
-        metadata={"team": "ogx-tests"},
-    )
-    assert job.object == "fine_tuning.job" and job.status == "queued" and job.id.startswith("ftjob-")
-    assert wait_final(client, job.id).status == "succeeded"
-    return job.id
+def finished_job(server: StackServer, tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The README's "On OGX" example, run as written on the tiny model; the id of the job it trained."""
+    readme = (REPO_ROOT / "README.md").read_text()
+    section = readme.split("\n## On OGX\n", 1)[1].split("\n## ", 1)[0]
+    [example] = re.findall(r"```python\n(.*?)```", section, flags=re.DOTALL)
+    script = tmp_path_factory.mktemp("readme") / "example.py"
+    script.write_text(example)
+    env = {**os.environ, "OGX_URL": f"{server.base_url}/v1", "MODEL": str(tiny_model)}
+    result = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    status, job_id, fine_tuned_model = result.stdout.splitlines()[0].split()
+    assert status == "succeeded" and fine_tuned_model == f"ft:{tiny_model.name}:short-answers:{job_id}"
+    assert "The job has successfully completed" in result.stdout
+    return job_id
 
 
 @pytest.mark.slow
-def test_a_dpo_job_reports_every_openai_field_with_auto_resolved(
-    client: openai.OpenAI, finished_job: str, tiny_model: Path, training_file: str
+def test_the_readme_job_reports_every_openai_field_with_auto_resolved(
+    client: openai.OpenAI, finished_job: str, tiny_model: Path
 ) -> None:
     job = client.fine_tuning.jobs.retrieve(finished_job)
-    assert job.model == str(tiny_model) and job.training_file == training_file and job.validation_file is None
-    assert job.seed == 7 and job.metadata == {"team": "ogx-tests"} and job.user_provided_suffix == "arith"
-    assert job.fine_tuned_model == f"ft:{tiny_model.name}:arith:{finished_job}"
+    assert job.object == "fine_tuning.job" and job.id.startswith("ftjob-") and job.status == "succeeded"
+    assert job.model == str(tiny_model) and client.files.retrieve(job.training_file).purpose == "fine-tune"
+    assert job.seed == 7 and job.metadata == {"project": "readme"} and job.user_provided_suffix == "short-answers"
+    assert job.validation_file is None and job.organization_id
     assert job.finished_at is not None and job.finished_at >= job.created_at and job.error is None
     assert job.trained_tokens and job.trained_tokens > 0 and job.estimated_finish is None
     assert job.method is not None and job.method.type == "dpo" and job.method.dpo is not None
     hyperparameters = job.method.dpo.hyperparameters
     assert hyperparameters is not None
-    assert (hyperparameters.beta, hyperparameters.batch_size, hyperparameters.n_epochs) == (0.1, 4, 1)  # beta: dpo_beta
-    assert hyperparameters.learning_rate_multiplier == 5000
+    assert (hyperparameters.beta, hyperparameters.batch_size, hyperparameters.n_epochs) == (0.1, 4, 2)  # beta: dpo_beta
+    assert hyperparameters.learning_rate_multiplier == 50
 
 
 @pytest.mark.slow
@@ -56,7 +62,7 @@ def test_events_list_newest_first_with_per_step_losses_and_page_with_after(
     assert events[0].message.startswith("New fine-tuned model created") and events[-1].message.startswith("Created")
     assert [e.created_at for e in events] == sorted((e.created_at for e in events), reverse=True)
     losses = step_losses(client, finished_job)
-    assert sorted(losses) == [1, 2, 3] and losses[3] < losses[1]  # 12 pairs, batch 4: 3 steps; DPO lowers the loss
+    assert sorted(losses) == [1, 2, 3, 4] and losses[4] < losses[1]  # 8 pairs, batch 4, 2 epochs; DPO lowers it
     first = client.fine_tuning.jobs.list_events(finished_job, limit=2)
     assert first.has_more and len(first.data) == 2
     second = client.fine_tuning.jobs.list_events(finished_job, limit=2, after=first.data[-1].id)
@@ -66,11 +72,10 @@ def test_events_list_newest_first_with_per_step_losses_and_page_with_after(
 @pytest.mark.slow
 def test_checkpoints_and_the_result_file_hold_what_the_job_trained(client: openai.OpenAI, finished_job: str) -> None:
     checkpoints = client.fine_tuning.jobs.checkpoints.list(finished_job).data
-    assert {c.fine_tuned_model_checkpoint for c in checkpoints} == {
-        f"{client.fine_tuning.jobs.retrieve(finished_job).fine_tuned_model}",
-        f"{client.fine_tuning.jobs.retrieve(finished_job).fine_tuned_model}:ckpt-step-3",
-    }
-    assert all(c.object == "fine_tuning.job.checkpoint" and c.step_number == 3 for c in checkpoints)
+    model = client.fine_tuning.jobs.retrieve(finished_job).fine_tuned_model
+    names = [c.fine_tuned_model_checkpoint for c in checkpoints]
+    assert names == [model, f"{model}:ckpt-step-4", f"{model}:ckpt-step-2"]  # newest first: final, epoch 2, epoch 1
+    assert all(c.object == "fine_tuning.job.checkpoint" and c.fine_tuning_job_id == finished_job for c in checkpoints)
     assert all(c.metrics.train_loss is not None for c in checkpoints)
 
     [result_file] = client.fine_tuning.jobs.retrieve(finished_job).result_files
@@ -82,16 +87,17 @@ def test_checkpoints_and_the_result_file_hold_what_the_job_trained(client: opena
 
 @pytest.mark.slow
 def test_the_fine_tuned_model_is_the_next_jobs_model_and_lists_filter_by_metadata(
-    client: openai.OpenAI, finished_job: str, training_file: str
+    client: openai.OpenAI, finished_job: str
 ) -> None:
     first = client.fine_tuning.jobs.retrieve(finished_job)
     assert first.fine_tuned_model is not None
     second = client.fine_tuning.jobs.create(
         model=first.fine_tuned_model,
-        training_file=training_file,
+        training_file=first.training_file,
         method=dpo(batch_size=4, n_epochs=1, learning_rate_multiplier=1),
         seed=7,  # the first job's: the same first batch
-        metadata={"team": "ogx-tests", "round": "2"},
+        extra_body={"trl": {"max_seq_length": 256}},
+        metadata={"project": "readme", "round": "2"},
     )
     assert wait_final(client, second.id).status == "succeeded"
     assert second.model == first.fine_tuned_model
@@ -109,8 +115,8 @@ def test_the_fine_tuned_model_is_the_next_jobs_model_and_lists_filter_by_metadat
     ids = [job.id for job in listed]
     assert ids.index(second.id) < ids.index(finished_job)  # newest first
     assert [job.id for job in client.fine_tuning.jobs.list(metadata={"round": "2"})] == [second.id]
-    page = client.fine_tuning.jobs.list(limit=1, metadata={"team": "ogx-tests"})
+    page = client.fine_tuning.jobs.list(limit=1, metadata={"project": "readme"})
     assert [job.id for job in page.data] == [second.id] and page.has_more
-    assert [job.id for job in client.fine_tuning.jobs.list(after=second.id, metadata={"team": "ogx-tests"})] == [
+    assert [job.id for job in client.fine_tuning.jobs.list(after=second.id, metadata={"project": "readme"})] == [
         finished_job
     ]

@@ -99,7 +99,11 @@ def test_a_server_killed_mid_job_resumes_it_from_its_last_checkpoint_after_a_res
     with ogx_server(home) as second:
         client = client_for(second)
         again = client.fine_tuning.jobs.retrieve(job.id)
-        assert (again.created_at, again.metadata, again.training_file) == (job.created_at, job.metadata, job.training_file)
+        assert (again.created_at, again.metadata, again.training_file) == (
+            job.created_at,
+            job.metadata,
+            job.training_file,
+        )
         done = wait_final(client, job.id)
         assert done.status == "succeeded" and done.fine_tuned_model is not None
         assert any(m.startswith("Resuming from checkpoint checkpoint-") for m in _messages(client, job.id))

@@ -174,9 +174,7 @@ _FIELD_NAMES = _field_names(CreateFineTuningJobRequest)
 class OpenAIError(Exception):
     """An error this API answers in OpenAI's shape."""
 
-    def __init__(
-        self, status: HTTPStatus, message: str, param: str | None = None, code: str | None = None
-    ) -> None:
+    def __init__(self, status: HTTPStatus, message: str, param: str | None = None, code: str | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.param = param

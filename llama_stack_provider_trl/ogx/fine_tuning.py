@@ -162,8 +162,12 @@ class TrlFineTuningImpl:
             n_epochs=Given(n_epochs, f"{DPO_HYPERPARAMETERS}.n_epochs"),
             dataset_id=Given(request.training_file, "training_file"),
             batch_size=Given(batch_size, f"{DPO_HYPERPARAMETERS}.batch_size"),
-            validation_dataset_id=Given(request.validation_file, "validation_file") if request.validation_file else None,
-            learning_rate=Given(multiplier * self.config.learning_rate, f"{DPO_HYPERPARAMETERS}.learning_rate_multiplier"),
+            validation_dataset_id=Given(request.validation_file, "validation_file")
+            if request.validation_file
+            else None,
+            learning_rate=Given(
+                multiplier * self.config.learning_rate, f"{DPO_HYPERPARAMETERS}.learning_rate_multiplier"
+            ),
             overrides=Given(overrides, "trl"),
         )
         job = await admit(
@@ -226,11 +230,9 @@ class TrlFineTuningImpl:
         self, job_id: str, after: str | None, limit: int
     ) -> FineTuningJobCheckpointList:
         record, openai_job = self._get(job_id)
-        checkpoints = sorted(
-            (_checkpoint_object(record, openai_job, c) for c in record.checkpoints if Path(c.path).exists()),
-            key=lambda c: (c.step_number, c.created_at),
-            reverse=True,
-        )
+        checkpoints = [  # newest first: the record holds them in the order they were saved
+            _checkpoint_object(record, openai_job, c) for c in reversed(record.checkpoints) if Path(c.path).exists()
+        ]
         page, has_more = _page(checkpoints, after, limit, "after", lambda checkpoint: checkpoint.id)
         return FineTuningJobCheckpointList(
             data=page,
@@ -246,7 +248,9 @@ class TrlFineTuningImpl:
             self.jobs.cancel(job_id)
         except JobAlreadyFinished as exc:
             status = STATUS[self.jobs.get(job_id).status]
-            raise OpenAIError(HTTPStatus.CONFLICT, f"job '{job_id}' already {status}; there is nothing to cancel") from exc
+            raise OpenAIError(
+                HTTPStatus.CONFLICT, f"job '{job_id}' already {status}; there is nothing to cancel"
+            ) from exc
         return await self._job_object(job_id)
 
     async def pause_fine_tuning_job(self, job_id: str) -> FineTuningJob:
@@ -290,7 +294,9 @@ class TrlFineTuningImpl:
         return FineTuningJob(
             id=job_id,
             created_at=openai_job.created_at,
-            error=JobError(code="training_failed", message=_error_message(record.error)) if status == "failed" else None,
+            error=JobError(code="training_failed", message=_error_message(record.error))
+            if status == "failed"
+            else None,
             fine_tuned_model=openai_job.fine_tuned_model if status == "succeeded" else None,
             finished_at=int(record.completed_at.timestamp()) if finished and record.completed_at else None,
             hyperparameters=openai_job.hyperparameters,
@@ -399,9 +405,7 @@ def _dpo_hyperparameters(request: CreateFineTuningJobRequest) -> DpoHyperparamet
             param="hyperparameters",
         )
     if method.supervised is not None or method.reinforcement is not None:
-        raise OpenAIError(
-            HTTPStatus.BAD_REQUEST, "method.type is 'dpo': give only method.dpo", param="method"
-        )
+        raise OpenAIError(HTTPStatus.BAD_REQUEST, "method.type is 'dpo': give only method.dpo", param="method")
     return (method.dpo.hyperparameters if method.dpo else None) or DpoHyperparameters()
 
 
@@ -420,7 +424,9 @@ def _check_options(request: CreateFineTuningJobRequest) -> None:
         )
     metadata = request.metadata or {}
     if len(metadata) > METADATA_MAX_KEYS:
-        raise OpenAIError(HTTPStatus.BAD_REQUEST, f"{len(metadata)} keys; at most {METADATA_MAX_KEYS}", param="metadata")
+        raise OpenAIError(
+            HTTPStatus.BAD_REQUEST, f"{len(metadata)} keys; at most {METADATA_MAX_KEYS}", param="metadata"
+        )
     for key, value in metadata.items():
         if len(key) > METADATA_KEY_CHARS or len(value) > METADATA_VALUE_CHARS:
             raise OpenAIError(
@@ -469,7 +475,9 @@ def _fine_tuned_name(model: str, suffix: str | None, job_id: str) -> str:
 
 
 # -- the objects --------------------------------------------------------------------------------------------------
-def _page[T](items: list[T], after: str | None, limit: int, field: str, key: Callable[[T], str]) -> tuple[list[T], bool]:
+def _page[T](
+    items: list[T], after: str | None, limit: int, field: str, key: Callable[[T], str]
+) -> tuple[list[T], bool]:
     start = 0
     if after is not None:
         ids = [key(item) for item in items]
@@ -569,7 +577,9 @@ def _describe(event: JobEvent) -> tuple[str, str, dict[str, Any] | None] | None:
         case Metrics():
             data = {"step": event.step, "total_steps": event.total_steps, **_train_metrics(event.metrics)}
             loss = event.metrics.get("loss")
-            message = f"Step {event.step}/{event.total_steps}" + (f": training loss={loss:.4f}" if loss is not None else "")
+            message = f"Step {event.step}/{event.total_steps}" + (
+                f": training loss={loss:.4f}" if loss is not None else ""
+            )
             return "info", message, data
         case Evaluation():
             return "info", f"Validation loss at step {event.step}: {event.metrics.get('eval_loss')}", None
@@ -595,7 +605,7 @@ def _results_csv(record: JobRecord) -> str:
     """One row per logged step (the last run's, for a resumed job), evaluations on the step they ran at."""
     rows: dict[int, dict[str, float]] = {}
     for event in _job_events(record):
-        if isinstance(event, Metrics | Evaluation) and not ("train_runtime" in event.metrics):
+        if isinstance(event, Metrics | Evaluation) and "train_runtime" not in event.metrics:
             rows.setdefault(event.step, {}).update(event.metrics)
     out = io.StringIO()
     writer = csv.writer(out)

@@ -41,7 +41,7 @@ def preference_rows(file: Given[str], content: bytes, limit: int) -> list[dict[s
             raise _bad(
                 file,
                 number,
-                "a supervised example ({\"messages\": [...]}); method dpo needs preference pairs: "
+                'a supervised example ({"messages": [...]}); method dpo needs preference pairs: '
                 '{"input": {"messages": [...]}, "preferred_output": [...], "non_preferred_output": [...]}',
             )
         else:
@@ -60,7 +60,9 @@ def _lines(file: Given[str], content: bytes) -> list[tuple[int, str]]:
     try:
         text = content.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise RequestError(file.field, f"file '{file.value}' is not UTF-8 text (byte {exc.start}); upload JSONL") from exc
+        raise RequestError(
+            file.field, f"file '{file.value}' is not UTF-8 text (byte {exc.start}); upload JSONL"
+        ) from exc
     return [(number, line) for number, line in enumerate(text.splitlines(), start=1) if line.strip()]
 
 
