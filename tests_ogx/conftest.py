@@ -15,13 +15,13 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import openai
 
-from llama_stack_provider_trl.demo.stack_server import StackServer, ogx_command
+from llama_stack_provider_trl.demo import stack_server
+from llama_stack_provider_trl.demo.stack_server import StackServer
 from llama_stack_provider_trl.demo.tiny_model import build_tiny_model
 from llama_stack_provider_trl.demo.toy_data import arithmetic_preferences, corpus
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 OGX_RUN_YAML = REPO_ROOT / "ogx-run.yaml"
-APIS_DIR = REPO_ROOT / "llama_stack_provider_trl" / "ogx" / "apis"
 
 
 @pytest.fixture(scope="session")
@@ -35,22 +35,9 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory, preference_rows: list[d
     return build_tiny_model(tmp_path_factory.mktemp("tiny-model"), corpus(preference_rows))
 
 
-def ogx_server(home: Path, **env: str) -> StackServer:
-    """`ogx run ogx-run.yaml` with all its state under ``home``; the same ``home`` again is a restarted server."""
-    home.mkdir(parents=True, exist_ok=True)
-    return StackServer(
-        OGX_RUN_YAML,
-        log_path=home / "server.log",
-        env={
-            "HOME": str(home),
-            "TRL_OGX_DIR": str(home / "ogx"),
-            "TRL_OGX_APIS_DIR": str(APIS_DIR),
-            "TRL_DEVICE": "cpu",
-            "HF_HUB_OFFLINE": "1",
-            **env,
-        },
-        command=ogx_command(Path(sys.prefix)),
-    )
+def ogx_server(home: Path) -> StackServer:
+    """`ogx run ogx-run.yaml` of this venv, its state under ``home`` (again: a restarted server)."""
+    return stack_server.ogx_server(OGX_RUN_YAML, home, Path(sys.prefix))
 
 
 def client_for(server: StackServer) -> openai.OpenAI:

@@ -27,7 +27,7 @@ class StackServer:
         env: dict[str, str] | None = None,
         command: Sequence[str] = (sys.executable, "-m", "llama_stack.cli.llama", "stack", "run"),
     ) -> None:
-        """``command``: the server's command line before the config path (an OGX server: ``ogx_command``)."""
+        """``command``: the server's command line before the config path (an OGX server: ``ogx_server``)."""
         self.config_path = config_path
         self.command = list(command)
         self.log_path = log_path
@@ -94,6 +94,23 @@ class StackServer:
         self.stop()
 
 
-def ogx_command(venv: Path) -> list[str]:
-    """``ogx run`` of the OGX install in ``venv`` (OGX cannot share a venv with Llama Stack 0.6.1)."""
-    return [str(venv / "bin" / "ogx"), "run"]
+OGX_APIS_DIR = Path(__file__).resolve().parent.parent / "ogx" / "apis"  # the fine-tuning API's spec
+
+
+def ogx_server(config_path: Path, home: Path, venv: Path, env: dict[str, str] | None = None) -> StackServer:
+    """``ogx run`` of ``config_path`` (ogx-run.yaml) from the OGX install in ``venv`` (OGX cannot share a venv
+    with Llama Stack 0.6.1), its state all under ``home``: the same ``home`` again is a restarted server."""
+    home.mkdir(parents=True, exist_ok=True)
+    return StackServer(
+        config_path,
+        log_path=home / "server.log",
+        env={
+            "HOME": str(home),
+            "TRL_OGX_DIR": str(home / "ogx"),
+            "TRL_OGX_APIS_DIR": str(OGX_APIS_DIR),
+            "TRL_DEVICE": "cpu",
+            "HF_HUB_OFFLINE": "1",
+            **(env or {}),
+        },
+        command=[str(venv / "bin" / "ogx"), "run"],
+    )
