@@ -88,7 +88,7 @@ def test_a_server_killed_mid_job_resumes_it_from_its_last_checkpoint_after_a_res
         job = client.fine_tuning.jobs.create(
             model=str(tiny_model),
             training_file=upload(client, openai_preferences(preference_rows)),
-            method=dpo(batch_size=4, n_epochs=20),  # 3 steps an epoch, a checkpoint at each epoch's end
+            method=dpo(batch_size=4, n_epochs=6),  # 3 steps an epoch, a checkpoint at each epoch's end
             metadata={"run": "restart"},
         )
         _poll(lambda: client.fine_tuning.jobs.checkpoints.list(job.id).data)
@@ -107,5 +107,5 @@ def test_a_server_killed_mid_job_resumes_it_from_its_last_checkpoint_after_a_res
         done = wait_final(client, job.id)
         assert done.status == "succeeded" and done.fine_tuned_model is not None
         assert any(m.startswith("Resuming from checkpoint checkpoint-") for m in _messages(client, job.id))
-        assert max(step_losses(client, job.id)) == 60
+        assert max(step_losses(client, job.id)) == 18
         assert [j.id for j in client.fine_tuning.jobs.list(metadata={"run": "restart"})] == [job.id]
