@@ -60,6 +60,7 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python scripts/duplicate_test_names.py tests
+	$(BIN)/python scripts/duplicate_test_names.py tests_ogx
 
 format: install
 	$(BIN)/ruff check --fix .

@@ -254,23 +254,17 @@ class TrlFineTuningImpl:
         return await self._job_object(job_id)
 
     async def pause_fine_tuning_job(self, job_id: str) -> FineTuningJob:
-        self._get(job_id)
-        try:
-            self.jobs.pause(job_id)
-        except WrongJobState as exc:
-            raise OpenAIError(
-                HTTPStatus.CONFLICT, f"job '{job_id}' is {STATUS[exc.status]}; only a queued or running job pauses"
-            ) from exc
-        return await self._job_object(job_id)
+        return await self._change(job_id, self.jobs.pause, "only a queued or running job pauses")
 
     async def resume_fine_tuning_job(self, job_id: str) -> FineTuningJob:
+        return await self._change(job_id, self.jobs.resume, "only a paused job resumes")
+
+    async def _change(self, job_id: str, change: Callable[[str], None], allowed: str) -> FineTuningJob:
         self._get(job_id)
         try:
-            self.jobs.resume(job_id)
+            change(job_id)
         except WrongJobState as exc:
-            raise OpenAIError(
-                HTTPStatus.CONFLICT, f"job '{job_id}' is {STATUS[exc.status]}; only a paused job resumes"
-            ) from exc
+            raise OpenAIError(HTTPStatus.CONFLICT, f"job '{job_id}' is {STATUS[exc.status]}; {allowed}") from exc
         return await self._job_object(job_id)
 
     # -- helpers ----------------------------------------------------------------------------------------------------
