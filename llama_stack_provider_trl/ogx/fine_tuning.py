@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import UploadFile
-from ogx_api import ResourceNotFoundError
+from ogx_api import Files, ResourceNotFoundError
 from ogx_api.files.models import (
     OpenAIFilePurpose,
     RetrieveFileContentRequest,
@@ -124,7 +124,7 @@ class OpenAIJob(BaseModel):
 
 
 class TrlFineTuningImpl:
-    def __init__(self, config: TrlPostTrainingConfig, files: Any) -> None:
+    def __init__(self, config: TrlPostTrainingConfig, files: Files) -> None:
         self.config = config
         self.files = files
         self.output_root = Path(config.output_dir).expanduser().resolve()
