@@ -86,7 +86,7 @@ def test_checkpoints_and_the_result_file_hold_what_the_job_trained(client: opena
 
 
 @pytest.mark.slow
-def test_the_fine_tuned_model_is_the_next_jobs_model_and_lists_filter_by_metadata(
+def test_the_fine_tuned_model_trains_on_in_a_next_job_with_a_validation_file_and_lists_filter_by_metadata(
     client: openai.OpenAI, finished_job: str
 ) -> None:
     first = client.fine_tuning.jobs.retrieve(finished_job)
@@ -94,13 +94,19 @@ def test_the_fine_tuned_model_is_the_next_jobs_model_and_lists_filter_by_metadat
     second = client.fine_tuning.jobs.create(
         model=first.fine_tuned_model,
         training_file=first.training_file,
+        validation_file=first.training_file,
         method=dpo(batch_size=4, n_epochs=1, learning_rate_multiplier=1),
         seed=7,  # the first job's: the same first batch
         extra_body={"trl": {"max_seq_length": 256}},
         metadata={"project": "readme", "round": "2"},
     )
     assert wait_final(client, second.id).status == "succeeded"
-    assert second.model == first.fine_tuned_model
+    assert second.model == first.fine_tuned_model and second.validation_file == first.training_file
+    [final, epoch] = client.fine_tuning.jobs.checkpoints.list(second.id).data
+    assert epoch.metrics.valid_loss is not None and epoch.metrics.valid_loss == final.metrics.valid_loss
+    [result_file] = client.fine_tuning.jobs.retrieve(second.id).result_files
+    last_step = list(csv.DictReader(io.StringIO(client.files.content(result_file).text)))[-1]
+    assert float(last_step["valid_loss"]) == epoch.metrics.valid_loss  # evaluated once, at the end of the epoch
 
     # It starts from the first job's weights: on the same first batch, its model already prefers the chosen answers
     # by a wider log-prob margin than the base model did.

@@ -57,6 +57,8 @@ def test_pause_saves_a_checkpoint_and_stops_the_process_and_resume_trains_on_fro
         extra_body={"trl": {"save_every_epoch": False}},
     )
     _poll(lambda: step_losses(client, job.id))
+    running = client.fine_tuning.jobs.retrieve(job.id)
+    assert running.status == "running" and running.estimated_finish and running.estimated_finish > running.created_at
     assert client.fine_tuning.jobs.pause(job.id).id == job.id
     paused = wait_for(client, job.id, lambda j: j.status == "paused")
     assert paused.finished_at is None and paused.fine_tuned_model is None
