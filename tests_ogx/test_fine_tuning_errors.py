@@ -55,6 +55,12 @@ def test_a_bad_training_file_is_refused_naming_the_file_line_and_field(
     assert len(client.fine_tuning.jobs.list(limit=100).data) == before  # nothing queued
 
 
+def test_a_fine_tuned_model_name_this_server_never_made_is_404(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.NotFoundError) as missing:
+        client.fine_tuning.jobs.create(model="ft:tiny:x:ftjob-nope", training_file=upload(client, [GOOD]), method=dpo())
+    assert missing.value.param == "model" and "no fine-tuned model or checkpoint" in missing.value.message
+
+
 def test_files_that_are_missing_or_not_training_data_are_refused(client: openai.OpenAI, tiny_model: Path) -> None:
     good = upload(client, [GOOD])
     with pytest.raises(openai.NotFoundError) as missing:

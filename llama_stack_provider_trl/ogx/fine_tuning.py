@@ -317,7 +317,11 @@ class TrlFineTuningImpl:
             upload = UploadFile(file=io.BytesIO(_results_csv(record).encode()), filename=RESULTS_FILENAME)
             # fine-tune-results is a purpose files carry, not one a client may upload with: skip that check
             request = UploadFileRequest.model_construct(purpose=OpenAIFilePurpose.FINE_TUNE_RESULTS, expires_after=None)
-            uploaded = await self.files.openai_upload_file(request, upload)
+            try:
+                uploaded = await self.files.openai_upload_file(request, upload)
+            except Exception:  # the job stays readable; the next read tries again
+                logger.exception("fine_tuning: job %s: its result file could not be stored", record.job_uuid)
+                return
             openai_job.result_files = [uploaded.id]
             try:
                 openai_job.write(record.spec.path)
@@ -342,6 +346,13 @@ class TrlFineTuningImpl:
                 for checkpoint in record.checkpoints:
                     if _checkpoint_name(openai_job, checkpoint.step, checkpoint.identifier) == name:
                         return checkpoint.path
+        if name.startswith("ft:"):  # not a Hub id: a fine-tuned model this server does not have
+            raise RequestError(
+                "model",
+                f"no fine-tuned model or checkpoint '{name}' here; a job's fine_tuned_model and its checkpoints' "
+                "fine_tuned_model_checkpoint name them",
+                HTTPStatus.NOT_FOUND,
+            )
         return None
 
 
