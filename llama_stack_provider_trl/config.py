@@ -214,6 +214,31 @@ class TrlPostTrainingConfig(BaseModel):
         default=1, ge=1, description="Optimizer steps between metric updates in job status.", json_schema_extra=PER_JOB
     )
     seed: int = Field(default=42, description="Seed for data order and initialization.", json_schema_extra=PER_JOB)
+    num_processes: int | Literal["auto"] = Field(
+        default=1,
+        description="Training processes for one job on this machine, one per GPU (or CPU processes over gloo), "
+        "started by `accelerate launch`; the request's data_config.batch_size is the global batch, split evenly "
+        "between them. auto: one per visible GPU (1 without a GPU).",
+        json_schema_extra=PER_JOB,
+    )
+    distributed_strategy: Literal["ddp", "fsdp2", "auto"] = Field(
+        default="auto",
+        description="With several processes: ddp (every process holds the whole model, gradients are averaged) or "
+        "fsdp2 (weights, gradients and optimizer state sharded across the GPUs, FULL_SHARD; CUDA only). auto: "
+        "fsdp2 when the model, its gradients, optimizer state and reference do not fit one GPU, else ddp. Job "
+        "status says which one ran.",
+        json_schema_extra=PER_JOB,
+    )
+    executor: Literal["local", "ray"] = Field(
+        default="local",
+        description="local: a job's processes run on this machine. ray: each job runs as a Ray Train TorchTrainer on "
+        "the Ray cluster at ray_address, num_processes workers placed by the cluster (device: cpu or cuda, one GPU "
+        "per worker); output_dir must then be a path every node reaches (a shared filesystem).",
+    )
+    ray_address: str | None = Field(
+        default=None,
+        description="The Ray cluster's address for executor ray, as ray.init takes it (host:port of the head's GCS).",
+    )
     trust_remote_code: bool = Field(
         default=False, description="Allow models that ship their own Python code. Off unless you trust the model."
     )
@@ -275,6 +300,13 @@ class TrlPostTrainingConfig(BaseModel):
             raise ValueError(f"pad_to_multiple_of must be a positive integer, 'auto' or null, got {value}")
         return value
 
+    @field_validator("num_processes")
+    @classmethod
+    def _check_num_processes(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and value < 1:
+            raise ValueError(f"num_processes must be a positive integer or 'auto', got {value}")
+        return value
+
     @field_validator("device")
     @classmethod
     def _check_device(cls, device: str) -> str:
@@ -301,6 +333,13 @@ class TrlPostTrainingConfig(BaseModel):
             )
         if self.qlora and not self.use_lora:
             raise ValueError("qlora trains LoRA adapters over a 4-bit base model: set use_lora true as well")
+        if self.executor == "ray" and not self.ray_address:
+            raise ValueError("executor ray needs ray_address, the address of the Ray cluster's head (host:port)")
+        if self.executor == "ray" and self.device not in ("cpu", "cuda"):
+            raise ValueError(
+                f"executor ray: set device to cpu or cuda, the device of the Ray workers (got '{self.device}'; the "
+                "server does not see the cluster's devices)"
+            )
         if self.merge_adapter and not self.use_lora:
             raise ValueError("merge_adapter applies to LoRA runs only: set use_lora true, or merge_adapter false")
         if self.normalize_rewards:

@@ -32,6 +32,8 @@ class SetupDone(_Event):
     total_steps: int
     steps_per_epoch: int
     device: str | None = None
+    world_size: int | None = None
+    strategy: str | None = None
     precision: str | None = None
     padding_free: bool | None = None
     master_weights: str | None = None
@@ -103,7 +105,8 @@ class TrainSummary(_Event):
 
 class PeakMemory(_Event):
     event: Literal["peak_memory"] = "peak_memory"
-    gib: float
+    gib: float = Field(description="The largest over every rank.")
+    per_rank: list[float] | None = None
 
 
 class Completed(_Event):

@@ -14,6 +14,7 @@ OptimizerName = Literal["adamw", "adam", "sgd"]
 # frozen_copy: a second, frozen model; adapters_disabled: the LoRA model with its adapters off (no copy);
 # precomputed_log_probs: the initial model scores every row once before training (no reference while training).
 ReferenceStrategy = Literal["frozen_copy", "adapters_disabled", "precomputed_log_probs"]
+DistributedStrategy = Literal["ddp", "fsdp2"]
 
 JOB_SPEC_FILE = "job.json"
 TRAIN_DATA_FILE = "train.jsonl"
@@ -47,7 +48,14 @@ class DPOJobSpec(BaseModel):
     lora: LoraSpec | None = Field(default=None, description="None: every weight trains.")
     n_epochs: int
     max_steps_per_epoch: int | None = Field(description="None: every batch of every epoch.")
-    batch_size: int
+    batch_size: int = Field(description="The global batch: split evenly over num_processes.")
+    num_processes: int = Field(default=1, description="Training processes (ranks) on this machine.")
+    distributed_strategy: DistributedStrategy = Field(
+        default="ddp", description="How several processes share the model (no effect with one)."
+    )
+    ray_address: str | None = Field(
+        default=None, description="Run as a Ray Train job on this cluster (executor: ray); None: on this machine."
+    )
     gradient_accumulation_steps: int
     shuffle: bool
     learning_rate: float

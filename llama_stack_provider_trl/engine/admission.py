@@ -29,6 +29,11 @@ from llama_stack_provider_trl.common.job_spec import DPOJobSpec, LoraSpec, Preci
 from llama_stack_provider_trl.config import PER_JOB_FIELDS, TrlPostTrainingConfig, check_loss_type, length_normalized
 from llama_stack_provider_trl.engine.devices import check_precision
 from llama_stack_provider_trl.engine.disk_space import disk_space, estimate_checkpoints, format_bytes
+from llama_stack_provider_trl.engine.distributed import (
+    check_strategy_combination,
+    resolve_num_processes,
+    resolve_strategy,
+)
 from llama_stack_provider_trl.engine.errors import RequestError
 from llama_stack_provider_trl.engine.job_request import Given, JobRequest
 from llama_stack_provider_trl.engine.model_files import has_chat_template, sliding_window
@@ -163,11 +168,30 @@ def check_request(
     learning_rate = config.learning_rate if request.learning_rate is None else _number(request.learning_rate, MAX_LR)
     weight_decay = _number_or(request.weight_decay, MAX_WEIGHT_DECAY, config.weight_decay)
     warmup_steps = config.warmup_steps if request.warmup_steps is None else _warmup_steps(request.warmup_steps)
-    _refuse_if_set(request.fsdp, "FSDP options do not apply: this provider trains on a single device. Set them false")
+    _refuse_if_set(
+        request.fsdp,
+        f"these FSDP1 options do not apply; set them false and ask for FSDP2 with {request.overrides.field} "
+        "num_processes and distributed_strategy: fsdp2",
+    )
     precision = _precision(request.dtype, config, device)
     job = job_config(config, request.overrides)  # the provider config with this job's overrides
     loss_types, loss_weights = _losses(loss_type, request.loss_type, request.overrides, job)
     _check_logger_config(request.logger_config)
+    num_processes = resolve_num_processes(job, device, request.batch_size, request.overrides.field)
+    strategy = resolve_strategy(job, device, num_processes, model, request.overrides.field)
+    lora = _lora(job, device, request.overrides)
+    # auto packs where it can; FSDP2 shards the attention the packing would replace
+    padding_free = False if strategy == "fsdp2" and job.padding_free == "auto" else job.padding_free
+    master_weights = _master_weights(job, precision, request.overrides)
+    torch_compile = _torch_compile(job, device, request.overrides)
+    check_strategy_combination(
+        strategy,
+        lora=lora,
+        padding_free=padding_free,
+        torch_compile=torch_compile,
+        master_weights=master_weights,
+        overrides=request.overrides.field,
+    )
     return {
         "job_uuid": request.job_uuid.value,
         "model": model,
@@ -178,10 +202,13 @@ def check_request(
         "loss_types": loss_types,
         "loss_weights": loss_weights,
         "reference_strategy": _reference_strategy(job),
-        "lora": _lora(job, device, request.overrides),
+        "lora": lora,
         "n_epochs": n_epochs,
         "max_steps_per_epoch": max_steps,
         "batch_size": batch_size,
+        "num_processes": num_processes,
+        "distributed_strategy": strategy,
+        "ray_address": job.ray_address if job.executor == "ray" else None,
         "gradient_accumulation_steps": gradient_accumulation_steps,
         "shuffle": shuffle,
         "learning_rate": learning_rate,
@@ -191,9 +218,9 @@ def check_request(
         "max_seq_length": job.max_seq_length,
         "pad_to_multiple_of": _pad_multiple(job, device),
         "group_by_length": job.group_by_length,
-        "padding_free": job.padding_free,
-        "master_weights": _master_weights(job, precision, request.overrides),
-        "torch_compile": _torch_compile(job, device, request.overrides),
+        "padding_free": padding_free,
+        "master_weights": master_weights,
+        "torch_compile": torch_compile,
         "gradient_checkpointing": _flag(request.gradient_checkpointing, default=job.gradient_checkpointing),
         "activation_offloading": _flag(request.activation_offloading, default=False),
         "logging_steps": job.logging_steps,

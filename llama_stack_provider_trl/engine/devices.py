@@ -18,8 +18,8 @@ _CUDA_LIBRARIES = ("libcuda.so.1", "libcuda.so", "libcuda.dylib", "nvcuda.dll")
 
 
 @functools.cache
-def cuda_device_count() -> int:
-    """Devices the CUDA driver reports (0 without a driver). cuInit does not create a context."""
+def _cuda_driver() -> ctypes.CDLL | None:
+    """The initialised CUDA driver library, or None without one. cuInit does not create a context."""
     for name in (*_CUDA_LIBRARIES, ctypes.util.find_library("cuda")):
         if not name:
             continue
@@ -27,11 +27,24 @@ def cuda_device_count() -> int:
             driver = ctypes.CDLL(name)
         except OSError:
             continue
-        count = ctypes.c_int(0)
-        if driver.cuInit(0) != 0 or driver.cuDeviceGetCount(ctypes.byref(count)) != 0:
-            return 0
-        return count.value
-    return 0
+        return driver if driver.cuInit(0) == 0 else None
+    return None
+
+
+def cuda_device_count() -> int:
+    """Devices the CUDA driver reports (0 without a driver)."""
+    driver, count = _cuda_driver(), ctypes.c_int(0)
+    if driver is None or driver.cuDeviceGetCount(ctypes.byref(count)) != 0:
+        return 0
+    return count.value
+
+
+def cuda_total_memory() -> int | None:
+    """Bytes of memory of the first visible CUDA device; None without one."""
+    driver, device, total = _cuda_driver(), ctypes.c_int(0), ctypes.c_size_t(0)
+    if driver is None or driver.cuDeviceGet(ctypes.byref(device), 0) != 0:
+        return None
+    return total.value if driver.cuDeviceTotalMem_v2(ctypes.byref(total), device) == 0 else None
 
 
 def mps_available() -> bool:

@@ -71,6 +71,7 @@ class JobRecord(BaseModel):
     mfu: float | None = None
     padding_share: float | None = None
     peak_memory_gib: float | None = None
+    peak_memory_gib_per_rank: list[float] | None = None
     checkpoints: list[CheckpointRecord] = Field(default_factory=list)
     error: str | None = None
     exit_code: int | None = Field(default=None, description="The training process's; negative: killed by that signal.")
@@ -109,7 +110,7 @@ def apply_event(record: JobRecord, event: JobEvent) -> JobRecord:
                 "padding_share": event.padding_share,
             }
         case PeakMemory():
-            update = {"peak_memory_gib": event.gib}
+            update = {"peak_memory_gib": event.gib, "peak_memory_gib_per_rank": event.per_rank}
         case TrainSummary():
             update = {"phase": "saving"}
         case Evaluation():

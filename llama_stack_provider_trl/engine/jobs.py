@@ -34,6 +34,7 @@ from llama_stack_provider_trl.common.storage_errors import describe_write_error
 from llama_stack_provider_trl.engine.disk_space import explain_full_disk
 from llama_stack_provider_trl.engine.job_record import FINAL_STATES, JobOwner, JobRecord, JobState, apply_event
 from llama_stack_provider_trl.engine.job_store import JobStore
+from llama_stack_provider_trl.engine.launch import launch_command
 
 logger = logging.getLogger(__name__)
 
@@ -314,7 +315,7 @@ class JobManager:
             if process is None:
                 try:
                     process = subprocess.Popen(
-                        [sys.executable, "-m", self._recipe_module, str(spec.path), *args],
+                        launch_command(spec, self._recipe_module, args),
                         cwd=spec.path,
                         stdin=subprocess.DEVNULL,
                         stdout=log,
@@ -322,7 +323,7 @@ class JobManager:
                         env=_child_environment(spec.device),
                         start_new_session=True,  # its own process group: cancel signals reach every child it starts
                     )
-                except (OSError, ValueError, IndexError) as exc:
+                except (OSError, ValueError, IndexError) as exc:  # OSError: also the accelerate config
                     self._finish(record, "failed", error=f"could not start the training process: {exc}")
                     return
         events_file = spec.path / EVENTS_FILE
@@ -361,6 +362,8 @@ class JobManager:
         """Give the job to the standby process, if there is a live one for its device; None: start a fresh one."""
         standby = self._standby
         if standby is None or standby.device != spec.device or standby.process.poll() is not None:
+            return None
+        if spec.num_processes > 1 or spec.ray_address:  # accelerate launch or Ray starts every rank itself
             return None
         self._standby = None  # used up: the next tick starts another
         try:

@@ -48,3 +48,23 @@ def sliding_window(model: str) -> int | None:
         return None
     window = config.get("sliding_window")
     return window if isinstance(window, int) else None
+
+
+def weight_bytes(model: str) -> int | None:
+    """Bytes of the model's weight files (safetensors) in a local directory; None when there are none here."""
+    directory = Path(model)
+    if not directory.is_dir():
+        return None
+    sizes = [path.stat().st_size for path in directory.glob("*.safetensors")]
+    return sum(sizes) if sizes else None
+
+
+def weight_dtype_bytes(model: str) -> int:
+    """Bytes per stored weight, from config.json's dtype (2 for bf16/fp16, 4 for fp32; 2 when unknown)."""
+    config_path = _local_file(model, "config.json")
+    try:
+        config = json.loads(config_path.read_text()) if config_path else {}
+    except (OSError, ValueError):
+        config = {}
+    dtype = str(config.get("torch_dtype") or config.get("dtype") or "")
+    return 4 if dtype == "float32" else 2

@@ -34,8 +34,10 @@ def start_job_manager(jobs: JobManager, config: TrlPostTrainingConfig, output_ro
         output_root.mkdir(parents=True, exist_ok=True)
     except OSError as exc:  # serve status and history anyway; each new job fails saying why
         logger.error("TRL training: %s", describe_write_error(output_root, exc))
-    device = resolve_device(config.device)
-    standby = config.warm_standby
+    local = config.executor == "local"
+    # On a Ray cluster the workers hold the devices: the server has none to look for (config.py checks it)
+    device = resolve_device(config.device) if local else config.device
+    standby = config.warm_standby if local else False
     if standby == "auto":
         standby = (os.cpu_count() or 1) >= WARM_STANDBY_MIN_CPUS
     jobs.start(standby_device=device if standby else None)

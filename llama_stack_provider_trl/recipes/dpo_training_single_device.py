@@ -13,11 +13,15 @@ the last event. ``--resume`` continues from the newest complete checkpoint, if t
 for a pause (``<job_dir>/pause.request``), the recipe saves a resumable checkpoint after its current step and
 exits 0 after a ``paused`` event.
 ``--standby`` imports everything and waits for the server to hand it a job (common/recipe_process.py).
+
+A job of several processes runs this same file once per rank under ``accelerate launch`` (engine/launch.py):
+each rank trains on its share of the global batch, only rank 0 writes events, Trainer saves checkpoints once.
 """
 
 import gc
 import json
 import math
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -68,6 +72,7 @@ from llama_stack_provider_trl.recipes.padding_free import (
     flash_varlen_available,
 )
 from llama_stack_provider_trl.recipes.precision import resolve_auto_precision
+from llama_stack_provider_trl.recipes.ranks import PROCESS_GROUP_TIMEOUT_S
 from llama_stack_provider_trl.recipes.sampling import PairLengthGroupedSampler, pair_lengths
 from llama_stack_provider_trl.recipes.throughput import (
     PaddingCounter,
@@ -121,11 +126,12 @@ class DPOTrainingSingleDevice:
                 "template to render them; give prompt/chosen/rejected strings, or a model with a chat template"
             )
         steps_per_epoch, total_steps = self._step_budget(len(train_dataset))
+        peak = peak_flops(spec.device, precision)
         meter = ThroughputMeter(
             flops_per_token(
                 matmul_parameters(model), reference_forward=spec.reference_strategy != "precomputed_log_probs"
             ),
-            peak_flops(spec.device, precision),
+            peak * spec.num_processes if peak else None,  # MFU per GPU: TRL counts the tokens of every rank
         )
         self.reporter = EventReportingCallback(self.events, spec.job_uuid, total_steps, steps_per_epoch, meter)
         self.pause = PauseOnRequest(spec.path / PAUSE_REQUEST_FILE, total_steps)
@@ -138,8 +144,8 @@ class DPOTrainingSingleDevice:
             loss_type=spec.loss_types,
             loss_weights=spec.loss_weights,
             num_train_epochs=spec.n_epochs,
-            per_device_train_batch_size=spec.batch_size,
-            per_device_eval_batch_size=spec.batch_size,
+            per_device_train_batch_size=spec.batch_size // spec.num_processes,
+            per_device_eval_batch_size=spec.batch_size // spec.num_processes,
             gradient_accumulation_steps=spec.gradient_accumulation_steps,
             learning_rate=spec.learning_rate,
             weight_decay=spec.weight_decay,
@@ -160,6 +166,8 @@ class DPOTrainingSingleDevice:
             save_total_limit=spec.save_total_limit,
             report_to="none",
             dataloader_num_workers=0,
+            ddp_timeout=PROCESS_GROUP_TIMEOUT_S,
+            ddp_find_unused_parameters=False,  # every trainable weight takes part in each step: skip DDP's search
             disable_tqdm=True,
         )
         self.trainer = StepLimitedDPOTrainer(
@@ -187,6 +195,8 @@ class DPOTrainingSingleDevice:
         self.events.emit(
             SetupDone(
                 device=spec.device,
+                world_size=self.trainer.args.world_size,
+                strategy=spec.distributed_strategy if spec.num_processes > 1 else None,
                 precision=precision,
                 padding_free=packed,
                 master_weights=master_weights,
@@ -283,7 +293,9 @@ class DPOTrainingSingleDevice:
         if resume_from is not None:
             self.events.emit(Resuming(checkpoint=str(resume_from)))
         self.trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
-        self.events.emit(PeakMemory(gib=peak_memory_gib(self.spec.device)))
+        accelerator = self.trainer.accelerator
+        peaks = accelerator.gather(torch.tensor([peak_memory_gib(self.spec.device)], device=accelerator.device))
+        self.events.emit(PeakMemory(gib=float(peaks.max()), per_rank=peaks.tolist()))
         if self.pause.paused_at is not None:
             self.events.emit(Paused(step=self.pause.paused_at))
             return False
@@ -297,7 +309,7 @@ class DPOTrainingSingleDevice:
         # model weights (or, with LoRA, the adapter) + config + tokenizer and chat template (processing_class)
         self.trainer.save_model(str(final))
         self.reporter.emit_checkpoint(f"{spec.job_uuid}-final", final, step)
-        if spec.lora is not None and spec.lora.merge_adapter:
+        if spec.lora is not None and spec.lora.merge_adapter and self.trainer.is_world_process_zero():
             merged = spec.path / CHECKPOINTS_DIR / "final-merged"
             self._merged_model(final).save_pretrained(merged)
             self.trainer.processing_class.save_pretrained(merged)
@@ -333,7 +345,7 @@ class StepLimitedDPOTrainer(DPOTrainer):
     def _get_train_sampler(self, train_dataset: Dataset | None = None) -> Sampler | None:
         if self.args.train_sampling_strategy != "group_by_length":
             return super()._get_train_sampler(train_dataset)
-        batch = self.args.train_batch_size * self.args.gradient_accumulation_steps
+        batch = self.args.train_batch_size * self.args.gradient_accumulation_steps * self.args.world_size
         return PairLengthGroupedSampler(pair_lengths(self.train_dataset), batch, seed=self.args.seed)
 
     def _get_eval_sampler(self, eval_dataset: Dataset) -> Sampler | None:
@@ -458,7 +470,12 @@ class PauseOnRequest(TrainerCallback):
         self.paused_at: int | None = None
 
     def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step < self._total_steps and self._request_file.exists():
+        requested = self._request_file.exists()
+        if args.world_size > 1:  # every rank stops after the same step, or the others wait in their next collective
+            flag = torch.tensor([float(requested)], device=args.device)
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+            requested = bool(flag.item())
+        if state.global_step < self._total_steps and requested:
             control.should_save = True
             control.should_training_stop = True
             self.paused_at = state.global_step
@@ -514,7 +531,8 @@ def main(argv: list[str]) -> int:
         print(f"usage: {argv[0]} JOB_DIR [--resume] | {argv[0]} {STANDBY_FLAG}", file=sys.stderr)
         return 2
     spec = DPOJobSpec.read(argv[1])
-    events = EventWriter(spec.path / EVENTS_FILE)
+    rank = int(os.environ.get("RANK", "0"))  # set by accelerate launch (torchrun) for each process
+    events = EventWriter(spec.path / EVENTS_FILE if rank == 0 else Path(os.devnull))
     recipe = DPOTrainingSingleDevice(spec, events)
     try:
         events.emit(Started())

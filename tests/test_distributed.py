@@ -1,0 +1,363 @@
+"""One job on several processes (DDP over gloo on CPU) through the real server and client: same losses as one
+process on the same global batch, every rank gone after cancel or a crashed rank, resume with the same world size;
+and the same job as a Ray Train TorchTrainer on a real local Ray cluster (executor: ray)."""
+
+import contextlib
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from accelerate.commands.config.config_args import load_config_from_file
+from llama_stack_client import BadRequestError, LlamaStackClient
+from transformers import AutoModelForCausalLM
+
+from llama_stack_provider_trl.common.checkpoints import last_trainer_checkpoint
+from llama_stack_provider_trl.demo.stack_server import free_port
+from llama_stack_provider_trl.engine.distributed import check_strategy_combination
+from llama_stack_provider_trl.engine.errors import RequestError
+from llama_stack_provider_trl.engine.launch import ACCELERATE_CONFIG_FILE, accelerate_config
+
+from helpers import LORA, dpo_request, process_gone, register_rows, unique, wait_final, wait_for, write_job
+from job_fixtures import client_for, kill_server, poll, server_for
+
+TRL_ACCELERATE_CONFIGS = Path(__import__("trl").__file__).parent / "accelerate_configs"
+
+
+def two_processes(**extra: Any) -> dict[str, Any]:
+    return {"num_processes": 2, "distributed_strategy": "ddp", "group_by_length": False, **extra}
+
+
+def step_losses(job_dir: Path) -> list[float]:
+    events = [json.loads(line) for line in (job_dir / "events.jsonl").read_text().splitlines()]
+    return [e["metrics"]["loss"] for e in events if e["event"] == "metrics"]
+
+
+def ranks_of(launcher_pid: int) -> dict[int, int]:
+    """{rank: pid} of the training processes the job's launcher (accelerate/torchrun) started."""
+    ranks = {}
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        try:
+            stat = (environ.parent / "stat").read_text().rsplit(") ", 1)[1].split()
+            if int(stat[1]) != launcher_pid:
+                continue
+            variables = dict(v.split("=", 1) for v in environ.read_text().split("\0") if "=" in v)
+        except (OSError, IndexError, ValueError):
+            continue
+        if "RANK" in variables:
+            ranks[int(variables["RANK"])] = int(environ.parent.name)
+    return ranks
+
+
+def running_ranks(client: LlamaStackClient, job_uuid: str) -> tuple[int, dict[int, int]]:
+    """Wait until the job trains on both ranks; (launcher pid, {rank: pid})."""
+    status = wait_for(client, job_uuid, lambda s: s.resources_allocated["step"] >= 1 or s.status != "in_progress")
+    assert status.status == "in_progress", status.resources_allocated["error"]
+    launcher = status.resources_allocated["pid"]
+    return launcher, poll(lambda: (r := ranks_of(launcher)) and len(r) == 2 and r, what="both ranks")
+
+
+def run_to_the_end(client: LlamaStackClient, job_uuid: str, request: dict[str, Any]) -> Any:
+    client.alpha.post_training.preference_optimize(**request)
+    status = wait_final(client, job_uuid, timeout_s=600)
+    assert status.status == "completed", status.resources_allocated["error"]
+    return status
+
+
+def equivalence_request(job_uuid: str, model: Path, dataset_id: str, processes: int) -> dict[str, Any]:
+    """3 steps of a global batch of 4 pairs (2 per rank with 2 processes), shuffled with the same seed."""
+    return dpo_request(
+        job_uuid,
+        model,
+        dataset_id,
+        batch_size=4,
+        max_steps_per_epoch=3,
+        hyperparam_search_config=two_processes(num_processes=processes),
+    )
+
+
+@pytest.fixture(scope="module")
+def one_process_losses(client: LlamaStackClient, tiny_model: Path, preference_rows: list[dict[str, str]]) -> list:
+    """The per-step losses of the equivalence job on one local process: what several processes must reproduce."""
+    job_uuid = unique("ddp1")
+    request = equivalence_request(job_uuid, tiny_model, register_rows(client, preference_rows), 1)
+    losses = step_losses(Path(run_to_the_end(client, job_uuid, request).resources_allocated["job_dir"]))
+    assert len(losses) == 3 and losses[-1] < losses[0]
+    return losses
+
+
+@pytest.mark.slow
+def test_a_two_process_job_trains_the_same_losses_as_one_process_on_the_same_global_batch(
+    client: LlamaStackClient, tiny_model: Path, preference_rows: list[dict[str, str]], one_process_losses: list
+) -> None:
+    job_uuid = unique("ddp2")
+    request = equivalence_request(job_uuid, tiny_model, register_rows(client, preference_rows), 2)
+
+    status = run_to_the_end(client, job_uuid, request)
+
+    resources = status.resources_allocated
+    assert (resources["world_size"], resources["strategy"], resources["step"]) == (2, "ddp", 3)
+    assert len(resources["peak_memory_gib_per_rank"]) == 2
+    assert step_losses(Path(resources["job_dir"])) == pytest.approx(one_process_losses, abs=1e-4)
+    job_dir = Path(resources["job_dir"])
+    assert sorted(p.name for p in (job_dir / "checkpoints").iterdir() if p.is_dir()) == ["checkpoint-3", "final"]
+    assert AutoModelForCausalLM.from_pretrained(status.checkpoints[-1].path) is not None
+    assert (job_dir / ACCELERATE_CONFIG_FILE).is_file()
+
+
+@pytest.mark.slow
+def test_cancelling_a_two_process_job_mid_step_leaves_no_rank(
+    client: LlamaStackClient, tiny_model: Path, preference_rows: list[dict[str, str]]
+) -> None:
+    job_uuid = unique("ddp-cancel")
+    client.alpha.post_training.preference_optimize(
+        **dpo_request(
+            job_uuid,
+            tiny_model,
+            register_rows(client, preference_rows),
+            n_epochs=50,
+            max_steps_per_epoch=None,
+            hyperparam_search_config=two_processes(),
+        )
+    )
+    launcher, ranks = running_ranks(client, job_uuid)
+
+    client.alpha.post_training.job.cancel(job_uuid=job_uuid)
+
+    status = wait_final(client, job_uuid, timeout_s=60)
+    assert status.status == "cancelled"
+    for pid in (launcher, *ranks.values()):
+        poll(lambda pid=pid: process_gone(pid), timeout_s=15, what=f"process {pid} gone")
+
+
+@pytest.mark.slow
+def test_a_rank_killed_with_sigkill_fails_the_job_naming_the_rank_and_ends_the_other(
+    client: LlamaStackClient, tiny_model: Path, preference_rows: list[dict[str, str]]
+) -> None:
+    job_uuid = unique("ddp-crash")
+    client.alpha.post_training.preference_optimize(
+        **dpo_request(
+            job_uuid,
+            tiny_model,
+            register_rows(client, preference_rows),
+            n_epochs=50,
+            max_steps_per_epoch=None,
+            hyperparam_search_config=two_processes(),
+        )
+    )
+    launcher, ranks = running_ranks(client, job_uuid)
+
+    os.kill(ranks[1], signal.SIGKILL)
+
+    status = wait_final(client, job_uuid, timeout_s=30)  # torchrun ends rank 0; no collective waits for its timeout
+    assert status.status == "failed"
+    assert status.resources_allocated["error"].startswith(f"rank 1 (pid {ranks[1]}) was killed by signal SIGKILL")
+    for pid in (launcher, ranks[0]):
+        poll(lambda pid=pid: process_gone(pid), timeout_s=15, what=f"process {pid} gone")
+
+
+@pytest.mark.slow
+def test_a_two_process_job_dies_with_its_server_and_resumes_from_its_epoch_checkpoint_on_two_processes(
+    tmp_path: Path, tiny_model: Path, preference_rows: list[dict[str, str]]
+) -> None:
+    job_uuid = unique("ddp-resume")
+    steps_per_epoch = len(preference_rows) // 4
+    with server_for(tmp_path) as server:
+        client = client_for(server)
+        client.alpha.post_training.preference_optimize(
+            **dpo_request(
+                job_uuid,
+                tiny_model,
+                register_rows(client, preference_rows),
+                n_epochs=3,
+                max_steps_per_epoch=None,
+                hyperparam_search_config=two_processes(),
+            )
+        )
+        launcher, ranks = running_ranks(client, job_uuid)
+        job_dir = Path(client.alpha.post_training.job.status(job_uuid=job_uuid).resources_allocated["job_dir"])
+        poll(lambda: last_trainer_checkpoint(job_dir), timeout_s=300, what="an epoch checkpoint")
+
+        kill_server(server)
+        for pid in (launcher, *ranks.values()):  # every rank dies with its launcher, the launcher with the server
+            poll(lambda pid=pid: process_gone(pid), timeout_s=15, what=f"process {pid} gone with the server")
+
+    with server_for(tmp_path) as restarted:
+        status = wait_final(client_for(restarted), job_uuid, timeout_s=600)
+
+    resources = status.resources_allocated
+    assert status.status == "completed", resources["error"]
+    assert (resources["attempts"], resources["world_size"]) == (2, 2)
+    assert resources["step"] == 3 * steps_per_epoch
+    events = [json.loads(line) for line in (job_dir / "events.jsonl").read_text().splitlines()]
+    [resumed] = [e for e in events if e["event"] == "resuming"]
+    resumed_step = int(Path(resumed["checkpoint"]).name.split("-")[1])
+    first_step = next(e["step"] for e in events[events.index(resumed) :] if e["event"] == "metrics")
+    assert first_step == resumed_step + 1
+
+
+def test_a_batch_that_does_not_split_over_the_processes_is_refused_naming_the_batch_size(
+    client: LlamaStackClient, tiny_model: Path, preference_rows: list[dict[str, str]]
+) -> None:
+    request = dpo_request(
+        unique("ddp-odd"),
+        tiny_model,
+        register_rows(client, preference_rows),
+        batch_size=3,
+        hyperparam_search_config=two_processes(),
+    )
+    with pytest.raises(BadRequestError, match=r"data_config\.batch_size.*multiple of 2"):
+        client.alpha.post_training.preference_optimize(**request)
+
+
+def test_fsdp2_on_a_cpu_server_is_refused_at_request_time(
+    client: LlamaStackClient, tiny_model: Path, preference_rows: list[dict[str, str]]
+) -> None:
+    request = dpo_request(
+        unique("fsdp2-cpu"),
+        tiny_model,
+        register_rows(client, preference_rows),
+        hyperparam_search_config=two_processes(distributed_strategy="fsdp2"),
+    )
+    with pytest.raises(BadRequestError, match=r"distributed_strategy.*CUDA GPUs only"):
+        client.alpha.post_training.preference_optimize(**request)
+
+
+@pytest.mark.parametrize(
+    ("name", "overrides"),
+    [
+        ("qlora", {"lora": {**LORA, "quantize_4bit": True, "merge_adapter": False}}),
+        ("merge_adapter", {"lora": {**LORA, "merge_adapter": True}}),
+        ("padding_free", {"padding_free": True}),
+        ("torch_compile", {"torch_compile": True}),
+        ("master_weights", {"master_weights": "optimizer"}),
+    ],
+)
+def test_fsdp2_refuses_what_it_does_not_run_naming_the_field(tmp_path: Path, name: str, overrides: dict) -> None:
+    spec = write_job(tmp_path / "job", "model", [], num_processes=2, distributed_strategy="fsdp2", **overrides)
+    with pytest.raises(RequestError) as refused:
+        check_strategy_combination(spec)
+    assert refused.value.field == f"hyperparam_search_config.{name}" and "fsdp2" in str(refused.value)
+    check_strategy_combination(spec.model_copy(update={"distributed_strategy": "ddp"}))  # DDP runs them all
+
+
+@pytest.mark.parametrize(("strategy", "trl_file"), [("ddp", "multi_gpu.yaml"), ("fsdp2", "fsdp2.yaml")])
+def test_the_generated_launch_config_is_trls_own_and_accelerate_reads_it(
+    tmp_path: Path, strategy: str, trl_file: str
+) -> None:
+    spec = write_job(tmp_path / "job", "model", [], num_processes=4, distributed_strategy=strategy)
+    config = accelerate_config(spec)
+    trl_config = yaml.safe_load((TRL_ACCELERATE_CONFIGS / trl_file).read_text())
+    differences = {key for key in trl_config if trl_config[key] != config.get(key)}
+    assert differences == {"num_processes", "mixed_precision"} and config["num_processes"] == 4
+    path = tmp_path / "accelerate.yaml"
+    path.write_text(yaml.safe_dump(config))
+    loaded = load_config_from_file(str(path))
+    assert (loaded.num_processes, loaded.distributed_type.value) == (4, "FSDP" if strategy == "fsdp2" else "MULTI_GPU")
+    if strategy == "fsdp2":
+        assert (loaded.fsdp_config["fsdp_version"], loaded.fsdp_config["fsdp_reshard_after_forward"]) == (2, True)
+
+
+# -- executor: ray ---------------------------------------------------------------------------------------------
+
+
+def session_members(sid: int) -> list[int]:
+    """Live processes of session ``sid`` (ray start and every daemon and worker it spawned)."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(") ", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if fields[0] != "Z" and int(fields[3]) == sid:
+            members.append(int(stat.parent.name))
+    return members
+
+
+@pytest.fixture(scope="module")
+def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real local Ray cluster: `ray start --head` on 127.0.0.1 with 2 CPUs; its address."""
+    port = free_port()
+    log = tmp_path_factory.mktemp("ray") / "ray.log"
+    command = [str(Path(sys.executable).with_name("ray")), "start", "--head", "--block", "--num-cpus", "2"]
+    command += ["--node-ip-address", "127.0.0.1", "--port", str(port), "--include-dashboard", "false"]
+    head = subprocess.Popen(
+        [*command, "--disable-usage-stats"],
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,  # its daemons and workers stay in this session: the teardown ends them by pid
+        env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"},
+    )
+    address = f"127.0.0.1:{port}"
+    try:
+        poll(lambda: "Ray runtime started" in log.read_text() or head.poll() is not None, 120, "ray start")
+        assert head.poll() is None, log.read_text()[-3000:]
+        yield address
+    finally:
+        for pid in session_members(head.pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        head.wait()
+
+
+@pytest.fixture(scope="module")
+def ray_client(tmp_path_factory: pytest.TempPathFactory, ray_cluster: str) -> Iterator[LlamaStackClient]:
+    """`llama stack run` with executor: ray on that cluster (output_dir is local: every node is this machine)."""
+    with server_for(tmp_path_factory.mktemp("ray-server"), executor="ray", ray_address=ray_cluster) as server:
+        yield client_for(server)
+
+
+def ray_worker_pids(job_dir: Path) -> set[int]:
+    """Ray Train workers' pids, from the lines Ray forwards to the driver's output (the job's log)."""
+    log = (job_dir / "train.log").read_text(errors="replace")
+    return {int(pid) for pid in re.findall(r"\(RayTrainWorker pid=(\d+)", log)}
+
+
+@pytest.mark.slow
+def test_a_ray_job_on_two_workers_trains_the_same_losses_as_one_local_process(
+    ray_client: LlamaStackClient, tiny_model: Path, preference_rows: list[dict[str, str]], one_process_losses: list
+) -> None:
+    job_uuid = unique("ray2")
+    request = equivalence_request(job_uuid, tiny_model, register_rows(ray_client, preference_rows), 2)
+
+    status = run_to_the_end(ray_client, job_uuid, request)
+
+    resources = status.resources_allocated
+    assert (resources["executor"], resources["world_size"], resources["strategy"]) == ("ray", 2, "ddp")
+    job_dir = Path(resources["job_dir"])
+    assert len(ray_worker_pids(job_dir)) == 2 and resources["pid"] not in ray_worker_pids(job_dir)
+    assert step_losses(job_dir) == pytest.approx(one_process_losses, abs=1e-4)
+    assert AutoModelForCausalLM.from_pretrained(status.checkpoints[-1].path) is not None
+
+
+@pytest.mark.slow
+def test_cancelling_a_ray_job_stops_its_driver_and_every_worker(
+    ray_client: LlamaStackClient, tiny_model: Path, preference_rows: list[dict[str, str]]
+) -> None:
+    job_uuid = unique("ray-cancel")
+    request = dpo_request(
+        job_uuid,
+        tiny_model,
+        register_rows(ray_client, preference_rows),
+        n_epochs=50,
+        max_steps_per_epoch=None,
+        hyperparam_search_config=two_processes(),
+    )
+    ray_client.alpha.post_training.preference_optimize(**request)
+    status = wait_for(ray_client, job_uuid, lambda s: s.resources_allocated["step"] >= 1 or s.status != "in_progress")
+    assert status.status == "in_progress", status.resources_allocated["error"]
+    driver, job_dir = status.resources_allocated["pid"], Path(status.resources_allocated["job_dir"])
+    workers = poll(lambda: len(pids := ray_worker_pids(job_dir)) == 2 and pids, what="both Ray workers")
+
+    ray_client.alpha.post_training.job.cancel(job_uuid=job_uuid)
+
+    assert wait_final(ray_client, job_uuid, timeout_s=60).status == "cancelled"
+    for pid in (driver, *workers):
+        poll(lambda pid=pid: process_gone(pid), timeout_s=30, what=f"process {pid} gone")
