@@ -1,7 +1,7 @@
 """Provider configuration: the `config:` block of the post_training provider in run.yaml."""
 
 import re
-from typing import Any, Literal, Self
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
@@ -214,7 +214,7 @@ class TrlPostTrainingConfig(BaseModel):
         default=1, ge=1, description="Optimizer steps between metric updates in job status.", json_schema_extra=PER_JOB
     )
     seed: int = Field(default=42, description="Seed for data order and initialization.", json_schema_extra=PER_JOB)
-    num_processes: int | Literal["auto"] = Field(
+    num_processes: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
         default=1,
         description="Training processes for one job on this machine, one per GPU (or CPU processes over gloo), "
         "started by `accelerate launch`; the request's data_config.batch_size is the global batch, split evenly "
@@ -298,13 +298,6 @@ class TrlPostTrainingConfig(BaseModel):
     def _check_pad_multiple(cls, value: int | str | None) -> int | str | None:
         if isinstance(value, int) and value < 1:
             raise ValueError(f"pad_to_multiple_of must be a positive integer, 'auto' or null, got {value}")
-        return value
-
-    @field_validator("num_processes")
-    @classmethod
-    def _check_num_processes(cls, value: int | str) -> int | str:
-        if isinstance(value, int) and value < 1:
-            raise ValueError(f"num_processes must be a positive integer or 'auto', got {value}")
         return value
 
     @field_validator("device")

@@ -86,14 +86,24 @@ def kill_server(server: StackServer) -> None:
     server.process.wait()
 
 
-def group_members(pgid: int) -> list[int]:
-    """Live (non-zombie) processes in process group ``pgid``."""
+def _members(column: int, value: int) -> list[int]:
+    """Live (non-zombie) processes whose /proc stat field ``column`` (after the name) is ``value``."""
     members = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = stat.read_text().rsplit(") ", 1)[1].split()
         except (OSError, IndexError):
             continue
-        if fields[0] != "Z" and int(fields[2]) == pgid:
+        if fields[0] != "Z" and int(fields[column]) == value:
             members.append(int(stat.parent.name))
     return members
+
+
+def group_members(pgid: int) -> list[int]:
+    """Live processes in process group ``pgid``."""
+    return _members(2, pgid)
+
+
+def session_members(sid: int) -> list[int]:
+    """Live processes in session ``sid``."""
+    return _members(3, sid)

@@ -26,7 +26,7 @@ from llama_stack_provider_trl.engine.errors import RequestError
 from llama_stack_provider_trl.engine.launch import ACCELERATE_CONFIG_FILE, accelerate_config
 
 from helpers import LORA, dpo_request, process_gone, register_rows, unique, wait_final, wait_for, write_job
-from job_fixtures import client_for, kill_server, poll, server_for
+from job_fixtures import client_for, kill_server, poll, server_for, session_members
 
 TRL_ACCELERATE_CONFIGS = Path(__import__("trl").__file__).parent / "accelerate_configs"
 
@@ -56,11 +56,29 @@ def ranks_of(launcher_pid: int) -> dict[int, int]:
     return ranks
 
 
-def running_ranks(client: LlamaStackClient, job_uuid: str) -> tuple[int, dict[int, int]]:
-    """Wait until the job trains on both ranks; (launcher pid, {rank: pid})."""
+def start_long_job(
+    client: LlamaStackClient, model: Path, rows: list[dict[str, str]], job_uuid: str, n_epochs: int = 50
+) -> Any:
+    """Submit a two-process job of many steps; its status once its first step is done."""
+    request = dpo_request(
+        job_uuid,
+        model,
+        register_rows(client, rows),
+        n_epochs=n_epochs,
+        max_steps_per_epoch=None,
+        hyperparam_search_config=two_processes(),
+    )
+    client.alpha.post_training.preference_optimize(**request)
     status = wait_for(client, job_uuid, lambda s: s.resources_allocated["step"] >= 1 or s.status != "in_progress")
     assert status.status == "in_progress", status.resources_allocated["error"]
-    launcher = status.resources_allocated["pid"]
+    return status
+
+
+def running_ranks(
+    client: LlamaStackClient, model: Path, rows: list[dict[str, str]], job_uuid: str, **kw: Any
+) -> tuple[int, dict[int, int]]:
+    """Start a long two-process job and wait until it trains on both ranks; (launcher pid, {rank: pid})."""
+    launcher = start_long_job(client, model, rows, job_uuid, **kw).resources_allocated["pid"]
     return launcher, poll(lambda: (r := ranks_of(launcher)) and len(r) == 2 and r, what="both ranks")
 
 
@@ -113,21 +131,43 @@ def test_a_two_process_job_trains_the_same_losses_as_one_process_on_the_same_glo
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        # LoRA with its adapters disabled as the reference, packed batches, a merged model saved once
+        {"use_lora": True, "lora_rank": 4, "padding_free": True, "merge_adapter": True},
+        # LoRA over reference log-probs computed once before training, on each rank's share of the rows
+        {"use_lora": True, "lora_rank": 4, "use_reference_model": False},
+    ],
+    ids=["lora-adapters_disabled-packed-merged", "lora-precomputed_log_probs"],
+)
+def test_lora_reference_strategies_and_packing_run_under_ddp(
+    client: LlamaStackClient, tiny_model: Path, preference_rows: list[dict[str, str]], overrides: dict[str, Any]
+) -> None:
+    job_uuid = unique("ddp-lora")
+    request = dpo_request(
+        job_uuid,
+        tiny_model,
+        register_rows(client, preference_rows),
+        max_steps_per_epoch=2,
+        hyperparam_search_config=two_processes(**overrides),
+    )
+
+    status = run_to_the_end(client, job_uuid, request)
+
+    resources = status.resources_allocated
+    assert resources["world_size"] == 2 and resources["padding_free"] is overrides.get("padding_free", False)
+    final = Path(status.checkpoints[-1].path)
+    assert final.name == ("final-merged" if overrides.get("merge_adapter") else "final")
+    assert AutoModelForCausalLM.from_pretrained(final) is not None  # a merged model, or base + adapter via peft
+
+
+@pytest.mark.slow
 def test_cancelling_a_two_process_job_mid_step_leaves_no_rank(
     client: LlamaStackClient, tiny_model: Path, preference_rows: list[dict[str, str]]
 ) -> None:
     job_uuid = unique("ddp-cancel")
-    client.alpha.post_training.preference_optimize(
-        **dpo_request(
-            job_uuid,
-            tiny_model,
-            register_rows(client, preference_rows),
-            n_epochs=50,
-            max_steps_per_epoch=None,
-            hyperparam_search_config=two_processes(),
-        )
-    )
-    launcher, ranks = running_ranks(client, job_uuid)
+    launcher, ranks = running_ranks(client, tiny_model, preference_rows, job_uuid)
 
     client.alpha.post_training.job.cancel(job_uuid=job_uuid)
 
@@ -142,17 +182,7 @@ def test_a_rank_killed_with_sigkill_fails_the_job_naming_the_rank_and_ends_the_o
     client: LlamaStackClient, tiny_model: Path, preference_rows: list[dict[str, str]]
 ) -> None:
     job_uuid = unique("ddp-crash")
-    client.alpha.post_training.preference_optimize(
-        **dpo_request(
-            job_uuid,
-            tiny_model,
-            register_rows(client, preference_rows),
-            n_epochs=50,
-            max_steps_per_epoch=None,
-            hyperparam_search_config=two_processes(),
-        )
-    )
-    launcher, ranks = running_ranks(client, job_uuid)
+    launcher, ranks = running_ranks(client, tiny_model, preference_rows, job_uuid)
 
     os.kill(ranks[1], signal.SIGKILL)
 
@@ -171,17 +201,7 @@ def test_a_two_process_job_dies_with_its_server_and_resumes_from_its_epoch_check
     steps_per_epoch = len(preference_rows) // 4
     with server_for(tmp_path) as server:
         client = client_for(server)
-        client.alpha.post_training.preference_optimize(
-            **dpo_request(
-                job_uuid,
-                tiny_model,
-                register_rows(client, preference_rows),
-                n_epochs=3,
-                max_steps_per_epoch=None,
-                hyperparam_search_config=two_processes(),
-            )
-        )
-        launcher, ranks = running_ranks(client, job_uuid)
+        launcher, ranks = running_ranks(client, tiny_model, preference_rows, job_uuid, n_epochs=3)
         job_dir = Path(client.alpha.post_training.job.status(job_uuid=job_uuid).resources_allocated["job_dir"])
         poll(lambda: last_trainer_checkpoint(job_dir), timeout_s=300, what="an epoch checkpoint")
 
@@ -268,19 +288,6 @@ def test_the_generated_launch_config_is_trls_own_and_accelerate_reads_it(
 # -- executor: ray ---------------------------------------------------------------------------------------------
 
 
-def session_members(sid: int) -> list[int]:
-    """Live processes of session ``sid`` (ray start and every daemon and worker it spawned)."""
-    members = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(") ", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if fields[0] != "Z" and int(fields[3]) == sid:
-            members.append(int(stat.parent.name))
-    return members
-
-
 @pytest.fixture(scope="module")
 def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real local Ray cluster: `ray start --head` on 127.0.0.1 with 2 CPUs; its address."""
@@ -341,23 +348,29 @@ def test_a_ray_job_on_two_workers_trains_the_same_losses_as_one_local_process(
 def test_cancelling_a_ray_job_stops_its_driver_and_every_worker(
     ray_client: LlamaStackClient, tiny_model: Path, preference_rows: list[dict[str, str]]
 ) -> None:
-    job_uuid = unique("ray-cancel")
-    request = dpo_request(
-        job_uuid,
-        tiny_model,
-        register_rows(ray_client, preference_rows),
-        n_epochs=50,
-        max_steps_per_epoch=None,
-        hyperparam_search_config=two_processes(),
-    )
-    ray_client.alpha.post_training.preference_optimize(**request)
-    status = wait_for(ray_client, job_uuid, lambda s: s.resources_allocated["step"] >= 1 or s.status != "in_progress")
-    assert status.status == "in_progress", status.resources_allocated["error"]
+    status = start_long_job(ray_client, tiny_model, preference_rows, unique("ray-cancel"))
     driver, job_dir = status.resources_allocated["pid"], Path(status.resources_allocated["job_dir"])
     workers = poll(lambda: len(pids := ray_worker_pids(job_dir)) == 2 and pids, what="both Ray workers")
 
-    ray_client.alpha.post_training.job.cancel(job_uuid=job_uuid)
+    ray_client.alpha.post_training.job.cancel(job_uuid=status.job_uuid)
 
-    assert wait_final(ray_client, job_uuid, timeout_s=60).status == "cancelled"
+    assert wait_final(ray_client, status.job_uuid, timeout_s=60).status == "cancelled"
+    for pid in (driver, *workers):
+        poll(lambda pid=pid: process_gone(pid), timeout_s=30, what=f"process {pid} gone")
+
+
+@pytest.mark.slow
+def test_a_ray_worker_lost_mid_job_fails_the_job_naming_its_rank(
+    ray_client: LlamaStackClient, tiny_model: Path, preference_rows: list[dict[str, str]]
+) -> None:
+    status = start_long_job(ray_client, tiny_model, preference_rows, unique("ray-lost"))
+    driver, job_dir = status.resources_allocated["pid"], Path(status.resources_allocated["job_dir"])
+    workers = poll(lambda: len(pids := ray_worker_pids(job_dir)) == 2 and pids, what="both Ray workers")
+
+    os.kill(max(workers), signal.SIGKILL)
+
+    status = wait_final(ray_client, status.job_uuid, timeout_s=60)
+    assert status.status == "failed"
+    assert re.match(r"Ray worker rank [01] failed: ", status.resources_allocated["error"])
     for pid in (driver, *workers):
         poll(lambda pid=pid: process_gone(pid), timeout_s=30, what=f"process {pid} gone")

@@ -19,7 +19,7 @@ from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 
 from llama_stack_provider_trl.common.job_spec import EVENTS_FILE, DPOJobSpec
 from llama_stack_provider_trl.common.parent_watch import PARENT_PID_ENV, die_with_parent
-from llama_stack_provider_trl.recipes.ranks import events_size, report_rank_failure
+from llama_stack_provider_trl.recipes.ranks import events_size, launcher_arguments, report_rank_failure
 
 # How often torchrun's agent looks at its ranks: a dead rank ends the others this soon
 MONITOR_INTERVAL_S = 0.5
@@ -52,10 +52,10 @@ def _cause(failure: ChildFailedError) -> tuple[int, str]:
 
 def main(argv: list[str]) -> int:
     die_with_parent()
-    if len(argv) < 4:
-        print(f"usage: {argv[0]} ACCELERATE_CONFIG RECIPE_MODULE JOB_DIR [ARGS...]", file=sys.stderr)
+    arguments = launcher_arguments(argv, "ACCELERATE_CONFIG")
+    if arguments is None:
         return 2
-    config_file, recipe_module, job_dir, *recipe_args = argv[1:]
+    config_file, recipe_module, job_dir, recipe_args = arguments
     os.environ[PARENT_PID_ENV] = str(os.getpid())  # the ranks are this process's children
     args = launch_command_parser().parse_args(
         [

@@ -1,4 +1,4 @@
-"""DPO on a single device with TRL's DPOTrainer: setup, train, save, cleanup.
+"""DPO with TRL's DPOTrainer on one device (or one rank of several): setup, train, save, cleanup.
 
 The provider runs this file as its own OS process, one per job:
 

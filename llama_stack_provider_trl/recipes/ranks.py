@@ -1,5 +1,6 @@
 """What the launchers of a job's several ranks (accelerate_launch.py, ray_launch.py) share."""
 
+import sys
 from pathlib import Path
 
 from llama_stack_provider_trl.common.events import EventReader, EventWriter, Failed
@@ -24,3 +25,11 @@ def report_rank_failure(events_path: Path, events_before: int, rank: int | None,
     writer = EventWriter(events_path)
     writer.emit(Failed(error=cause))
     writer.close()
+
+
+def launcher_arguments(argv: list[str], first: str) -> tuple[str, str, str, list[str]] | None:
+    """(first, recipe module, job dir, recipe arguments) from a launcher's command line; None after printing usage."""
+    if len(argv) < 4:
+        print(f"usage: {argv[0]} {first} RECIPE_MODULE JOB_DIR [ARGS...]", file=sys.stderr)
+        return None
+    return argv[1], argv[2], argv[3], argv[4:]

@@ -22,7 +22,12 @@ from ray.train.v2.api.exceptions import TrainingFailedError, WorkerGroupError
 
 from llama_stack_provider_trl.common.job_spec import EVENTS_FILE, DPOJobSpec
 from llama_stack_provider_trl.common.parent_watch import die_with_parent
-from llama_stack_provider_trl.recipes.ranks import PROCESS_GROUP_TIMEOUT_S, events_size, report_rank_failure
+from llama_stack_provider_trl.recipes.ranks import (
+    PROCESS_GROUP_TIMEOUT_S,
+    events_size,
+    launcher_arguments,
+    report_rank_failure,
+)
 
 RAY_RESULTS_DIR = "ray"  # Ray Train's own run state, beside the checkpoints
 
@@ -45,10 +50,10 @@ def _cause(error: TrainingFailedError) -> tuple[int | None, str]:
 
 def main(argv: list[str]) -> int:
     die_with_parent()
-    if len(argv) < 4:
-        print(f"usage: {argv[0]} RAY_ADDRESS RECIPE_MODULE JOB_DIR [ARGS...]", file=sys.stderr)
+    arguments = launcher_arguments(argv, "RAY_ADDRESS")
+    if arguments is None:
         return 2
-    address, recipe_module, job_dir, *recipe_args = argv[1:]
+    address, recipe_module, job_dir, recipe_args = arguments
     spec = DPOJobSpec.read(job_dir)
     on_gpu = spec.device.startswith("cuda")
     events_path = Path(job_dir) / EVENTS_FILE
