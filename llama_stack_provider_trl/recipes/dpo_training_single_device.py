@@ -118,8 +118,8 @@ class DPOTrainingSingleDevice:
         packed = self._pack(model, ref_model, precision)
         compiled_layers = self._compile(model, ref_model) if spec.torch_compile else 0
 
-        train_dataset = Dataset.from_list(_read_jsonl(spec.path / TRAIN_DATA_FILE))
-        eval_dataset = Dataset.from_list(_read_jsonl(spec.path / EVAL_DATA_FILE)) if spec.num_eval_rows else None
+        train_dataset = _load_rows(spec, TRAIN_DATA_FILE)
+        eval_dataset = _load_rows(spec, EVAL_DATA_FILE) if spec.num_eval_rows else None
         if _is_conversational(train_dataset) and tokenizer.chat_template is None:
             raise RuntimeError(
                 f"the rows are conversational (lists of messages) but the tokenizer of '{spec.model}' has no chat "
@@ -513,6 +513,15 @@ def _mean_chosen_tokens(tokenized: Dataset, max_length: int) -> float:
 
 def _numbers(logs: dict[str, Any]) -> dict[str, float]:
     return {k: float(v) for k, v in logs.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+
+
+def _load_rows(spec: DPOJobSpec, name: str) -> Dataset:
+    rows = Dataset.from_list(_read_jsonl(spec.path / name))
+    if spec.num_processes == 1:
+        return rows
+    # Ranks share what TRL computes once on rank 0 (tokenized rows, precomputed reference log-probs) through cache
+    # files beside the dataset's own; an in-memory dataset would put them in each process's private temp directory.
+    return rows.flatten_indices(cache_file_name=str(spec.path / f"{name}.arrow"))
 
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:

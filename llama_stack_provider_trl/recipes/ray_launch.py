@@ -18,6 +18,7 @@ from typing import Any
 import ray
 from ray.train import FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchConfig, TorchTrainer
+from ray.train.v2._internal.exceptions import UserExceptionWithTraceback
 from ray.train.v2.api.exceptions import TrainingFailedError, WorkerGroupError
 
 from llama_stack_provider_trl.common.job_spec import EVENTS_FILE, DPOJobSpec
@@ -32,20 +33,28 @@ from llama_stack_provider_trl.recipes.ranks import (
 RAY_RESULTS_DIR = "ray"  # Ray Train's own run state, beside the checkpoints
 
 
+class RecipeFailed(RuntimeError):
+    """The recipe returned non-zero on a worker: it failed in Python, and rank 0 wrote why to the events."""
+
+
 def _run_recipe(config: dict[str, Any]) -> None:
     """Ray Train's per-worker loop: the recipe's own entry point, as ``python -m <recipe>`` would run it."""
     recipe = importlib.import_module(config["recipe"])
     if recipe.main([config["recipe"], config["job_dir"], *config["args"]]) != 0:
-        raise RuntimeError(f"the recipe failed on rank {ray.train.get_context().get_world_rank()}; see the job's log")
+        raise RecipeFailed(f"the recipe failed on rank {ray.train.get_context().get_world_rank()}; see the job's log")
 
 
 def _cause(error: TrainingFailedError) -> tuple[int | None, str]:
-    """(rank, what happened) of the worker that failed the job; rank None when Ray itself failed."""
-    if isinstance(error, WorkerGroupError) and error.worker_failures:
-        rank = min(error.worker_failures)
-        first_line = str(error.worker_failures[rank]).strip().splitlines() or [type(error).__name__]
-        return rank, f"Ray worker rank {rank} failed: {first_line[-1]}"
-    return None, f"the Ray job failed: {str(error).strip().splitlines()[-1]}"
+    """(rank, what happened) of the worker that failed the job; rank None when Ray itself failed. A worker that
+    died (its actor lost) went first: the others then fail in their collectives, the peer gone."""
+    failures = error.worker_failures if isinstance(error, WorkerGroupError) else {}
+    if not failures:
+        return None, f"the Ray job failed: {str(error).strip().splitlines()[-1]}"
+    # Ray wraps what the training function raised; a worker that died has no such exception, only Ray's own
+    died = [rank for rank, failure in failures.items() if not isinstance(failure, UserExceptionWithTraceback)]
+    rank = min(died or failures)
+    lines = str(failures[rank]).strip().splitlines() or [type(failures[rank]).__name__]
+    return rank, f"Ray worker rank {rank} failed: {lines[0] if died else lines[-1]}"
 
 
 def main(argv: list[str]) -> int:
