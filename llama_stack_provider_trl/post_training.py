@@ -13,6 +13,7 @@ from llama_stack_provider_trl.engine.errors import RequestError
 from llama_stack_provider_trl.engine.intake import submit_job, write_job
 from llama_stack_provider_trl.engine.job_record import CheckpointRecord, JobOwner, JobRecord
 from llama_stack_provider_trl.engine.job_request import Given
+from llama_stack_provider_trl.engine.job_view import JobView
 from llama_stack_provider_trl.engine.jobs import JobAlreadyFinished, JobNotFound
 from llama_stack_provider_trl.engine.service import open_job_manager, start_job_manager
 from llama_stack_provider_trl.job_access import JobAccess
@@ -79,6 +80,7 @@ class TrlPostTrainingImpl:
         self.models_api = models_api
         self.output_root = Path(config.output_dir).expanduser().resolve()
         self.jobs = open_job_manager(config)
+        self.view = JobView()
         self.device = "cpu"
 
     async def initialize(self) -> None:
@@ -140,7 +142,7 @@ class TrlPostTrainingImpl:
             scheduled_at=record.scheduled_at,
             started_at=record.started_at,
             completed_at=record.completed_at,
-            resources_allocated=_resources_allocated(record),
+            resources_allocated=_resources_allocated(record) | self.view.observed(record),
             checkpoints=_checkpoints(record),
         )
 

@@ -24,6 +24,7 @@ LOG_FILE = "train.log"
 CHECKPOINTS_DIR = "checkpoints"
 # Present while the server asks the job to pause: the recipe saves a resumable checkpoint after its step and exits.
 PAUSE_REQUEST_FILE = "pause.request"
+CURVES_FILE = "curves.png"
 
 
 class LoraSpec(BaseModel):

@@ -80,6 +80,12 @@ class JobRecord(BaseModel):
     note: str | None = Field(default=None, description="Why a job was requeued or resumed.")
     warm_start: bool = Field(default=False, description="Its last launch went to a standby process (imports done).")
     events_offset: int = Field(default=0, description="Bytes of the job's events.jsonl already applied here.")
+    rate_since: tuple[float, int] | None = Field(
+        default=None, description="(time, step) of the first logged step of this launch: the step rate counts from it."
+    )
+    estimated_finish: datetime | None = Field(
+        default=None, description="When the last step will be done at the step rate measured so far."
+    )
 
     @property
     def job_uuid(self) -> str:
@@ -93,8 +99,8 @@ class JobRecord(BaseModel):
 def apply_event(record: JobRecord, event: JobEvent) -> JobRecord:
     """The record after ``event``: a new record, ``record`` itself is left as it was."""
     match event:
-        case Started():
-            update: dict[str, Any] = {"phase": "loading"}
+        case Started():  # a new process: its step rate is measured afresh
+            update: dict[str, Any] = {"phase": "loading", "rate_since": None, "estimated_finish": None}
         case SetupDone():
             update = {"phase": "training", "setup": event.setup(), "total_steps": event.total_steps}
         case TrainingStarted():
@@ -108,6 +114,7 @@ def apply_event(record: JobRecord, event: JobEvent) -> JobRecord:
                 "tokens_per_s": event.tokens_per_s,
                 "mfu": event.mfu,
                 "padding_share": event.padding_share,
+                **_step_rate(record, event),
             }
         case PeakMemory():
             update = {"peak_memory_gib": event.gib, "peak_memory_gib_per_rank": event.per_rank}
@@ -125,3 +132,16 @@ def apply_event(record: JobRecord, event: JobEvent) -> JobRecord:
         case Completed() | Failed() | Paused() | EpochEnd() | Resuming():
             return record  # the outcome is decided with the exit code (JobManager); the rest is for the log
     return record.model_copy(update=update)
+
+
+def _step_rate(record: JobRecord, event: Metrics) -> dict[str, Any]:
+    """The finish estimate after a logged step: the remaining steps at the mean rate since this launch's first
+    logged step (which leaves out loading, compiling and the first step's warm-up)."""
+    if record.rate_since is None:
+        return {"rate_since": (event.time, event.step)}
+    since_time, since_step = record.rate_since
+    if event.step <= since_step:
+        return {}
+    seconds_per_step = (event.time - since_time) / (event.step - since_step)
+    finish = event.time + max(event.total_steps - event.step, 0) * seconds_per_step
+    return {"estimated_finish": datetime.fromtimestamp(finish, UTC)}

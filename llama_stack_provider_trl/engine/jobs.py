@@ -26,15 +26,17 @@ from pathlib import Path
 from typing import Any
 
 from llama_stack_provider_trl.common.checkpoints import last_trainer_checkpoint
-from llama_stack_provider_trl.common.events import Completed, EventReader, Failed, Metrics, Paused
+from llama_stack_provider_trl.common.events import Completed, EpochEnd, Evaluation, EventReader, Failed, Metrics, Paused
 from llama_stack_provider_trl.common.job_spec import EVENTS_FILE, PAUSE_REQUEST_FILE, DPOJobSpec
 from llama_stack_provider_trl.common.parent_watch import PARENT_PID_ENV
 from llama_stack_provider_trl.common.recipe_process import RESUME_FLAG, STANDBY_FLAG, handoff_line
 from llama_stack_provider_trl.common.storage_errors import describe_write_error
+from llama_stack_provider_trl.engine.curves import CurvesPainter
 from llama_stack_provider_trl.engine.disk_space import explain_full_disk
 from llama_stack_provider_trl.engine.job_record import FINAL_STATES, JobOwner, JobRecord, JobState, apply_event
 from llama_stack_provider_trl.engine.job_store import JobStore
 from llama_stack_provider_trl.engine.launch import launch_command
+from llama_stack_provider_trl.engine.log_tail import tail_lines
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +45,7 @@ LOG_TAIL_LINES = 15
 MAX_ATTEMPTS = 3  # launches of one job (first run + resumes) before an interrupted job is failed instead
 PROGRESS_WRITE_INTERVAL_S = 1.0  # metric-only updates are written at most this often; state changes always
 SHUTDOWN_GRACE_S = 3.0  # Llama Stack gives each provider's shutdown() 5 s in all
+CURVES_REDRAW_S = 300.0  # a long epoch's picture is redrawn this often besides at epoch ends and the end
 
 
 class JobNotFound(KeyError):
@@ -77,6 +80,7 @@ class _Running:
         self.sigkill_sent = False
         self.reported: Completed | Failed | Paused | None = None  # the outcome the recipe itself reported
         self.persisted_at = 0.0
+        self.curves_drawn_at = time.monotonic()
 
 
 class _Standby:
@@ -96,6 +100,7 @@ class JobManager:
         resume_interrupted_jobs: bool = True,
         recipe_module: str = RECIPE_MODULE,
         poll_interval_s: float = 0.2,
+        curves: CurvesPainter | None = None,
     ) -> None:
         self._max_concurrent = max_concurrent_jobs
         self._grace_s = cancel_grace_period_s
@@ -103,6 +108,7 @@ class JobManager:
         self._resume = resume_interrupted_jobs
         self._recipe_module = recipe_module
         self._poll_s = poll_interval_s
+        self._curves = curves
         self._jobs: dict[str, JobRecord] = {}
         self._queue: collections.deque[str] = collections.deque()
         self._running: dict[str, _Running] = {}
@@ -230,6 +236,8 @@ class JobManager:
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     self._running[job_uuid].process.wait(timeout=1)
                 self._on_exit(job_uuid)
+        if self._curves is not None:
+            self._curves.close()
         if self._store is not None:
             self._store.close()
 
@@ -412,6 +420,11 @@ class JobManager:
         if state_changed or now - running.persisted_at >= PROGRESS_WRITE_INTERVAL_S:
             running.persisted_at = now
             self._persist(record)
+        # An epoch's picture is complete after its evaluation, when there is a validation set
+        epoch_done = Evaluation if record.spec.num_eval_rows else EpochEnd
+        if any(isinstance(e, epoch_done) for e in events) or now - running.curves_drawn_at >= CURVES_REDRAW_S:
+            running.curves_drawn_at = now
+            self._draw_curves(record)
 
     def _on_exit(self, job_uuid: str) -> None:
         self._consume_events(job_uuid)  # the last events may have landed after the previous read
@@ -442,7 +455,7 @@ class JobManager:
                 record,
                 "failed",
                 error=f"{reason} (pid {record.pid}, exit code {code})\n"
-                f"--- last lines of {record.log_path} ---\n{_tail(record)}",
+                f"--- last lines of {record.log_path} ---\n" + "\n".join(tail_lines(record.log_path, LOG_TAIL_LINES)),
             )
         self._lock.notify_all()
 
@@ -491,7 +504,15 @@ class JobManager:
         record.error = error
         record.resume = False
         self._persist(record)
+        self._draw_curves(record)
         logger.info("job %s %s%s", record.job_uuid, status, f": {error.splitlines()[0]}" if error else "")
+
+    def _draw_curves(self, record: JobRecord) -> None:
+        if self._curves is None:
+            return
+        progress = f"step {record.step}/{record.total_steps}" if record.total_steps else record.phase
+        model = Path(record.spec.model).name
+        self._curves.request(record.spec.path, f"{record.job_uuid}: {record.status}, {progress} ({model})")
 
     def _persist(self, record: JobRecord) -> None:
         if self._store is not None:
@@ -524,11 +545,3 @@ def _describe_exit(code: int | None) -> str:
     if code is not None and code < 0:
         return f"training process killed by signal {signal.Signals(-code).name}"
     return f"training process exited with code {code} without reporting an error"
-
-
-def _tail(record: JobRecord) -> str:
-    try:
-        lines = record.log_path.read_text(errors="replace").splitlines()
-    except OSError as exc:
-        return f"(log unreadable: {exc})"
-    return "\n".join(lines[-LOG_TAIL_LINES:])

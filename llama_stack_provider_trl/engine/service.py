@@ -8,6 +8,7 @@ from pathlib import Path
 
 from llama_stack_provider_trl.common.storage_errors import describe_write_error
 from llama_stack_provider_trl.config import WARM_STANDBY_MIN_CPUS, TrlPostTrainingConfig
+from llama_stack_provider_trl.engine.curves import CurvesPainter
 from llama_stack_provider_trl.engine.devices import resolve_device
 from llama_stack_provider_trl.engine.job_store import JobStore
 from llama_stack_provider_trl.engine.jobs import JobManager
@@ -25,6 +26,7 @@ def open_job_manager(config: TrlPostTrainingConfig) -> JobManager:
         config.cancel_grace_period_s,
         store=store,
         resume_interrupted_jobs=config.resume_interrupted_jobs,
+        curves=CurvesPainter(),
     )
 
 

@@ -407,6 +407,8 @@ class EventReportingCallback(TrainerCallback):
         if "train_runtime" in logs:  # Trainer's end-of-training summary, not a step's metrics
             self._events.emit(TrainSummary(metrics=_numbers(logs)))
             return
+        if any(key.startswith("eval_") for key in logs):  # an evaluation: on_evaluate reports it
+            return
         if "loss" in logs:
             self._epoch_losses.append(float(logs["loss"]))
         if "num_tokens" in logs:

@@ -1,0 +1,26 @@
+"""What a person watching a job looks at besides its numbers: the end of its log, when it should finish, its
+picture. Any front door adds these to its status."""
+
+from typing import Any
+
+from llama_stack_provider_trl.common.job_spec import CURVES_FILE
+from llama_stack_provider_trl.engine.job_record import FINAL_STATES, JobRecord
+from llama_stack_provider_trl.engine.log_tail import LogTail
+
+STATUS_LOG_LINES = 20  # lines of the job's log in its status; the whole log is at log_path
+
+
+class JobView:
+    def __init__(self) -> None:
+        self._logs = LogTail()
+
+    def observed(self, record: JobRecord) -> dict[str, Any]:
+        logs, log_lines = self._logs.read(record.log_path, STATUS_LOG_LINES, partial=record.status in FINAL_STATES)
+        curves = record.spec.path / CURVES_FILE
+        finish = record.estimated_finish if record.status == "in_progress" else None
+        return {
+            "logs": logs,
+            "log_lines": log_lines,
+            "estimated_finish": finish.isoformat() if finish else None,
+            "curves": str(curves) if curves.is_file() else None,
+        }
