@@ -283,6 +283,12 @@ class TrlPostTrainingConfig(BaseModel):
         "checkpoint, final model) do not fit in the free space of output_dir's disk (HTTP 507). Models whose "
         "safetensors files are not on this machine are not estimated.",
     )
+    mlflow_tracking_uri: str | None = Field(
+        default=None,
+        description="Where jobs that ask for MLflow (logger_config.mlflow) record their runs: a tracking server "
+        "(http://...) or a store on this machine (sqlite:///path/mlflow.db) that every job shares. None: each job "
+        "records into its own <job_dir>/mlflow.db. A request may name only an http(s) server of its own.",
+    )
     max_train_rows: int = Field(
         default=1_000_000, ge=1, description="Larger training sets are refused at request time (HTTP 413)."
     )

@@ -186,11 +186,42 @@ def test_options_a_single_device_dpo_run_cannot_honour_are_rejected(
         _spec(tmp_path, **overrides)
 
 
-def test_logger_config_must_be_empty(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("logger_config", "field", "problem"),
+    [
+        ({"comet": {}}, "logger_config.comet", "unknown tracker; logger_config takes tensorboard, mlflow, wandb"),
+        ({"mlflow": {"experiment": "e"}}, "logger_config.mlflow.experiment", "takes tracking_uri, experiment_name"),
+        ({"tensorboard": {"log_dir": "/tmp"}}, "logger_config.tensorboard.log_dir", "takes no options"),
+        ({"wandb": {"mode": "cloud"}}, "logger_config.wandb.mode", "use offline"),
+        ({"mlflow": {"experiment_name": 3}}, "logger_config.mlflow.experiment_name", "must be a string"),
+        ({"tensorboard": "yes"}, "logger_config.tensorboard", "must be an object of options"),
+        # local stores are the server owner's: a request may not aim the server's writes at a path
+        ({"mlflow": {"tracking_uri": "file:///etc"}}, "logger_config.mlflow.tracking_uri", "not an http(s)"),
+    ],
+)
+def test_a_bad_logger_config_key_is_refused_naming_it(
+    tmp_path: Path, logger_config: dict[str, Any], field: str, problem: str
+) -> None:
     request = dpo_request("job", "org/model", "ds")
-    request["logger_config"] = {"anything": 1}
-    with pytest.raises(RequestError, match="logger_config"):
+    request["logger_config"] = logger_config
+    with pytest.raises(RequestError) as refused:
         _admit(tmp_path, request)
+    assert refused.value.field == field and problem in str(refused.value)
+
+
+def test_trackers_default_to_the_job_directory_and_the_job_name(tmp_path: Path) -> None:
+    request = dpo_request("job", "org/model", "ds")
+    request["logger_config"] = {"tensorboard": {}, "mlflow": {"experiment_name": "dpo"}, "wandb": True}
+
+    trackers = _admit(tmp_path, request).trackers
+
+    assert trackers.tensorboard is True
+    assert trackers.mlflow is not None and trackers.wandb is not None
+    assert trackers.mlflow.tracking_uri == f"sqlite:///{tmp_path.resolve()}/job/mlflow.db"
+    assert trackers.mlflow.experiment_name == "dpo"
+    assert (trackers.wandb.project, trackers.wandb.mode) == ("llama-stack-trl", "offline")
+    shared = TrlPostTrainingConfig(mlflow_tracking_uri="http://mlflow:5000")
+    assert _admit(tmp_path, request, shared).trackers.mlflow.tracking_uri == "http://mlflow:5000"
 
 
 def test_job_dir_stays_inside_the_output_root(tmp_path: Path) -> None:

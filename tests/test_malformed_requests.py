@@ -82,7 +82,7 @@ CASES: list[tuple[Callable[[Request], None], int, str]] = [
     (_set(f"{OC}.num_warmup_steps", 10**12), 400, f"{OC}.num_warmup_steps"),
     (_set(f"{TC}.efficiency_config", {"fsdp_cpu_offload": True}), 400, f"{TC}.efficiency_config"),
     (_set("hyperparam_search_config", {"trials": 3}), 400, "hyperparam_search_config"),
-    (_set("logger_config", {"wandb": True}), 400, "logger_config"),
+    (_set("logger_config", {"comet": True}), 400, "logger_config.comet: unknown tracker"),
     (_set(f"{TC}.n_epochs", "many"), 400, "n_epochs"),
     (_drop("algorithm_config.beta"), 400, "beta"),
 ]

@@ -12,8 +12,8 @@ def resources(status: Any) -> dict[str, Any]:
     return status.resources_allocated or {}
 
 
-def progress_fields(status: Any, now: datetime | None = None) -> str:
-    """Epoch, the latest loss and preference (or token) metrics, throughput and time left, as one line."""
+def progress_fields(status: Any, now: datetime | None = None, eta: bool = True) -> str:
+    """Epoch, the latest loss and preference (or token) metrics, throughput and (``eta``) time left, as one line."""
     res = resources(status)
     metrics = res.get("metrics") or {}
     parts = []
@@ -31,7 +31,7 @@ def progress_fields(status: Any, now: datetime | None = None) -> str:
             parts.append(f"{label} {metrics[key]:{spec}}")
     if res.get("tokens_per_s"):
         parts.append(f"{_si(res['tokens_per_s'])} tok/s")
-    left = time_left(status, now)
+    left = time_left(status, now) if eta else None
     if left is not None:
         parts.append(f"ETA {left}")
     return " · ".join(parts)
@@ -77,9 +77,12 @@ def summary(status: Any) -> list[str]:
     if res.get("eval_metrics"):
         evaluated = ", ".join(f"{k} {v:.4g}" for k, v in sorted(res["eval_metrics"].items()) if "runtime" not in k)
         lines.append(f"  validation: {evaluated}")
-    for key in ("curves", "tensorboard_dir", "log_path"):
+    for key in ("curves", "log_path"):
         if res.get(key):
             lines.append(f"  {key}: {res[key]}")
+    for name, tracker in (res.get("trackers") or {}).items():
+        failed = f" (failed {tracker['error']})" if tracker.get("error") else ""
+        lines.append(f"  {name}: {tracker['run']}{failed}")
     if res.get("error"):
         lines.append(f"  error: {res['error']}")
     return lines

@@ -31,6 +31,7 @@ from llama_stack_provider_trl.cli.display import (
 DEFAULT_URL = "http://localhost:8321"
 SERVER_ERROR = 1  # the server refused, or could not be reached; argparse exits 2 on usage errors
 INTERRUPTED = 130
+CURVES_WAIT_S = 10.0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -120,17 +121,27 @@ def _watch(client: LlamaStackClient, args: argparse.Namespace) -> int:
 
 
 def watch(client: LlamaStackClient, job_uuid: str, interval_s: float) -> int:
-    """Follow the job until it ends: a live bar on a terminal, one line per change otherwise (logs, CI)."""
-    console = Console(stderr=False)
+    """Follow the job until it ends, print how it ended, return its exit code."""
     try:
-        status = _follow_live(client, job_uuid, interval_s) if console.is_terminal else None
-        if status is None:
-            status = _follow_lines(client, job_uuid, interval_s)
+        status = follow(client, job_uuid, interval_s)
     except KeyboardInterrupt:
         print(f"\nstopped watching; {job_uuid} goes on (llama-stack-trl cancel {job_uuid} stops it)")
         return INTERRUPTED
     _print_outcome(status)
     return EXIT_CODES[status.status]
+
+
+def follow(client: LlamaStackClient, job_uuid: str, interval_s: float) -> Any:
+    """Show the job's progress until it ends (a live bar on a terminal, one line per change otherwise: logs, CI);
+    return its final status, with its picture once the server has drawn it."""
+    status = _follow_live(client, job_uuid, interval_s) if Console().is_terminal else None
+    if status is None:
+        status = _follow_lines(client, job_uuid, interval_s)
+    deadline = time.monotonic() + CURVES_WAIT_S
+    while resources(status).get("step") and not resources(status).get("curves") and time.monotonic() < deadline:
+        time.sleep(0.2)  # the server draws the final picture right after the job ends
+        status = _get_status(client, job_uuid)
+    return status
 
 
 def _follow_live(client: LlamaStackClient, job_uuid: str, interval_s: float) -> Any:
@@ -158,16 +169,20 @@ def _follow_live(client: LlamaStackClient, job_uuid: str, interval_s: float) -> 
 
 
 def _follow_lines(client: LlamaStackClient, job_uuid: str, interval_s: float) -> Any:
-    last = None
+    """One line whenever the state, phase, step or metrics change (not for the ETA alone: no line per second)."""
+    shown = None
     while True:
         status = _get_status(client, job_uuid)
         res = resources(status)
-        line = f"{status.status} {res.get('phase', '')}"
+        head = f"{status.status} {res.get('phase', '')}"
         if res.get("total_steps"):
-            line += f" step {res.get('step') or 0}/{res['total_steps']} {progress_fields(status)}"
-        if line != last:
+            head += f" step {res.get('step') or 0}/{res['total_steps']}"
+            change, line = f"{head} {progress_fields(status, eta=False)}", f"{head} {progress_fields(status)}"
+        else:
+            change = line = head
+        if change != shown:
             print(line, flush=True)
-            last = line
+            shown = change
         if status.status in FINAL_STATES:
             return status
         time.sleep(interval_s)
@@ -228,9 +243,11 @@ def _artifacts(client: LlamaStackClient, args: argparse.Namespace) -> int:
         print(f"{checkpoint.identifier}  epoch {checkpoint.epoch}  {checkpoint.path}{scores}")
     # The 0.6.1 artifacts response holds checkpoints only; the job's other files are named in its status.
     res = resources(_get_status(client, args.job))
-    for key in ("curves", "tensorboard_dir", "log_path"):
+    for key in ("curves", "log_path"):
         if res.get(key):
             print(f"{key}  {res[key]}")
+    for name, tracker in (res.get("trackers") or {}).items():
+        print(f"{name}  {tracker['run']}")
     return 0
 
 

@@ -109,6 +109,15 @@ class PeakMemory(_Event):
     per_rank: list[float] | None = None
 
 
+class TrackerFailed(_Event):
+    """An experiment tracker raised: it is off for the rest of the job, and the training goes on."""
+
+    event: Literal["tracker_failed"] = "tracker_failed"
+    tracker: str
+    error: str
+    step: int
+
+
 class Completed(_Event):
     event: Literal["completed"] = "completed"
 
@@ -136,6 +145,7 @@ JobEvent = Annotated[
     | CheckpointSaved
     | TrainSummary
     | PeakMemory
+    | TrackerFailed
     | Completed
     | Paused
     | Failed,

@@ -25,6 +25,7 @@ CHECKPOINTS_DIR = "checkpoints"
 # Present while the server asks the job to pause: the recipe saves a resumable checkpoint after its step and exits.
 PAUSE_REQUEST_FILE = "pause.request"
 CURVES_FILE = "curves.png"
+TENSORBOARD_DIR = "tensorboard"
 
 
 class LoraSpec(BaseModel):
@@ -34,6 +35,28 @@ class LoraSpec(BaseModel):
     target_modules: list[str] | Literal["all-linear"]
     quantize_4bit: bool = Field(description="QLoRA: the frozen base model is loaded in 4-bit NF4.")
     merge_adapter: bool = Field(description="Also save base + adapter merged into one full model.")
+
+
+class MlflowSpec(BaseModel):
+    tracking_uri: str
+    experiment_name: str
+
+
+class WandbSpec(BaseModel):
+    project: str
+    mode: Literal["offline", "online"] = Field(description="offline: the run stays in <job_dir>/wandb.")
+
+
+class TrackersSpec(BaseModel):
+    """Experiment trackers the job reports its logged metrics to, besides its events (logger_config). Their runs
+    are named after the job."""
+
+    tensorboard: bool = Field(default=False, description="Event files in <job_dir>/tensorboard.")
+    mlflow: MlflowSpec | None = None
+    wandb: WandbSpec | None = None
+
+    def names(self) -> list[str]:
+        return [name for name in ("tensorboard", "mlflow", "wandb") if getattr(self, name)]
 
 
 class DPOJobSpec(BaseModel):
@@ -82,6 +105,7 @@ class DPOJobSpec(BaseModel):
     trust_remote_code: bool
     num_rows: int
     num_eval_rows: int = Field(default=0, description="Rows in eval.jsonl; 0: no validation set.")
+    trackers: TrackersSpec = Field(default_factory=TrackersSpec)
 
     @property
     def path(self) -> Path:

@@ -17,6 +17,7 @@ from typing import Any
 
 from llama_stack_client import LlamaStackClient
 
+from llama_stack_provider_trl.cli.main import follow
 from llama_stack_provider_trl.demo.demo_data import preferences
 from llama_stack_provider_trl.demo.preference_eval import greedy_answers, preference_margins
 from llama_stack_provider_trl.demo.requests import dpo_request
@@ -77,7 +78,7 @@ def main() -> int:
             )
         )
         print(f"LoRA DPO job {job_uuid} on {len(train_rows)} pairs (server {server.base_url}, log {server.log_path})")
-        status = _follow(client, job_uuid)
+        status = follow(client, job_uuid, interval_s=0.5)
 
     if status.status != "completed":
         print(f"job ended {status.status}: {status.resources_allocated.get('error')}")
@@ -90,27 +91,9 @@ def main() -> int:
     _print_answers(model_dir, merged, heldout_rows[:SAMPLE_ANSWERS])
     print(f"LoRA adapter (peft AutoPeftModelForCausalLM): {adapter}")
     print(f"merged model (AutoModelForCausalLM.from_pretrained): {merged}")
+    print(f"training curves: {status.resources_allocated['curves']}")
     print(f"demo took {time.monotonic() - started:.0f}s")
     return 0
-
-
-def _follow(client: LlamaStackClient, job_uuid: str) -> Any:
-    last = None
-    while True:
-        status = client.alpha.post_training.job.status(job_uuid=job_uuid)
-        res = status.resources_allocated or {}
-        line = f"  {status.status:<11} {res.get('phase', ''):<9}"
-        if res.get("total_steps"):
-            m = res.get("metrics") or {}
-            line += f" step {res['step']}/{res['total_steps']} epoch {res['epoch']}/{res['n_epochs']}"
-            if "loss" in m:
-                line += f" loss {m['loss']:.3f} margin {m['rewards/margins']:.3f} acc {m['rewards/accuracies']:.2f}"
-        if line != last:
-            print(line, flush=True)
-            last = line
-        if status.status in ("completed", "failed", "cancelled"):
-            return status
-        time.sleep(0.5)
 
 
 def _print_table(before: list[float], after: list[float], metrics: dict[str, float]) -> None:

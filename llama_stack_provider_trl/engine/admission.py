@@ -43,6 +43,7 @@ from llama_stack_provider_trl.engine.preference_rows import (
     PreferenceRows,
     check_preference_rows,
 )
+from llama_stack_provider_trl.engine.trackers import check_logger_config
 
 JOB_UUID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 MAX_MODEL_CHARS = 4_096
@@ -176,7 +177,7 @@ def check_request(
     precision = _precision(request.dtype, config, device)
     job = job_config(config, request.overrides)  # the provider config with this job's overrides
     loss_types, loss_weights = _losses(loss_type, request.loss_type, request.overrides, job)
-    _check_logger_config(request.logger_config)
+    trackers = check_logger_config(request.logger_config, job_dir=job_dir, server_mlflow_uri=config.mlflow_tracking_uri)
     num_processes = resolve_num_processes(job, device, request.batch_size, request.overrides.field)
     strategy = resolve_strategy(job, device, num_processes, model, request.overrides.field)
     lora = _lora(job, device, request.overrides)
@@ -228,6 +229,7 @@ def check_request(
         "save_total_limit": job.save_total_limit,
         "seed": job.seed,
         "trust_remote_code": job.trust_remote_code,
+        "trackers": trackers,
     }
 
 
@@ -575,14 +577,6 @@ def _torch_compile(job: TrlPostTrainingConfig, device: str, overrides: Given[dic
     if problem:
         raise RequestError(f"{overrides.field}.torch_compile", f"{problem}; set torch_compile: false")
     return True
-
-
-def _check_logger_config(logger_config: Given[dict[str, Any]] | None) -> None:
-    if logger_config is not None and logger_config.value:
-        keys = sorted(logger_config.value) if isinstance(logger_config.value, dict) else logger_config.value
-        raise RequestError(
-            logger_config.field, f"no keys are supported (got {keys}); metrics appear in job status. Send {{}}"
-        )
 
 
 # -- what the request names: the model's files ------------------------------------------------------------------

@@ -19,6 +19,7 @@ from llama_stack_provider_trl.common.events import (
     Resuming,
     SetupDone,
     Started,
+    TrackerFailed,
     TrainingStarted,
     TrainSummary,
 )
@@ -83,6 +84,9 @@ class JobRecord(BaseModel):
     rate_since: tuple[float, int] | None = Field(
         default=None, description="(time, step) of the first logged step of this launch: the step rate counts from it."
     )
+    tracker_errors: dict[str, str] = Field(
+        default_factory=dict, description="Each experiment tracker that failed (and was turned off), and why."
+    )
     estimated_finish: datetime | None = Field(
         default=None, description="When the last step will be done at the step rate measured so far."
     )
@@ -129,6 +133,10 @@ def apply_event(record: JobRecord, event: JobEvent) -> JobRecord:
             )
             kept = [c for c in record.checkpoints if c.identifier != event.identifier]
             update = {"checkpoints": [*kept, checkpoint]}
+        case TrackerFailed():
+            update = {
+                "tracker_errors": {**record.tracker_errors, event.tracker: f"at step {event.step}: {event.error}"}
+            }
         case Completed() | Failed() | Paused() | EpochEnd() | Resuming():
             return record  # the outcome is decided with the exit code (JobManager); the rest is for the log
     return record.model_copy(update=update)

@@ -52,4 +52,4 @@ class JobRequest:
     dtype: Given[str] | None = None  # bf16, fp16 or fp32 (or their torch names); None: config mixed_precision
     # provider config fields marked PER_JOB, overridden for this job only
     overrides: Given[dict[str, Any]] = Given({}, "hyperparam_search_config")
-    logger_config: Given[dict[str, Any]] | None = None  # no keys are supported
+    logger_config: Given[dict[str, Any]] | None = None  # experiment trackers (engine/trackers.py)

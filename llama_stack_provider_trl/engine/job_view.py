@@ -1,9 +1,9 @@
 """What a person watching a job looks at besides its numbers: the end of its log, when it should finish, its
-picture. Any front door adds these to its status."""
+picture, where its trackers record it. Any front door adds these to its status."""
 
 from typing import Any
 
-from llama_stack_provider_trl.common.job_spec import CURVES_FILE
+from llama_stack_provider_trl.common.job_spec import CURVES_FILE, TENSORBOARD_DIR
 from llama_stack_provider_trl.engine.job_record import FINAL_STATES, JobRecord
 from llama_stack_provider_trl.engine.log_tail import LogTail
 
@@ -23,4 +23,24 @@ class JobView:
             "log_lines": log_lines,
             "estimated_finish": finish.isoformat() if finish else None,
             "curves": str(curves) if curves.is_file() else None,
+            "trackers": _trackers(record),
         }
+
+
+def _trackers(record: JobRecord) -> dict[str, dict[str, str | None]]:
+    """Each tracker the job reports to: where its run is, and the error that turned it off, if one did."""
+    trackers, job_dir = record.spec.trackers, record.spec.path
+    where = {
+        "tensorboard": str(job_dir / TENSORBOARD_DIR) if trackers.tensorboard else None,
+        "mlflow": f"{trackers.mlflow.tracking_uri} (experiment {trackers.mlflow.experiment_name})"
+        if trackers.mlflow
+        else None,
+        "wandb": f"{job_dir / 'wandb'} ({trackers.wandb.mode}, project {trackers.wandb.project})"
+        if trackers.wandb
+        else None,
+    }
+    return {
+        name: {"run": location, "error": record.tracker_errors.get(name)}
+        for name, location in where.items()
+        if location is not None
+    }

@@ -49,6 +49,7 @@ from llama_stack_provider_trl.common.events import (
     Resuming,
     SetupDone,
     Started,
+    TrackerFailed,
     TrainingStarted,
     TrainSummary,
 )
@@ -82,6 +83,7 @@ from llama_stack_provider_trl.recipes.throughput import (
     peak_flops,
     peak_memory_gib,
 )
+from llama_stack_provider_trl.recipes.trackers import tracker_callbacks
 
 
 class DPOTrainingSingleDevice:
@@ -164,7 +166,8 @@ class DPOTrainingSingleDevice:
             eval_strategy="epoch" if eval_dataset is not None else "no",
             save_strategy="epoch" if spec.save_every_epoch else "no",
             save_total_limit=spec.save_total_limit,
-            report_to="none",
+            report_to="none",  # trackers are added guarded (recipes/trackers.py)
+            run_name=spec.job_uuid,  # the trackers' name for the run
             dataloader_num_workers=0,
             ddp_timeout=PROCESS_GROUP_TIMEOUT_S,
             ddp_find_unused_parameters=False,  # every trainable weight takes part in each step: skip DDP's search
@@ -178,7 +181,7 @@ class DPOTrainingSingleDevice:
             eval_dataset=eval_dataset,
             processing_class=tokenizer,  # without it TRL fetches a tokenizer from the Hub
             peft_config=_lora_config(spec.lora) if spec.lora else None,
-            callbacks=[self.reporter, self.pause],
+            callbacks=[self.reporter, self.pause, *tracker_callbacks(spec, self.reporter.tracker_failed)],
             steps_per_epoch=steps_per_epoch,
             total_steps=total_steps,
         )
@@ -388,6 +391,7 @@ class EventReportingCallback(TrainerCallback):
         self._total_steps = total_steps
         self._steps_per_epoch = steps_per_epoch
         self._epoch = 0
+        self._step = 0  # the last optimizer step done (callbacks run before the trackers'), for tracker failures
         self._epoch_losses: list[float] = []
         self.epoch_train_loss: float | None = None
         self.eval_loss: float | None = None
@@ -401,6 +405,9 @@ class EventReportingCallback(TrainerCallback):
         # From the step count, not a counter: a run resumed from a checkpoint starts mid-way
         self._epoch = state.global_step // self._steps_per_epoch + 1
         self._epoch_losses = []
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self._step = state.global_step
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         logs = dict(logs or {})
@@ -446,6 +453,9 @@ class EventReportingCallback(TrainerCallback):
         epoch_end = state.global_step % self._steps_per_epoch == 0
         name = f"epoch-{self._epoch}" if epoch_end else f"step-{state.global_step}"  # mid-epoch: a pause's
         self.emit_checkpoint(f"{self._job_uuid}-{name}", path, state.global_step)
+
+    def tracker_failed(self, tracker: str, error: str) -> None:
+        self._events.emit(TrackerFailed(tracker=tracker, error=error, step=self._step))
 
     def emit_checkpoint(self, identifier: str, path: Path, step: int) -> None:
         self._events.emit(

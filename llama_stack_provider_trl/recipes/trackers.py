@@ -1,0 +1,105 @@
+"""The job's experiment trackers: transformers' own integration callbacks, each behind a guard.
+
+``report_to`` would add the same callbacks (TensorBoardCallback, MLflowCallback, WandbCallback) unguarded, so a
+tracker that raises (its store locked or full, its server gone) would end the training with it. Here each one is
+built and called through TrackerGuard: its first error is written to the job's log and reported as an event, the
+tracker is left alone from then on, and the training goes on.
+"""
+
+import os
+import sys
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+from transformers import TrainerCallback
+from transformers.integrations import MLflowCallback, TensorBoardCallback, WandbCallback
+
+from llama_stack_provider_trl.common.job_spec import TENSORBOARD_DIR, DPOJobSpec
+
+# A tracking server that does not answer costs a few seconds, not MLflow's default of minutes of retries per call.
+MLFLOW_HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+
+OnFailure = Callable[[str, str], None]  # (tracker, error)
+
+
+class TrackerGuard(TrainerCallback):
+    """Forwards every callback event to one tracker until the tracker raises, then to nothing."""
+
+    def __init__(self, name: str, tracker: TrainerCallback, on_failure: OnFailure) -> None:
+        self.name = name
+        self.tracker: TrainerCallback | None = tracker
+        self._on_failure = on_failure
+
+    def _forward(self, event: str, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
+        if self.tracker is None:
+            return None
+        try:
+            return getattr(self.tracker, event)(args, state, control, **kwargs)
+        except Exception as exc:  # any failure of a tracker is the tracker's, never the training's
+            self.tracker = None
+            _report(self.name, f"{event}: {type(exc).__name__}: {exc}", self._on_failure)
+            return None
+
+
+def _forwarder(event: str) -> Callable[..., Any]:
+    def forward(self: TrackerGuard, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
+        return self._forward(event, args, state, control, **kwargs)
+
+    forward.__name__ = event
+    return forward
+
+
+for _event in [name for name in vars(TrainerCallback) if name.startswith("on_")]:
+    setattr(TrackerGuard, _event, _forwarder(_event))
+
+
+class SynchronousMLflowCallback(MLflowCallback):
+    """MLflowCallback, logging each step before the next. By default it logs through MLflow's own queue, so a failing
+    store is noticed only when the run ends (after the queue's retries) and the steps in between are lost unseen;
+    logged synchronously, the failure comes at the step that fails and the guard turns the tracker off there."""
+
+    def setup(self, args: Any, state: Any, model: Any) -> None:
+        super().setup(args, state, model)
+        self._async_log = False
+
+
+def tracker_callbacks(spec: DPOJobSpec, on_failure: OnFailure) -> list[TrackerGuard]:
+    """The trackers the job asked for, configured through the environment variables transformers reads (this
+    process runs one job). A tracker that cannot even be built is reported like one that fails later."""
+    trackers = spec.trackers
+    builders: list[tuple[str, Callable[[], TrainerCallback]]] = []
+    if trackers.tensorboard:
+        os.environ["TENSORBOARD_LOGGING_DIR"] = str(spec.path / TENSORBOARD_DIR)
+        builders.append(("tensorboard", TensorBoardCallback))
+    if trackers.mlflow is not None:
+        for name, value in MLFLOW_HTTP_DEFAULTS.items():
+            os.environ.setdefault(name, value)
+        os.environ["MLFLOW_TRACKING_URI"] = trackers.mlflow.tracking_uri
+        os.environ["MLFLOW_EXPERIMENT_NAME"] = trackers.mlflow.experiment_name
+        builders.append(("mlflow", SynchronousMLflowCallback))
+    if trackers.wandb is not None:
+        os.environ.update(
+            WANDB_MODE=trackers.wandb.mode,
+            WANDB_PROJECT=trackers.wandb.project,
+            WANDB_DIR=str(spec.path),  # its runs go to <job_dir>/wandb
+            WANDB_SILENT="true",
+        )
+        builders.append(("wandb", WandbCallback))
+    guards = []
+    for name, build in builders:
+        try:
+            tracker = build()
+        except Exception as exc:
+            _report(name, f"setup: {type(exc).__name__}: {exc}", on_failure)
+            continue
+        # One class per tracker: Trainer warns about two callbacks of one class
+        guard = type(f"{name.capitalize()}Guard", (TrackerGuard,), {})
+        guards.append(guard(name, tracker, on_failure))
+    return guards
+
+
+def _report(name: str, error: str, on_failure: OnFailure) -> None:
+    print(f"tracker {name} failed and is off for the rest of this job; training goes on: {error}", file=sys.stderr)
+    traceback.print_exc()
+    on_failure(name, error)

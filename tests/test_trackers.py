@@ -1,0 +1,91 @@
+"""Experiment trackers through logger_config, on a real server: TensorBoard, MLflow and W&B (offline) record the
+job's metrics; a tracker that fails mid-job is turned off and the training completes."""
+
+import json
+import sqlite3
+from pathlib import Path
+
+from llama_stack_client import LlamaStackClient
+from mlflow import MlflowClient
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from llama_stack_provider_trl.common.job_spec import EVENTS_FILE, TENSORBOARD_DIR
+
+from helpers import dpo_request, register_rows, unique, wait_final, wait_for
+
+
+def logged_losses(job_dir: Path) -> list[float]:
+    events = [json.loads(line) for line in (job_dir / EVENTS_FILE).read_text().splitlines()]
+    return [e["metrics"]["loss"] for e in events if e["event"] == "metrics"]
+
+
+def tensorboard_losses(job_dir: Path) -> list[float]:
+    accumulator = EventAccumulator(str(job_dir / TENSORBOARD_DIR))
+    accumulator.Reload()
+    return [scalar.value for scalar in accumulator.Scalars("train/loss")]
+
+
+def test_tensorboard_mlflow_and_wandb_each_record_the_jobs_loss(
+    client: LlamaStackClient, tiny_model: Path, preference_rows: list[dict[str, str]]
+) -> None:
+    dataset_id = register_rows(client, preference_rows)
+    job_uuid = unique("trackers")
+    logger_config = {"tensorboard": {}, "mlflow": {"experiment_name": "tracker-test"}, "wandb": {"project": "p"}}
+    client.alpha.post_training.preference_optimize(
+        **{
+            **dpo_request(job_uuid, tiny_model, dataset_id, n_epochs=2, max_steps_per_epoch=2),
+            "logger_config": logger_config,
+        }
+    )
+
+    status = wait_final(client, job_uuid)
+
+    res = status.resources_allocated
+    assert status.status == "completed", res["error"]
+    assert {name: tracker["error"] for name, tracker in res["trackers"].items()} == dict.fromkeys(logger_config)
+    job_dir = Path(res["job_dir"])
+    losses = logged_losses(job_dir)
+    assert len(losses) == 4
+    assert tensorboard_losses(job_dir) == losses  # tensorboard --logdir <output_dir> shows every job's curves
+
+    tracking_uri = res["trackers"]["mlflow"]["run"].split(" ")[0]
+    mlflow = MlflowClient(tracking_uri)
+    [run] = mlflow.search_runs([mlflow.get_experiment_by_name("tracker-test").experiment_id])
+    assert run.info.run_name == job_uuid and run.info.status == "FINISHED"
+    assert [m.value for m in sorted(mlflow.get_metric_history(run.info.run_id, "loss"), key=lambda m: m.step)] == losses
+
+    [wandb_run] = (job_dir / "wandb").glob("offline-run-*")
+    assert list(wandb_run.glob("run-*.wandb"))  # `wandb sync` uploads it later
+
+
+def test_a_tracker_failing_mid_job_is_turned_off_and_the_training_completes(
+    client: LlamaStackClient, tiny_model: Path, preference_rows: list[dict[str, str]]
+) -> None:
+    dataset_id = register_rows(client, preference_rows)
+    job_uuid = unique("tracker-fails")
+    client.alpha.post_training.preference_optimize(
+        **{
+            **dpo_request(job_uuid, tiny_model, dataset_id, max_steps_per_epoch=8, batch_size=1),
+            "logger_config": {"mlflow": {}, "tensorboard": {}},
+        }
+    )
+    running = wait_for(
+        client, job_uuid, lambda s: (s.resources_allocated["step"] or 0) >= 1 or s.status != "in_progress"
+    )
+    job_dir = Path(running.resources_allocated["job_dir"])
+
+    # Another process takes the MLflow store's write lock (a migration, a UI, a backup) and keeps it
+    store = sqlite3.connect(job_dir / "mlflow.db", isolation_level=None)
+    store.execute("BEGIN EXCLUSIVE")
+    try:
+        failed = wait_for(client, job_uuid, lambda s: s.resources_allocated["trackers"]["mlflow"]["error"])
+    finally:
+        store.close()
+    status = wait_final(client, job_uuid)
+
+    res = status.resources_allocated
+    assert status.status == "completed", res["error"]
+    assert "locked" in failed.resources_allocated["trackers"]["mlflow"]["error"]
+    assert res["trackers"]["tensorboard"]["error"] is None
+    assert tensorboard_losses(job_dir) == logged_losses(job_dir)  # the other tracker missed nothing
+    assert "tracker mlflow failed and is off for the rest of this job" in (job_dir / "train.log").read_text()
