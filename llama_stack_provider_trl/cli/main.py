@@ -8,14 +8,16 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from llama_stack_client import APIConnectionError, APIStatusError, LlamaStackClient
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+from rich.console import Console, RenderableType
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn
+from rich.table import Column
+from rich.text import Text
 
 from llama_stack_provider_trl.cli import train_file
 from llama_stack_provider_trl.cli.display import (
@@ -144,24 +146,35 @@ def follow(client: LlamaStackClient, job_uuid: str, interval_s: float) -> Any:
     return status
 
 
+class _JobProgress(Progress):
+    """The bar on one line (job, phase, steps), the numbers on the next, so both fit an 80-column terminal."""
+
+    numbers = ""
+
+    def get_renderables(self) -> Iterable[RenderableType]:
+        yield self.make_tasks_table(self.tasks)
+        yield Text(f"  {self.numbers}", no_wrap=True, overflow="ellipsis")
+
+
 def _follow_live(client: LlamaStackClient, job_uuid: str, interval_s: float) -> Any:
     columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
+        TextColumn("{task.description}", table_column=Column(max_width=40, no_wrap=True, overflow="ellipsis")),
+        BarColumn(bar_width=None),
         MofNCompleteColumn(),
-        TextColumn("steps  {task.fields[line]}"),
+        TextColumn("steps"),
+        TaskProgressColumn(),
     )
-    with Progress(*columns, refresh_per_second=4) as progress:
-        task = progress.add_task(job_uuid, total=None, line="")
+    with _JobProgress(*columns, refresh_per_second=4, expand=True) as progress:
+        task = progress.add_task(job_uuid, total=None)
         while True:
             status = _get_status(client, job_uuid)
             res = resources(status)
+            progress.numbers = progress_fields(status)
             progress.update(
                 task,
-                description=f"{job_uuid} {res.get('phase', status.status)}",
+                description=f"{job_uuid} [bold]{res.get('phase', status.status)}[/]",
                 completed=res.get("step") or 0,
                 total=res.get("total_steps"),
-                line=progress_fields(status),
             )
             if status.status in FINAL_STATES:
                 return status

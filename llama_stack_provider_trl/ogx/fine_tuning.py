@@ -15,7 +15,6 @@ import re
 import secrets
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any
@@ -302,7 +301,9 @@ class TrlFineTuningImpl:
             trained_tokens=_trained_tokens(record) if status == "succeeded" else None,
             training_file=openai_job.training_file,
             validation_file=openai_job.validation_file,
-            estimated_finish=_estimated_finish(record) if status == "running" else None,
+            estimated_finish=int(record.estimated_finish.timestamp())
+            if status == "running" and record.estimated_finish
+            else None,
             integrations=[],
             metadata=openai_job.metadata,
             method=openai_job.method,
@@ -500,13 +501,6 @@ def _error_message(error: str | None) -> str:
 def _trained_tokens(record: JobRecord) -> int | None:
     tokens = record.metrics.get("num_tokens")
     return int(tokens) if tokens is not None else None
-
-
-def _estimated_finish(record: JobRecord) -> int | None:
-    if not record.step or not record.total_steps or record.started_at is None:
-        return None
-    elapsed = (datetime.now(UTC) - record.started_at).total_seconds()
-    return int(time.time() + elapsed / record.step * (record.total_steps - record.step))
 
 
 def _checkpoint_name(openai_job: OpenAIJob, step: int, identifier: str) -> str:
