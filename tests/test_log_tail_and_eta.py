@@ -3,7 +3,7 @@
 from datetime import UTC, datetime
 from pathlib import Path
 
-from llama_stack_provider_trl.common.events import Metrics, Started
+from llama_stack_provider_trl.common.events import Metrics, Started, TrainingStarted
 from llama_stack_provider_trl.engine.job_record import JobRecord, apply_event
 from llama_stack_provider_trl.engine.log_tail import MAX_LINE_CHARS, TAIL_BYTES, LogTail
 
@@ -37,13 +37,14 @@ def test_a_long_log_is_read_from_its_end_and_long_lines_are_cut(tmp_path: Path) 
     assert len(line) == MAX_LINE_CHARS and line.endswith("…")
 
 
-def test_estimated_finish_is_the_remaining_steps_at_the_rate_since_the_first_logged_step(tmp_path: Path) -> None:
+def test_estimated_finish_is_the_remaining_steps_at_the_rate_since_training_began(tmp_path: Path) -> None:
     record = apply_event(JobRecord(spec=make_spec(tmp_path, "job")), Started(time=0.0))
-    record = apply_event(record, Metrics(time=100.0, step=1, total_steps=10, epoch=1, metrics={}))
-    assert record.estimated_finish is None  # one step says nothing about the rate
+    record = apply_event(record, Metrics(time=50.0, step=0, total_steps=10, epoch=1, metrics={}))
+    assert record.estimated_finish is None  # still loading: no rate yet
+    record = apply_event(record, TrainingStarted(time=100.0, optimizer="AdamW", step=2))  # resumed at step 2
 
-    record = apply_event(record, Metrics(time=110.0, step=3, total_steps=10, epoch=1, metrics={}))
+    record = apply_event(record, Metrics(time=110.0, step=4, total_steps=10, epoch=1, metrics={}))
 
-    assert record.estimated_finish == datetime.fromtimestamp(110.0 + 7 * 5.0, UTC)  # 5 s per step, 7 to go
+    assert record.estimated_finish == datetime.fromtimestamp(110.0 + 6 * 5.0, UTC)  # 5 s per step, 6 to go
     relaunched = apply_event(record, Started(time=500.0))  # a resumed job's new process: measured afresh
     assert relaunched.estimated_finish is None and relaunched.rate_since is None

@@ -50,6 +50,7 @@ class SetupDone(_Event):
 class TrainingStarted(_Event):
     event: Literal["training_started"] = "training_started"
     optimizer: str
+    step: int = Field(default=0, description="The step training starts from: 0, or a resumed checkpoint's.")
 
 
 class Resuming(_Event):

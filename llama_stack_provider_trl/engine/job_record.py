@@ -82,7 +82,7 @@ class JobRecord(BaseModel):
     warm_start: bool = Field(default=False, description="Its last launch went to a standby process (imports done).")
     events_offset: int = Field(default=0, description="Bytes of the job's events.jsonl already applied here.")
     rate_since: tuple[float, int] | None = Field(
-        default=None, description="(time, step) of the first logged step of this launch: the step rate counts from it."
+        default=None, description="(time, step) where this launch began training: the step rate counts from it."
     )
     tracker_errors: dict[str, str] = Field(
         default_factory=dict, description="Each experiment tracker that failed (and was turned off), and why."
@@ -107,8 +107,8 @@ def apply_event(record: JobRecord, event: JobEvent) -> JobRecord:
             update: dict[str, Any] = {"phase": "loading", "rate_since": None, "estimated_finish": None}
         case SetupDone():
             update = {"phase": "training", "setup": event.setup(), "total_steps": event.total_steps}
-        case TrainingStarted():
-            update = {"setup": {**record.setup, "optimizer": event.optimizer}}
+        case TrainingStarted():  # the step rate counts from here: loading the model and data is left out
+            update = {"setup": {**record.setup, "optimizer": event.optimizer}, "rate_since": (event.time, event.step)}
         case Metrics():
             update = {
                 "step": event.step,
@@ -143,10 +143,10 @@ def apply_event(record: JobRecord, event: JobEvent) -> JobRecord:
 
 
 def _step_rate(record: JobRecord, event: Metrics) -> dict[str, Any]:
-    """The finish estimate after a logged step: the remaining steps at the mean rate since this launch's first
-    logged step (which leaves out loading, compiling and the first step's warm-up)."""
+    """The finish estimate after a logged step: the remaining steps at the mean rate since this launch began
+    training (after loading its model and data)."""
     if record.rate_since is None:
-        return {"rate_since": (event.time, event.step)}
+        return {}
     since_time, since_step = record.rate_since
     if event.step <= since_step:
         return {}

@@ -399,7 +399,7 @@ class EventReportingCallback(TrainerCallback):
 
     def on_train_begin(self, args, state, control, optimizer=None, **kwargs):
         inner = getattr(optimizer, "optimizer", optimizer)  # accelerate wraps the torch optimizer
-        self._events.emit(TrainingStarted(optimizer=type(inner).__name__))
+        self._events.emit(TrainingStarted(optimizer=type(inner).__name__, step=state.global_step))
 
     def on_epoch_begin(self, args, state, control, **kwargs):
         # From the step count, not a counter: a run resumed from a checkpoint starts mid-way
