@@ -133,6 +133,10 @@ def test_watch_of_a_cancelled_job_exits_4_and_logs_follow_it(
     final = client.alpha.post_training.job.status(job_uuid=job_uuid).resources_allocated
     assert followed.splitlines()[-len(final["logs"]) :] == final["logs"]  # followed to the log's last line
     assert "'loss'" in followed  # Trainer prints each step's logged metrics into the job's log
+    # a cancelled job's picture shows how far it got (one epoch of 480 steps: drawn only because it ended)
+    drawn = wait_for(client, job_uuid, lambda s: s.resources_allocated["curves"], timeout_s=30)
+    with Image.open(drawn.resources_allocated["curves"]) as picture:
+        assert picture.text["panels"].startswith("Loss, Reward margin")
 
 
 @pytest.mark.parametrize(
