@@ -228,7 +228,7 @@ def _resources_allocated(record: JobRecord) -> dict[str, Any]:
         "device": spec.device,
         "executor": "ray" if spec.ray_address else "local",
         "world_size": spec.num_processes,
-        "strategy": spec.distributed_strategy if spec.num_processes > 1 else None,
+        "strategy": spec.parallel_strategy,
         "precision": record.setup.get("precision", spec.precision),
         "optimizer": record.setup.get("optimizer", spec.optimizer),
         "reference_strategy": spec.reference_strategy,

@@ -24,7 +24,12 @@ from llama_stack_provider_trl.common.job_spec import LoraSpec
 from llama_stack_provider_trl.demo.stack_server import free_port
 from llama_stack_provider_trl.engine.distributed import check_strategy_combination
 from llama_stack_provider_trl.engine.errors import RequestError
-from llama_stack_provider_trl.engine.launch import ACCELERATE_CONFIG_FILE, accelerate_config
+from llama_stack_provider_trl.engine.launch import (
+    ACCELERATE_CONFIG_FILE,
+    LAUNCHER_MODULE,
+    accelerate_config,
+    launch_command,
+)
 
 from helpers import LORA, dpo_request, process_gone, register_rows, unique, wait_final, wait_for, write_job
 from job_fixtures import client_for, kill_server, poll, server_for, session_members
@@ -386,3 +391,15 @@ def test_a_ray_worker_lost_mid_job_fails_the_job_and_leaves_no_worker(
     assert re.match(r"Ray worker rank [01] failed: |RuntimeError: .*gloo", status.resources_allocated["error"])
     for pid in (driver, *workers):
         poll(lambda pid=pid: process_gone(pid), timeout_s=30, what=f"process {pid} gone")
+
+
+def test_fsdp2_asked_for_by_name_launches_through_accelerate_even_with_one_process(tmp_path: Path) -> None:
+    plain = write_job(tmp_path / "plain", "model", [], num_processes=1, distributed_strategy="ddp")
+    assert launch_command(plain, "the_recipe", ["--resume"])[1:] == ["-m", "the_recipe", str(plain.path), "--resume"]
+
+    sharded = write_job(tmp_path / "sharded", "model", [], num_processes=1, distributed_strategy="fsdp2")
+    command = launch_command(sharded, "the_recipe", ["--resume"])
+
+    assert command[1:3] == ["-m", LAUNCHER_MODULE] and command[-3:] == ["the_recipe", str(sharded.path), "--resume"]
+    loaded = load_config_from_file(command[3])
+    assert (loaded.distributed_type.value, loaded.num_processes, sharded.parallel_strategy) == ("FSDP", 1, "fsdp2")

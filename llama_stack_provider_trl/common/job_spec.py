@@ -108,6 +108,13 @@ class DPOJobSpec(BaseModel):
     trackers: TrackersSpec = Field(default_factory=TrackersSpec)
 
     @property
+    def parallel_strategy(self) -> DistributedStrategy | None:
+        """How the job's ranks share the model; None for one plain process (no launcher, no process group)."""
+        if self.num_processes > 1 or self.distributed_strategy == "fsdp2":
+            return self.distributed_strategy
+        return None
+
+    @property
     def path(self) -> Path:
         return Path(self.job_dir)
 

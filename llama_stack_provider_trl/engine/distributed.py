@@ -58,18 +58,20 @@ def resolve_strategy(
     config: TrlPostTrainingConfig, device: str, num_processes: int, model: str, overrides: str
 ) -> DistributedStrategy:
     field = f"{overrides}.distributed_strategy"
-    if num_processes == 1 or config.distributed_strategy == "ddp":
+    if config.distributed_strategy == "ddp":
         return "ddp"
-    if config.distributed_strategy == "fsdp2":
+    if config.distributed_strategy == "fsdp2":  # asked for by name: also on one GPU (accelerate's FSDP2 wrapping)
         if config.executor == "ray":
             raise RequestError(field, "executor ray runs ddp; use ddp or auto")
-        if device != "cuda":
+        if not device.startswith("cuda"):
             raise RequestError(
                 field,
                 f"fsdp2 runs on CUDA GPUs only (accelerate enables FSDP there), this server trains on {device}; "
                 "use ddp",
             )
         return "fsdp2"
+    if num_processes == 1:
+        return "ddp"
     local_gpu = device == "cuda" and config.executor == "local"
     return "fsdp2" if local_gpu and not config.use_lora and not _fits_one_gpu(model) else "ddp"
 

@@ -371,7 +371,7 @@ class JobManager:
         standby = self._standby
         if standby is None or standby.device != spec.device or standby.process.poll() is not None:
             return None
-        if spec.num_processes > 1 or spec.ray_address:  # accelerate launch or Ray starts every rank itself
+        if spec.parallel_strategy or spec.ray_address:  # accelerate launch or Ray starts every rank itself
             return None
         self._standby = None  # used up: the next tick starts another
         try:

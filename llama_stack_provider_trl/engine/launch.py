@@ -64,7 +64,7 @@ def launch_command(spec: DPOJobSpec, recipe_module: str, recipe_args: Sequence[s
     if spec.ray_address is not None:
         driver = [sys.executable, "-m", RAY_LAUNCHER_MODULE, spec.ray_address]
         return [*driver, recipe_module, str(spec.path), *recipe_args]
-    if spec.num_processes == 1:
+    if spec.parallel_strategy is None:
         return [sys.executable, "-m", recipe_module, str(spec.path), *recipe_args]
     config_path = Path(spec.path) / ACCELERATE_CONFIG_FILE
     config_path.write_text(yaml.safe_dump(accelerate_config(spec), sort_keys=False))

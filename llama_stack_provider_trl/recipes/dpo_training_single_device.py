@@ -199,7 +199,7 @@ class DPOTrainingSingleDevice:
             SetupDone(
                 device=spec.device,
                 world_size=self.trainer.args.world_size,
-                strategy=spec.distributed_strategy if spec.num_processes > 1 else None,
+                strategy=spec.parallel_strategy,
                 precision=precision,
                 padding_free=packed,
                 master_weights=master_weights,
