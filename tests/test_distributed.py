@@ -20,10 +20,11 @@ from llama_stack_client import BadRequestError, LlamaStackClient
 from transformers import AutoModelForCausalLM
 
 from llama_stack_provider_trl.common.checkpoints import last_trainer_checkpoint
-from llama_stack_provider_trl.common.job_spec import LoraSpec
+from llama_stack_provider_trl.common.job_spec import PAUSE_REQUEST_FILE, LoraSpec
 from llama_stack_provider_trl.demo.stack_server import free_port
 from llama_stack_provider_trl.engine.distributed import check_strategy_combination
 from llama_stack_provider_trl.engine.errors import RequestError
+from llama_stack_provider_trl.engine.jobs import JobManager
 from llama_stack_provider_trl.engine.launch import (
     ACCELERATE_CONFIG_FILE,
     LAUNCHER_MODULE,
@@ -403,3 +404,25 @@ def test_fsdp2_asked_for_by_name_launches_through_accelerate_even_with_one_proce
     assert command[1:3] == ["-m", LAUNCHER_MODULE] and command[-3:] == ["the_recipe", str(sharded.path), "--resume"]
     loaded = load_config_from_file(command[3])
     assert (loaded.distributed_type.value, loaded.num_processes, sharded.parallel_strategy) == ("FSDP", 1, "fsdp2")
+
+
+@pytest.mark.slow
+def test_a_paused_two_process_job_stops_both_ranks_at_one_step_and_resumes_to_the_end(
+    tmp_path: Path, tiny_model: Path, preference_rows: list[dict[str, str]]
+) -> None:
+    spec = write_job(
+        tmp_path / "paused", tiny_model, preference_rows, num_processes=2, max_steps_per_epoch=3, save_every_epoch=False
+    )
+    (spec.path / PAUSE_REQUEST_FILE).touch()  # the server's request, there before the first step ends
+    jobs = JobManager(max_concurrent_jobs=1, cancel_grace_period_s=5.0, poll_interval_s=0.05)
+    jobs.start()
+    try:
+        jobs.submit(spec)
+        paused = poll(lambda: (r := jobs.get(spec.job_uuid)).status == "paused" and r, 300, "paused")
+        assert paused.exit_code == 0 and last_trainer_checkpoint(spec.path).name == "checkpoint-1"
+        jobs.resume(spec.job_uuid)
+        done = poll(lambda: (r := jobs.get(spec.job_uuid)).status not in ("scheduled", "in_progress") and r, 300)
+        assert done.status == "completed", done.error
+        assert (done.step, done.attempts) == (3, 2)
+    finally:
+        jobs.shutdown()
