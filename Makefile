@@ -49,6 +49,7 @@ bench: install
 # Scaling on CPU: the same job and global batch on 2 processes (DDP over gloo) vs 1; last line: ddp2/provider ratio
 	$(BIN)/python bench/dpo_bench.py tiny --varlen --steps 20 --bs 8 --seq 64 --reps 2 --arms provider,ddp2 \
 		--variant ddp2=num_processes=2,distributed_strategy=ddp
+	$(BIN)/python bench/sft_bench.py --steps 20 --bs 8 --reps 2
 
 # The llama-stack-client 0.7.0 that matches this server's post_training paths is refused with HTTP 426
 # unless the server skips its client-version check.

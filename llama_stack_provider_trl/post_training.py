@@ -7,12 +7,13 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from llama_stack_provider_trl.common.job_spec import SFTJobSpec
 from llama_stack_provider_trl.config import TrlPostTrainingConfig
 from llama_stack_provider_trl.engine.admission import Caller, admit
 from llama_stack_provider_trl.engine.errors import RequestError
 from llama_stack_provider_trl.engine.intake import submit_job, write_job
 from llama_stack_provider_trl.engine.job_record import CheckpointRecord, JobOwner, JobRecord
-from llama_stack_provider_trl.engine.job_request import Given
+from llama_stack_provider_trl.engine.job_request import Given, JobRequest
 from llama_stack_provider_trl.engine.job_view import JobView
 from llama_stack_provider_trl.engine.jobs import JobAlreadyFinished, JobNotFound
 from llama_stack_provider_trl.engine.service import open_job_manager, start_job_manager
@@ -37,7 +38,6 @@ from llama_stack_provider_trl.stack_api import (
     ListPostTrainingJobsResponse,
     ModelNotFoundError,
     Models,
-    NotImplementedByProviderError,
     PostTrainingJob,
     PostTrainingJobArtifactsResponse,
     PostTrainingJobStatusResponse,
@@ -46,7 +46,7 @@ from llama_stack_provider_trl.stack_api import (
     SupervisedFineTuneRequest,
     stack_error,
 )
-from llama_stack_provider_trl.stack_requests import dpo_job_request
+from llama_stack_provider_trl.stack_requests import dpo_job_request, sft_job_request
 
 logger = logging.getLogger(__name__)
 
@@ -89,17 +89,17 @@ class TrlPostTrainingImpl:
     async def shutdown(self) -> None:
         await asyncio.to_thread(self.jobs.shutdown)
 
+    @_answers_request_errors
     async def supervised_fine_tune(self, request: SupervisedFineTuneRequest) -> PostTrainingJob:
-        raise NotImplementedByProviderError(
-            "supervised_fine_tune is not implemented by the inline::trl provider, which runs DPO only; "
-            "use preference_optimize, or configure a provider that implements SFT"
-        )
+        return await self._start(sft_job_request(request))
 
     @_answers_request_errors
     async def preference_optimize(self, request: PreferenceOptimizeRequest) -> PostTrainingJob:
+        return await self._start(dpo_job_request(request))
+
+    async def _start(self, job_request: JobRequest) -> PostTrainingJob:
         owner = self.access.caller()
-        self.access.require(Action.CREATE, request.job_uuid, owner)
-        job_request = dpo_job_request(request)
+        self.access.require(Action.CREATE, job_request.job_uuid.value, owner)
         job = await admit(
             job_request,
             self.config,
@@ -108,6 +108,7 @@ class TrlPostTrainingImpl:
             job_exists=self.jobs.exists,
             sources=self,
             caller=self._caller(owner),
+            checkpoint_path=self.jobs.checkpoint_path,
         )
         # Nothing from here on waits: no other request is admitted between the caller's queue count and the submit.
         write_problem = write_job(job, job_request.job_uuid.field)
@@ -220,9 +221,23 @@ def _training_metrics(checkpoint: CheckpointRecord) -> PostTrainingMetric | None
     )
 
 
+def _algorithm_settings(record: JobRecord) -> dict[str, Any]:
+    spec = record.spec
+    if isinstance(spec, SFTJobSpec):
+        # completion, assistant or all: the tokens that carry the loss, once the recipe has read the rows
+        return {"loss_on": record.setup.get("loss_on", "completion" if spec.completion_only_loss else "all")}
+    return {
+        "reference_strategy": spec.reference_strategy,
+        "loss_type": spec.loss_types,
+        "loss_weights": spec.loss_weights,
+        "beta": spec.beta,
+    }
+
+
 def _resources_allocated(record: JobRecord) -> dict[str, Any]:
     spec = record.spec
     return {
+        "algorithm": spec.algorithm,
         "phase": record.phase,
         "model": spec.model,
         "device": spec.device,
@@ -231,10 +246,7 @@ def _resources_allocated(record: JobRecord) -> dict[str, Any]:
         "strategy": spec.parallel_strategy,
         "precision": record.setup.get("precision", spec.precision),
         "optimizer": record.setup.get("optimizer", spec.optimizer),
-        "reference_strategy": spec.reference_strategy,
-        "loss_type": spec.loss_types,
-        "loss_weights": spec.loss_weights,
-        "beta": spec.beta,
+        **_algorithm_settings(record),
         "lora": spec.lora.model_dump() if spec.lora else None,
         "padding_free": record.setup.get("padding_free", spec.padding_free),  # auto, until the job resolves it
         "master_weights": record.setup.get("master_weights", spec.master_weights),

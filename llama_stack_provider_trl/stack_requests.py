@@ -10,8 +10,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from llama_stack_provider_trl.engine.job_request import Given, JobRequest
-from llama_stack_provider_trl.stack_api import PreferenceOptimizeRequest
+from llama_stack_provider_trl.engine.job_request import Given, JobRequest, LoraRequest
+from llama_stack_provider_trl.stack_api import PreferenceOptimizeRequest, SupervisedFineTuneRequest
 
 TC = "training_config"
 DC = f"{TC}.data_config"
@@ -41,15 +41,48 @@ def _named(value: Any, field: str) -> Given[Any] | None:
 
 
 def dpo_job_request(request: PreferenceOptimizeRequest) -> JobRequest:
-    training = request.training_config
-    data = training.data_config
-    efficiency = training.efficiency_config
-    fsdp = efficiency is not None and bool(efficiency.memory_efficient_fsdp_wrap or efficiency.fsdp_cpu_offload)
     return JobRequest(
         job_uuid=Given(request.job_uuid, "job_uuid"),
         model=Given(request.finetuned_model, "finetuned_model"),
         beta=Given(request.algorithm_config.beta, "algorithm_config.beta"),  # required by the 0.6.1 schema
         loss_type=_set(request.algorithm_config, "loss_type", "algorithm_config"),
+        packed=_given(request.training_config.data_config, "packed", DC),
+        **_training(request),
+    )
+
+
+def sft_job_request(request: SupervisedFineTuneRequest) -> JobRequest:
+    algorithm = request.algorithm_config
+    lora = None
+    if algorithm is not None and algorithm.type == "LoRA":
+        lora = LoraRequest(
+            rank=Given(algorithm.rank, "algorithm_config.rank"),
+            alpha=Given(algorithm.alpha, "algorithm_config.alpha"),
+            attn_modules=Given(algorithm.lora_attn_modules, "algorithm_config.lora_attn_modules"),
+            mlp=Given(algorithm.apply_lora_to_mlp, "algorithm_config.apply_lora_to_mlp"),
+            output=Given(algorithm.apply_lora_to_output, "algorithm_config.apply_lora_to_output"),
+            use_dora=_given(algorithm, "use_dora", "algorithm_config"),
+            quantize_base=_given(algorithm, "quantize_base", "algorithm_config"),
+        )
+    return JobRequest(
+        algorithm="sft",
+        job_uuid=Given(request.job_uuid, "job_uuid"),
+        model=Given(request.model or "", "model"),
+        lora=lora,
+        unsupported_algorithm=Given("QAT", "algorithm_config.type") if algorithm and algorithm.type == "QAT" else None,
+        checkpoint_dir=_named(request.checkpoint_dir, "checkpoint_dir"),
+        packed=_set(request.training_config.data_config, "packed", DC),  # unset: the provider's default decides
+        **_training(request),
+    )
+
+
+def _training(request: PreferenceOptimizeRequest | SupervisedFineTuneRequest) -> dict[str, Any]:
+    """The fields both requests share, by their JobRequest names."""
+    training = request.training_config
+    data = training.data_config
+    efficiency = training.efficiency_config
+    fsdp = efficiency is not None and bool(efficiency.memory_efficient_fsdp_wrap or efficiency.fsdp_cpu_offload)
+    return dict(
         n_epochs=Given(training.n_epochs, f"{TC}.n_epochs"),
         max_steps_per_epoch=_set(training, "max_steps_per_epoch", TC),
         gradient_accumulation_steps=_given(training, "gradient_accumulation_steps", TC),
@@ -58,7 +91,6 @@ def dpo_job_request(request: PreferenceOptimizeRequest) -> JobRequest:
         shuffle=_given(data, "shuffle", DC),
         data_format=_given(data, "data_format", DC),
         validation_dataset_id=_named(data and data.validation_dataset_id, f"{DC}.validation_dataset_id"),
-        packed=_given(data, "packed", DC),
         train_on_input=_given(data, "train_on_input", DC),
         optimizer=_given(training.optimizer_config, "optimizer_type", OC),
         learning_rate=_given(training.optimizer_config, "lr", OC),

@@ -8,9 +8,17 @@ from typing import Any
 import torch
 from llama_stack_client import LlamaStackClient
 
-from llama_stack_provider_trl.common.job_spec import EVAL_DATA_FILE, EVENTS_FILE, TRAIN_DATA_FILE, DPOJobSpec
+from llama_stack_provider_trl.common.job_spec import (
+    EVAL_DATA_FILE,
+    EVENTS_FILE,
+    TRAIN_DATA_FILE,
+    DPOJobSpec,
+    SFTJobSpec,
+    parse_job_spec,
+)
 from llama_stack_provider_trl.demo.requests import dpo_request
-from llama_stack_provider_trl.recipes.dpo_training_single_device import main as recipe_main
+from llama_stack_provider_trl.recipes.dpo_training_single_device import main as dpo_main
+from llama_stack_provider_trl.recipes.sft_training_single_device import main as sft_main
 
 __all__ = ["dpo_request"]
 
@@ -64,8 +72,9 @@ def write_job(
     model: str | Path,
     rows: list[dict[str, Any]],
     eval_rows: list[dict[str, Any]] | None = None,
+    algorithm: str = "dpo",
     **overrides: Any,
-) -> DPOJobSpec:
+) -> DPOJobSpec | SFTJobSpec:
     """A job directory as the server leaves it for the recipe: rows and job.json (small CPU defaults)."""
     job_dir.mkdir(parents=True)
     (job_dir / TRAIN_DATA_FILE).write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -98,7 +107,10 @@ def write_job(
         "num_rows": len(rows),
         "num_eval_rows": len(eval_rows or []),
     }
-    spec = DPOJobSpec(**{**fields, **overrides})
+    if algorithm == "sft":
+        for dpo_only in ("beta", "loss_types", "reference_strategy"):
+            del fields[dpo_only]
+    spec = parse_job_spec({**fields, "algorithm": algorithm, **overrides})
     spec.write()
     return spec
 
@@ -108,11 +120,14 @@ def run_recipe(
     model: Path,
     rows: list[dict[str, Any]],
     eval_rows: list[dict[str, Any]] | None = None,
+    algorithm: str = "dpo",
     **overrides: Any,
 ) -> list[dict[str, Any]]:
-    """Run the training recipe in this process on a job directory under ``tmp_path``; return its events."""
-    job_dir = write_job(tmp_path / "job", model, rows, eval_rows, **overrides).path
-    assert recipe_main(["recipe", str(job_dir)]) == 0, (job_dir / EVENTS_FILE).read_text()
+    """Run the algorithm's training recipe in this process on a job directory under ``tmp_path``; return its
+    events."""
+    job_dir = write_job(tmp_path / "job", model, rows, eval_rows, algorithm, **overrides).path
+    main = sft_main if algorithm == "sft" else dpo_main
+    assert main(["recipe", str(job_dir)]) == 0, (job_dir / EVENTS_FILE).read_text()
     return [json.loads(line) for line in (job_dir / EVENTS_FILE).read_text().splitlines()]
 
 
@@ -147,3 +162,49 @@ def padded_batch(
     if padding_side == "left":
         mask = mask.flip(1)
     return input_ids.masked_fill(mask == 0, 0), mask
+
+
+def answer_loss(model_dir: str | Path, rows: list[dict[str, str]]) -> float:
+    """Mean negative log-likelihood per token of each instruct row's expected answer (and the end of turn), after
+    its chat-templated question: what SFT's completion-only loss measures."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    total, count = 0.0, 0
+    for row in rows:
+        question = [{"role": "user", "content": row["input_query"]}]
+        answer = [{"role": "assistant", "content": row["expected_answer"]}]
+        prompt = tokenizer.apply_chat_template(question, add_generation_prompt=True, tokenize=False)
+        full = tokenizer.apply_chat_template(question + answer, tokenize=False)
+        prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        ids = torch.tensor([tokenizer(full, add_special_tokens=False)["input_ids"]])
+        with torch.no_grad():
+            log_probs = torch.log_softmax(model(ids).logits[0, :-1].float(), dim=-1)
+        token_log_probs = log_probs.gather(1, ids[0, 1:, None])[:, 0]
+        answer_log_probs = token_log_probs[len(prompt_ids) - 1 :]
+        total -= answer_log_probs.sum().item()
+        count += answer_log_probs.numel()
+    return total / count
+
+
+def greedy_answers(model_dir: str | Path, rows: list[dict[str, str]], max_new_tokens: int = 16) -> list[str]:
+    """The model's greedy answer to each instruct row's question, rendered by its chat template."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    answers = []
+    for row in rows:
+        question = [{"role": "user", "content": row["input_query"]}]
+        prompt = tokenizer.apply_chat_template(question, add_generation_prompt=True, tokenize=False)
+        ids = tokenizer(prompt, add_special_tokens=False, return_tensors="pt")["input_ids"]
+        out = model.generate(
+            ids,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+        answers.append(tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True))
+    return answers

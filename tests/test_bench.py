@@ -85,3 +85,16 @@ def test_profile_summary_splits_kernel_time_by_kind_and_counts_launches_and_sync
     assert summary["syncs_per_step"] == 15
     assert [name for name, _, _ in summary["top"]] == [events[3].key, events[8].key[:90]]
     assert [name for name, _, _ in summary["host_top"]] == ["cudaLaunchKernel", "aten::mm"]
+
+
+@pytest.mark.slow
+def test_sft_bench_runs_the_provider_and_raw_trl_on_the_same_work_and_reports_their_ratio(tmp_path: Path) -> None:
+    command = [sys.executable, "bench/sft_bench.py", "--steps", "4", "--bs", "4", "--reps", "1"]
+    result = subprocess.run(
+        [*command, "--workdir", str(tmp_path)], cwd=REPO_ROOT, capture_output=True, text=True, timeout=600
+    )
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.rstrip().splitlines()
+    assert lines[-1].startswith("provider/raw_trl sft tokens_per_s ratio:")
+    assert float(lines[-1].split(":")[1]) > 0

@@ -62,7 +62,7 @@ def test_with_allowed_model_dirs_only_their_models_and_the_callers_own_checkpoin
     ("files", "problem"),
     [
         (("notes.txt",), "is not a model directory: it has no config.json"),
-        (("adapter_config.json", "adapter_model.safetensors"), "is a LoRA adapter, not a model"),
+        (("adapter_config.json", "adapter_model.safetensors"), "is a LoRA adapter without a readable base model"),
         (("config.json",), "has a config.json but no weights beside it"),
     ],
 )
@@ -80,3 +80,16 @@ def test_a_name_that_climbs_out_with_dot_dot_is_a_path_not_a_hub_id(tmp_path: Pa
     refused = _refusal("org/../../no-such-model-dir", tmp_path / "jobs")
     assert str(refused) == "finetuned_model: local model directory 'org/../../no-such-model-dir' does not exist"
     assert _check("Qwen/Qwen2.5-0.5B-Instruct", tmp_path / "jobs") == "Qwen/Qwen2.5-0.5B-Instruct"
+
+
+def test_an_adapter_trains_from_its_merged_base_which_obeys_the_same_rules(tmp_path: Path) -> None:
+    allowed, jobs = tmp_path / "models", tmp_path / "jobs"
+    base, elsewhere = _model_dir(allowed / "base"), _model_dir(tmp_path / "elsewhere")
+    adapter = _model_dir(jobs / "mine" / "checkpoints" / "final", "adapter_config.json", "adapter_model.safetensors")
+    config = {"allowed_model_dirs": [str(allowed)]}
+
+    (adapter / "adapter_config.json").write_text(f'{{"base_model_name_or_path": "{base}"}}')
+    assert _check(adapter, jobs, **config) == str(adapter)
+    (adapter / "adapter_config.json").write_text(f'{{"base_model_name_or_path": "{elsewhere}"}}')
+    refused = _refusal(adapter, jobs, **config)
+    assert refused.status == HTTPStatus.FORBIDDEN and "base_model_name_or_path" in str(refused)

@@ -108,12 +108,11 @@ def test_missing_local_model_directory_is_400(client: LlamaStackClient, dataset_
         _optimize(client, dpo_request(unique("j"), tmp_path / "absent", dataset_id))
 
 
-def test_supervised_fine_tune_is_501_with_a_message(client: LlamaStackClient) -> None:
-    with pytest.raises(llama_stack_client.APIStatusError, match="DPO only") as info:
+def test_supervised_fine_tune_without_a_model_is_400_naming_the_field(client: LlamaStackClient) -> None:
+    with pytest.raises(llama_stack_client.BadRequestError, match="model: is empty"):
         client.alpha.post_training.supervised_fine_tune(
             job_uuid=unique("sft"), training_config={"n_epochs": 1}, hyperparam_search_config={}, logger_config={}
         )
-    assert info.value.status_code == 501
 
 
 def test_unknown_job_is_404(client: LlamaStackClient) -> None:

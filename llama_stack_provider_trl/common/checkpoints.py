@@ -9,6 +9,8 @@ from pathlib import Path
 
 from llama_stack_provider_trl.common.job_spec import CHECKPOINTS_DIR  # DPOConfig.output_dir of every job
 
+# peft's: a checkpoint directory holding it is a LoRA adapter, not a full model
+ADAPTER_CONFIG_FILE = "adapter_config.json"
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 # Trainer writes trainer_state.json last when it saves a checkpoint: without it the save was cut short.
 _COMPLETE_MARKER = "trainer_state.json"

@@ -38,6 +38,7 @@ class SetupDone(_Event):
     padding_free: bool | None = None
     master_weights: str | None = None
     compiled_layers: int | None = None
+    loss_on: str | None = None  # SFT: the tokens that carry the loss (completion, assistant or all)
     train_rows: int | None = None
     eval_rows: int | None = None
     parameters: int | None = None

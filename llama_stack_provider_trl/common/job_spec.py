@@ -5,9 +5,9 @@ only plain values, so the recipe never imports Llama Stack.
 """
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Discriminator, Field, Tag, TypeAdapter
 
 Precision = Literal["auto", "bf16", "fp16", "fp32"]
 OptimizerName = Literal["adamw", "adam", "sgd"]
@@ -33,6 +33,7 @@ class LoraSpec(BaseModel):
     alpha: float
     dropout: float
     target_modules: list[str] | Literal["all-linear"]
+    use_dora: bool = Field(default=False, description="DoRA: weight-decomposed LoRA (peft use_dora).")
     quantize_4bit: bool = Field(description="QLoRA: the frozen base model is loaded in 4-bit NF4.")
     merge_adapter: bool = Field(description="Also save base + adapter merged into one full model.")
 
@@ -59,16 +60,14 @@ class TrackersSpec(BaseModel):
         return [name for name in ("tensorboard", "mlflow", "wandb") if getattr(self, name)]
 
 
-class DPOJobSpec(BaseModel):
+class JobSpecBase(BaseModel):
+    """What every training job needs, whichever algorithm it runs."""
+
     job_uuid: str
     model: str = Field(description="Hub id or local directory of the model to train.")
     job_dir: str
     device: str = Field(description="Resolved device: cpu, mps, cuda or cuda:N.")
     precision: Precision = Field(description="auto is resolved by the recipe on the device it gets.")
-    beta: float
-    loss_types: list[str] = Field(description="TRL loss_type: one or more DPO losses, summed with loss_weights.")
-    loss_weights: list[float] | None = None
-    reference_strategy: ReferenceStrategy
     lora: LoraSpec | None = Field(default=None, description="None: every weight trains.")
     n_epochs: int
     max_steps_per_epoch: int | None = Field(description="None: every batch of every epoch.")
@@ -88,7 +87,7 @@ class DPOJobSpec(BaseModel):
     optimizer: OptimizerName
     max_seq_length: int
     pad_to_multiple_of: int | None = Field(default=None, description="Pad batches to a multiple of this length.")
-    group_by_length: bool = Field(default=False, description="Batch pairs of similar length (when shuffling).")
+    group_by_length: bool = Field(default=False, description="Batch rows of similar length (when shuffling).")
     padding_free: bool | Literal["auto"] = Field(
         default=False, description="Run each batch packed, computing no padding (auto: where FlashAttention runs)."
     )
@@ -124,5 +123,43 @@ class DPOJobSpec(BaseModel):
         return target
 
     @classmethod
-    def read(cls, job_dir: str | Path) -> "DPOJobSpec":
+    def read(cls, job_dir: str | Path) -> Self:
         return cls.model_validate_json((Path(job_dir) / JOB_SPEC_FILE).read_text())
+
+
+class DPOJobSpec(JobSpecBase):
+    algorithm: Literal["dpo"] = "dpo"
+    beta: float
+    loss_types: list[str] = Field(description="TRL loss_type: one or more DPO losses, summed with loss_weights.")
+    loss_weights: list[float] | None = None
+    reference_strategy: ReferenceStrategy
+
+
+class SFTJobSpec(JobSpecBase):
+    algorithm: Literal["sft"] = "sft"
+    completion_only_loss: bool = Field(
+        default=True,
+        description="Loss on the completion / assistant tokens only (TRL's completion-only and assistant-only "
+        "losses); False: on every token of the sequence.",
+    )
+
+
+def _algorithm(value: Any) -> str:
+    # Records written before SFT existed carry no algorithm: they are DPO jobs.
+    found = value.get("algorithm") if isinstance(value, dict) else getattr(value, "algorithm", None)
+    return found or "dpo"
+
+
+JobSpec = Annotated[Annotated[DPOJobSpec, Tag("dpo")] | Annotated[SFTJobSpec, Tag("sft")], Discriminator(_algorithm)]
+_JOB_SPEC: TypeAdapter[JobSpec] = TypeAdapter(JobSpec)
+
+
+def parse_job_spec(data: str | bytes | dict[str, Any]) -> DPOJobSpec | SFTJobSpec:
+    """A job spec of whichever algorithm it names (DPO when it names none)."""
+    if isinstance(data, dict):
+        return _JOB_SPEC.validate_python(data)
+    return _JOB_SPEC.validate_json(data)
+
+
+def read_job_spec(job_dir: str | Path) -> DPOJobSpec | SFTJobSpec:
+    return parse_job_spec((Path(job_dir) / JOB_SPEC_FILE).read_text())

@@ -13,6 +13,7 @@ checkpoints cannot fit on the output directory's disk is 507, and one more job t
 """
 
 import importlib.util
+import json
 import math
 import os
 import re
@@ -25,7 +26,8 @@ from typing import Any, Protocol
 
 from pydantic import ValidationError
 
-from llama_stack_provider_trl.common.job_spec import DPOJobSpec, LoraSpec, Precision, ReferenceStrategy
+from llama_stack_provider_trl.common.checkpoints import ADAPTER_CONFIG_FILE
+from llama_stack_provider_trl.common.job_spec import DPOJobSpec, LoraSpec, Precision, ReferenceStrategy, SFTJobSpec
 from llama_stack_provider_trl.config import PER_JOB_FIELDS, TrlPostTrainingConfig, check_loss_type, length_normalized
 from llama_stack_provider_trl.engine.devices import check_precision
 from llama_stack_provider_trl.engine.disk_space import disk_space, estimate_checkpoints, format_bytes
@@ -35,20 +37,28 @@ from llama_stack_provider_trl.engine.distributed import (
     resolve_strategy,
 )
 from llama_stack_provider_trl.engine.errors import RequestError
-from llama_stack_provider_trl.engine.job_request import Given, JobRequest
+from llama_stack_provider_trl.engine.job_request import Given, JobRequest, LoraRequest
+from llama_stack_provider_trl.engine.lora_targets import UnknownLoraModule, lora_target_modules
 from llama_stack_provider_trl.engine.model_files import has_chat_template, sliding_window
 from llama_stack_provider_trl.engine.preference_rows import (
     SHAPE_OF_DATA_FORMAT,
-    PreferenceDataError,
     PreferenceRows,
     check_preference_rows,
 )
+from llama_stack_provider_trl.engine.row_fields import RowError
+from llama_stack_provider_trl.engine.sft_rows import SFTRows, check_sft_rows
 from llama_stack_provider_trl.engine.trackers import check_logger_config
 
 JOB_UUID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 MAX_MODEL_CHARS = 4_096
 MAX_PATH_COMPONENT_CHARS = 255  # NAME_MAX on Linux and macOS
 MAX_BETA = 1_000.0
+MAX_LORA_RANK = 1_024
+# Provider config fields a DPO job may override that mean nothing to SFT
+DPO_ONLY_OVERRIDES = frozenset(
+    {"dpo_loss_type", "loss_weights", "use_reference_model", "normalize_rewards", "dpo_beta"}
+)
+MAX_LORA_ALPHA = 65_536.0
 MAX_N_EPOCHS = 10_000
 MAX_STEPS = 10_000_000  # per epoch
 MAX_ACCUMULATION = 65_536  # gradient accumulation steps
@@ -97,7 +107,7 @@ class Caller:
 class AdmittedJob:
     """A request that passed every check: the spec its process runs and the rows it trains and evaluates on."""
 
-    spec: DPOJobSpec
+    spec: DPOJobSpec | SFTJobSpec
     train_rows: list[dict[str, Any]]
     eval_rows: list[dict[str, Any]] | None
 
@@ -111,25 +121,43 @@ async def admit(
     job_exists: Callable[[str], bool],
     sources: RequestSources,
     caller: Caller = Caller(),
+    checkpoint_path: Callable[[str], str | None] = lambda _: None,
 ) -> AdmittedJob:
+    """``checkpoint_path``: the directory of an earlier job's checkpoint by its identifier (``<job_uuid>-final``,
+    ``<job_uuid>-final-merged``, ``<job_uuid>-epoch-<n>``, as the artifacts list gives them), or None."""
     settings = check_request(
         request, config, output_root=output_root, device=device, job_exists=job_exists, caller=caller
     )
-    model = await _registered_model(Given(settings["model"], request.model.field), sources, config, output_root, caller)
-    train = await _preference_rows(request.dataset_id, request.data_format, config, sources)
-    evaluation = await _validation_rows(request, train, config, sources)
-    _check_chat_template(request.dataset_id, model, train)
+    given = Given(settings["model"], request.model.field)
+    model = _checkpoint_model(given, checkpoint_path, config, output_root, caller)
+    if model is None:
+        model = await _registered_model(given, sources, config, output_root, caller)
+    settings["model"] = model
+    _check_adapter_base(request, model, settings["lora"])
+    if request.algorithm == "sft":
+        if request.lora is not None:
+            settings["lora"] = settings["lora"].model_copy(
+                update={"target_modules": _lora_targets(request.lora, model)}
+            )
+        sft_train = await _sft_rows(request.dataset_id, request.data_format, config, sources)
+        sft_eval = await _sft_validation_rows(request, sft_train, config, sources)
+        _check_chat_template(request.dataset_id, model, sft_train.conversational, "text or prompt/completion strings")
+        rows, eval_rows = sft_train.rows, sft_eval.rows if sft_eval else None
+        spec_type: type[DPOJobSpec | SFTJobSpec] = SFTJobSpec
+    else:
+        train = await _preference_rows(request.dataset_id, request.data_format, config, sources)
+        evaluation = await _validation_rows(request, train, config, sources)
+        conversational = train.shape == "conversational"
+        _check_chat_template(request.dataset_id, model, conversational, "prompt/chosen/rejected strings")
+        rows, eval_rows = train.rows, evaluation.rows if evaluation else None
+        spec_type = DPOJobSpec
     _check_packing_window(model, settings["padding_free"], settings["max_seq_length"], request.overrides)
-    spec = DPOJobSpec(
-        **{**settings, "model": model},
-        num_rows=len(train.rows),
-        num_eval_rows=len(evaluation.rows) if evaluation else 0,
-    )
+    spec = spec_type(**settings, num_rows=len(rows), num_eval_rows=len(eval_rows) if eval_rows else 0)
     if config.check_disk_space:
         _check_disk_space(spec, output_root)
     # After the last await: the front door submits before any other request can be admitted.
     _check_queue_share(caller, config.max_queued_jobs_per_user)
-    return AdmittedJob(spec=spec, train_rows=train.rows, eval_rows=evaluation.rows if evaluation else None)
+    return AdmittedJob(spec=spec, train_rows=rows, eval_rows=eval_rows)
 
 
 def check_request(
@@ -151,6 +179,19 @@ def check_request(
             HTTPStatus.CONFLICT,
         )
     model = check_model(request.model, config, output_root, caller)
+    sft = request.algorithm == "sft"
+    if request.unsupported_algorithm is not None:
+        raise RequestError(
+            request.unsupported_algorithm.field,
+            f"{request.unsupported_algorithm.value} is not supported by this provider; send a LoRA config "
+            "(type LoRA) or none for a full fine-tune",
+        )
+    if request.checkpoint_dir is not None:
+        raise RequestError(
+            request.checkpoint_dir.field,
+            "is not honoured: a job saves its checkpoints in its own directory under the provider's output_dir, and "
+            "the job's artifacts list their paths; leave it unset",
+        )
     beta = config.dpo_beta if request.beta is None else _number(request.beta, MAX_BETA)
     loss_type = _loss_type(request.loss_type)
     n_epochs = _positive_int(request.n_epochs, MAX_N_EPOCHS)
@@ -163,8 +204,9 @@ def check_request(
     _check_data_format(request.data_format)
     if request.validation_dataset_id is not None:
         _check_dataset_id(request.validation_dataset_id)
-    _refuse_if_set(request.packed, "packing is not supported for DPO in TRL 1.16; set false")
-    _refuse_if_set(request.train_on_input, "DPO scores completions only; there is no loss on the prompt. Set false")
+    if not sft:
+        _refuse_if_set(request.packed, "packing is not supported for DPO in TRL 1.16; set false")
+        _refuse_if_set(request.train_on_input, "DPO scores completions only; there is no loss on the prompt. Set false")
     optimizer = _optimizer(request.optimizer)
     learning_rate = config.learning_rate if request.learning_rate is None else _number(request.learning_rate, MAX_LR)
     weight_decay = _number_or(request.weight_decay, MAX_WEIGHT_DECAY, config.weight_decay)
@@ -193,7 +235,7 @@ def check_request(
         master_weights=master_weights,
         overrides=request.overrides.field,
     )
-    return {
+    settings = {
         "job_uuid": request.job_uuid.value,
         "model": model,
         "job_dir": str(job_dir),
@@ -230,6 +272,20 @@ def check_request(
         "seed": job.seed,
         "trust_remote_code": job.trust_remote_code,
         "trackers": trackers,
+    }
+    if not sft:
+        return settings
+    for dpo_only in ("beta", "loss_types", "loss_weights", "reference_strategy"):
+        del settings[dpo_only]
+    dpo_overrides = sorted(set(request.overrides.value) & DPO_ONLY_OVERRIDES)
+    if dpo_overrides:
+        raise RequestError(request.overrides.field, f"{dpo_overrides} apply to DPO only; leave them out of an SFT job")
+    return {
+        **settings,
+        "algorithm": "sft",
+        "lora": _sft_lora(request.lora, job, device, request.overrides),
+        "completion_only_loss": not _flag(request.train_on_input, default=False),
+        "padding_free": _flag(request.packed, default=False) if request.packed is not None else job.padding_free,
     }
 
 
@@ -268,7 +324,7 @@ def check_model(model: Given[str], config: TrlPostTrainingConfig, output_root: P
     _check_model_location(model, real, config.allowed_model_dirs, output_root, caller)
     if not real.is_dir():
         raise RequestError(model.field, f"local model directory '{name}' does not exist")
-    _check_model_files(model, real)
+    _check_model_files(model, real, config, output_root, caller)
     return str(real)
 
 
@@ -300,17 +356,26 @@ def _check_model_location(
     )
 
 
-def _check_model_files(model: Given[str], directory: Path) -> None:
-    """A model directory as save_pretrained writes it: config.json, and the weights beside it."""
+def _check_model_files(
+    model: Given[str], directory: Path, config: TrlPostTrainingConfig, output_root: Path, caller: Caller
+) -> None:
+    """A model directory as save_pretrained writes it: config.json, and the weights beside it. Or a LoRA adapter
+    (an earlier job's ``final`` checkpoint), merged into its base model before training: the base obeys the same
+    rules as a model the request names."""
+    adapter_config = directory / ADAPTER_CONFIG_FILE
+    if not (directory / "config.json").is_file() and adapter_config.is_file():
+        try:
+            base = json.loads(adapter_config.read_text())["base_model_name_or_path"]
+        except (OSError, ValueError, KeyError) as exc:
+            raise RequestError(model.field, f"'{model.value}' is a LoRA adapter without a readable base model") from exc
+        base_field = f"{model.field} (its adapter's base_model_name_or_path)"
+        check_model(Given(str(base), base_field), config, output_root, caller)
+        return
     if not (directory / "config.json").is_file():
-        if (directory / "adapter_config.json").is_file():
-            problem = (
-                "is a LoRA adapter, not a model; train from the base model, or from a merged checkpoint "
-                "(merge_adapter: true saves one)"
-            )
-        else:
-            problem = "is not a model directory: it has no config.json; give a directory save_pretrained wrote"
-        raise RequestError(model.field, f"'{model.value}' {problem}")
+        raise RequestError(
+            model.field,
+            f"'{model.value}' is not a model directory: it has no config.json; give a directory save_pretrained wrote",
+        )
     if not any(directory.glob("*.safetensors")) and not any(directory.glob("pytorch_model*.bin")):
         raise RequestError(
             model.field,
@@ -414,16 +479,33 @@ def _check_data_format(data_format: Given[str] | None) -> None:
         )
 
 
-async def _preference_rows(
-    dataset_id: Given[str], data_format: Given[str] | None, config: TrlPostTrainingConfig, sources: RequestSources
-) -> PreferenceRows:
+async def _checked_rows[R](
+    dataset_id: Given[str],
+    data_format: Given[str] | None,
+    config: TrlPostTrainingConfig,
+    sources: RequestSources,
+    check: Callable[[str, list[dict[str, Any]], str | None], R],
+) -> R:
+    """The dataset's rows as ``check`` (the algorithm's row checks) returns them; its RowError names the field."""
     # One row over the limit is enough to refuse an oversize dataset without reading all of it.
     rows = await sources.dataset_rows(dataset_id, limit=config.max_train_rows + 1)
     _check_dataset_size(dataset_id, rows, config.max_train_rows, config.max_field_chars)
     try:
-        return check_preference_rows(dataset_id.value, rows, data_format.value if data_format else None)
-    except PreferenceDataError as exc:
+        return check(dataset_id.value, rows, data_format.value if data_format else None)
+    except RowError as exc:
         raise RequestError(dataset_id.field, str(exc)) from exc
+
+
+async def _preference_rows(
+    dataset_id: Given[str], data_format: Given[str] | None, config: TrlPostTrainingConfig, sources: RequestSources
+) -> PreferenceRows:
+    return await _checked_rows(dataset_id, data_format, config, sources, check_preference_rows)
+
+
+async def _sft_rows(
+    dataset_id: Given[str], data_format: Given[str] | None, config: TrlPostTrainingConfig, sources: RequestSources
+) -> SFTRows:
+    return await _checked_rows(dataset_id, data_format, config, sources, check_sft_rows)
 
 
 async def _validation_rows(
@@ -438,6 +520,22 @@ async def _validation_rows(
             validation.field,
             f"its rows ({evaluation.shape}, fields {list(evaluation.fields)}) differ from the training rows "
             f"({train.shape}, fields {list(train.fields)}); use one format for both",
+        )
+    return evaluation
+
+
+async def _sft_validation_rows(
+    request: JobRequest, train: SFTRows, config: TrlPostTrainingConfig, sources: RequestSources
+) -> SFTRows | None:
+    validation = request.validation_dataset_id
+    if validation is None:
+        return None
+    evaluation = await _sft_rows(validation, request.data_format, config, sources)
+    if sorted(evaluation.rows[0]) != sorted(train.rows[0]) or evaluation.conversational != train.conversational:
+        raise RequestError(
+            validation.field,
+            f"its rows ({evaluation.format}) train differently from the training rows ({train.format}); use one "
+            "format for both",
         )
     return evaluation
 
@@ -530,11 +628,7 @@ def _lora(job: TrlPostTrainingConfig, device: str, overrides: Given[dict[str, An
     if not job.use_lora:
         return None
     if job.qlora:
-        field = f"{overrides.field}.qlora"
-        if not device.startswith("cuda"):
-            raise RequestError(field, f"4-bit QLoRA needs a CUDA device, this server trains on {device}")
-        if importlib.util.find_spec("bitsandbytes") is None:
-            raise RequestError(field, "4-bit QLoRA needs bitsandbytes: pip install bitsandbytes")
+        _check_qlora(f"{overrides.field}.qlora", device)
     return LoraSpec(
         rank=job.lora_rank,
         alpha=job.lora_alpha,
@@ -542,6 +636,38 @@ def _lora(job: TrlPostTrainingConfig, device: str, overrides: Given[dict[str, An
         target_modules=job.lora_target_modules,
         quantize_4bit=job.qlora,
         merge_adapter=job.merge_adapter,
+    )
+
+
+def _check_qlora(field: str, device: str) -> None:
+    if not device.startswith("cuda"):
+        raise RequestError(field, f"4-bit QLoRA needs a CUDA device, this server trains on {device}")
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise RequestError(field, "4-bit QLoRA needs bitsandbytes: pip install bitsandbytes")
+
+
+def _sft_lora(
+    lora: LoraRequest | None, job: TrlPostTrainingConfig, device: str, overrides: Given[dict[str, Any]]
+) -> LoraSpec | None:
+    """SFT's LoRA from the request's LoRA config (its layer names are mapped once the model's files are known);
+    without one, the provider config's (use_lora), else a full fine-tune. An SFT adapter is merged into a full
+    model too (``final-merged``) unless the request's overrides say merge_adapter: false."""
+    if lora is None:
+        return _lora(job, device, overrides)
+    quantize = _flag(lora.quantize_base, default=False)
+    if quantize:
+        _check_qlora(lora.quantize_base.field if lora.quantize_base else "quantize_base", device)
+    names = lora.attn_modules.value
+    if not isinstance(names, list) or not all(isinstance(name, str) and name for name in names):
+        raise RequestError(lora.attn_modules.field, f"must be a list of layer names, got {names!r}")
+    return LoraSpec(
+        rank=_positive_int(lora.rank, MAX_LORA_RANK),
+        alpha=_number(lora.alpha, MAX_LORA_ALPHA),
+        dropout=job.lora_dropout,
+        target_modules=names,
+        use_dora=_flag(lora.use_dora, default=False),
+        quantize_4bit=quantize,
+        merge_adapter=overrides.value.get("merge_adapter", True) is not False,
     )
 
 
@@ -591,13 +717,49 @@ async def _registered_model(
     return model.value if path is None else check_model(Given(path, model.field), config, output_root, caller)
 
 
-def _check_chat_template(dataset_id: Given[str], model: str, train: PreferenceRows) -> None:
-    if train.shape == "conversational" and has_chat_template(model) is False:
+def _checkpoint_model(
+    model: Given[str],
+    checkpoint_path: Callable[[str], str | None],
+    config: TrlPostTrainingConfig,
+    output_root: Path,
+    caller: Caller,
+) -> str | None:
+    """The directory of the earlier job's checkpoint ``model`` names, or None when it names none. The path comes
+    from the job's record, is used only inside the output directory, and obeys the rules of a path the request
+    names (a job the caller may read)."""
+    path = checkpoint_path(model.value)
+    if path is None:
+        return None
+    resolved = Path(path).resolve()
+    if not resolved.is_relative_to(output_root) or not resolved.is_dir():
+        raise RequestError(model.field, f"checkpoint '{model.value}' is no longer in the output directory")
+    return check_model(Given(str(resolved), model.field), config, output_root, caller)
+
+
+def _check_adapter_base(request: JobRequest, model: str, lora: LoraSpec | None) -> None:
+    """An adapter checkpoint is merged into its base when loaded; a 4-bit base cannot take that merge."""
+    if lora is not None and lora.quantize_4bit and (Path(model) / ADAPTER_CONFIG_FILE).is_file():
+        raise RequestError(
+            request.model.field,
+            f"'{request.model.value}' is a LoRA adapter, which is merged into its base model before training, and a "
+            "4-bit QLoRA base cannot be merged into; start from the job's '-final-merged' checkpoint instead",
+        )
+
+
+def _lora_targets(lora: LoraRequest, model: str) -> list[str]:
+    try:
+        return lora_target_modules(model, lora.attn_modules.value, mlp=lora.mlp.value, output=lora.output.value)
+    except UnknownLoraModule as exc:
+        raise RequestError(lora.attn_modules.field, str(exc)) from exc
+
+
+def _check_chat_template(dataset_id: Given[str], model: str, conversational: bool, strings: str) -> None:
+    if conversational and has_chat_template(model) is False:
         raise RequestError(
             dataset_id.field,
             f"the rows are conversational (lists of messages) but the tokenizer of '{model}' has no chat template to "
-            "render them; give rows as prompt/chosen/rejected strings (data_format 'instruct'), or a model whose "
-            "tokenizer has a chat template",
+            f"render them; give rows as {strings} (data_format 'instruct'), or a model whose tokenizer has a chat "
+            "template",
         )
 
 

@@ -23,7 +23,7 @@ from llama_stack_provider_trl.common.events import (
     TrainingStarted,
     TrainSummary,
 )
-from llama_stack_provider_trl.common.job_spec import LOG_FILE, DPOJobSpec
+from llama_stack_provider_trl.common.job_spec import LOG_FILE, JobSpec
 
 # paused: stopped on request with a resumable checkpoint; it waits, out of the queue, until resumed.
 JobState = Literal["scheduled", "in_progress", "paused", "completed", "failed", "cancelled"]
@@ -54,7 +54,7 @@ class JobOwner(BaseModel):
 class JobRecord(BaseModel):
     """Everything the API reports about a job. Plain data: it can be copied, stored and served."""
 
-    spec: DPOJobSpec
+    spec: JobSpec
     owner: JobOwner | None = Field(default=None, description="Who started it; None: nobody authenticated.")
     status: JobState = "scheduled"
     scheduled_at: datetime = Field(default_factory=lambda: datetime.now(UTC))

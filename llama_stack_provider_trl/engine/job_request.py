@@ -22,12 +22,30 @@ class Given[T]:
 
 
 @dataclass(frozen=True, kw_only=True)
+class LoraRequest:
+    """SFT's LoRA as Llama Stack asks for it (LoraFinetuningConfig): attention layers in torchtune's names."""
+
+    rank: Given[int]
+    alpha: Given[float]
+    attn_modules: Given[list[str]]  # q_proj, k_proj, v_proj, output_proj (or the model's own layer names)
+    mlp: Given[bool]  # every linear layer of the MLP blocks too
+    output: Given[bool]  # the output head (lm_head) too
+    use_dora: Given[bool] | None = None
+    quantize_base: Given[bool] | None = None  # QLoRA: the frozen base in 4-bit
+
+
+@dataclass(frozen=True, kw_only=True)
 class JobRequest:
+    algorithm: str = "dpo"  # dpo or sft: which recipe trains the job
     job_uuid: Given[str]
     model: Given[str]
     # DPO
     beta: Given[float] | None = None  # None: the provider config's dpo_beta
     loss_type: Given[str] | None = None  # None: the provider config's dpo_loss_type
+    # SFT
+    lora: LoraRequest | None = None  # None: the provider config's LoRA settings (use_lora), else a full fine-tune
+    unsupported_algorithm: Given[str] | None = None  # an algorithm config this engine does not run (QAT)
+    checkpoint_dir: Given[str] | None = None  # where to save: the engine keeps checkpoints in the job's directory
     # training loop
     n_epochs: Given[int]
     max_steps_per_epoch: Given[int] | None = None  # None: every batch of every epoch

@@ -27,7 +27,7 @@ from typing import Any
 
 from llama_stack_provider_trl.common.checkpoints import last_trainer_checkpoint
 from llama_stack_provider_trl.common.events import Completed, EpochEnd, Evaluation, EventReader, Failed, Metrics, Paused
-from llama_stack_provider_trl.common.job_spec import EVENTS_FILE, PAUSE_REQUEST_FILE, DPOJobSpec
+from llama_stack_provider_trl.common.job_spec import EVENTS_FILE, PAUSE_REQUEST_FILE, JobSpec
 from llama_stack_provider_trl.common.parent_watch import PARENT_PID_ENV
 from llama_stack_provider_trl.common.recipe_process import RESUME_FLAG, STANDBY_FLAG, handoff_line
 from llama_stack_provider_trl.common.storage_errors import describe_write_error
@@ -40,7 +40,11 @@ from llama_stack_provider_trl.engine.log_tail import tail_lines
 
 logger = logging.getLogger(__name__)
 
-RECIPE_MODULE = "llama_stack_provider_trl.recipes.dpo_training_single_device"
+# The training process of each algorithm (JobSpec.algorithm)
+RECIPE_MODULES = {
+    "dpo": "llama_stack_provider_trl.recipes.dpo_training_single_device",
+    "sft": "llama_stack_provider_trl.recipes.sft_training_single_device",
+}
 LOG_TAIL_LINES = 15
 MAX_ATTEMPTS = 3  # launches of one job (first run + resumes) before an interrupted job is failed instead
 PROGRESS_WRITE_INTERVAL_S = 1.0  # metric-only updates are written at most this often; state changes always
@@ -86,9 +90,10 @@ class _Running:
 class _Standby:
     """A recipe process waiting on its stdin for a job, started for one device."""
 
-    def __init__(self, process: subprocess.Popen[bytes], device: str) -> None:
+    def __init__(self, process: subprocess.Popen[bytes], device: str, module: str) -> None:
         self.process = process
         self.device = device
+        self.module = module
 
 
 class JobManager:
@@ -98,7 +103,7 @@ class JobManager:
         cancel_grace_period_s: float,
         store: JobStore | None = None,
         resume_interrupted_jobs: bool = True,
-        recipe_module: str = RECIPE_MODULE,
+        recipe_module: str | None = None,
         poll_interval_s: float = 0.2,
         curves: CurvesPainter | None = None,
     ) -> None:
@@ -106,7 +111,8 @@ class JobManager:
         self._grace_s = cancel_grace_period_s
         self._store = store
         self._resume = resume_interrupted_jobs
-        self._recipe_module = recipe_module
+        self._recipe_module = recipe_module  # None: each algorithm's own (RECIPE_MODULES)
+        self._standby_module = self._module_for("dpo")  # the next standby imports the last launched job's recipe
         self._poll_s = poll_interval_s
         self._curves = curves
         self._jobs: dict[str, JobRecord] = {}
@@ -130,7 +136,7 @@ class JobManager:
             self._recover()
         self._thread.start()
 
-    def submit(self, spec: DPOJobSpec, owner: JobOwner | None = None) -> JobRecord:
+    def submit(self, spec: JobSpec, owner: JobOwner | None = None) -> JobRecord:
         with self._lock:
             if spec.job_uuid in self._jobs:
                 raise JobAlreadyExists(spec.job_uuid)
@@ -141,7 +147,7 @@ class JobManager:
             self._lock.notify_all()
             return record.model_copy(deep=True)
 
-    def submit_failed(self, spec: DPOJobSpec, error: str, owner: JobOwner | None = None) -> JobRecord:
+    def submit_failed(self, spec: JobSpec, error: str, owner: JobOwner | None = None) -> JobRecord:
         """Record a job that could not even be set up (its directory cannot be written)."""
         with self._lock:
             if spec.job_uuid in self._jobs:
@@ -150,6 +156,15 @@ class JobManager:
             self._jobs[spec.job_uuid] = record
             self._finish(record, "failed", error=error)
             return record.model_copy(deep=True)
+
+    def checkpoint_path(self, identifier: str) -> str | None:
+        """The directory of the checkpoint the artifacts list under ``identifier`` (any job's), or None."""
+        with self._lock:
+            for record in self._jobs.values():
+                for checkpoint in record.checkpoints:
+                    if checkpoint.identifier == identifier:
+                        return checkpoint.path
+        return None
 
     def exists(self, job_uuid: str) -> bool:
         with self._lock:
@@ -309,8 +324,12 @@ class JobManager:
             self._launch(self._jobs[self._queue.popleft()])
         self._keep_standby()
 
+    def _module_for(self, algorithm: str) -> str:
+        return self._recipe_module or RECIPE_MODULES[algorithm]
+
     def _launch(self, record: JobRecord) -> None:
         spec = record.spec
+        module = self._module_for(spec.algorithm)
         try:
             log = record.log_path.open("ab")
         except OSError as exc:
@@ -318,12 +337,12 @@ class JobManager:
             return
         args = [RESUME_FLAG] if record.resume else []
         with log:  # a standby process opens the log itself
-            process = self._hand_to_standby(spec, args)
+            process = self._hand_to_standby(spec, module, args)
             from_standby = process is not None
             if process is None:
                 try:
                     process = subprocess.Popen(
-                        launch_command(spec, self._recipe_module, args),
+                        launch_command(spec, module, args),
                         cwd=spec.path,
                         stdin=subprocess.DEVNULL,
                         stdout=log,
@@ -339,6 +358,7 @@ class JobManager:
         # (its run may have written more before the server stopped; re-applying progress events is harmless).
         events = EventReader(events_file, offset=record.events_offset, job=record.job_uuid)
         self._running[record.job_uuid] = _Running(process, events, from_standby)
+        self._standby_module = module
         record.status = "in_progress"
         record.phase = "starting"
         record.started_at = record.started_at if record.resume and record.started_at else datetime.now(UTC)
@@ -353,10 +373,12 @@ class JobManager:
         standby = self._standby
         if standby is not None and standby.process.poll() is not None:
             self._give_up_standbys(f"the standby training process exited with code {standby.process.returncode}")
+        elif standby is not None and standby.module != self._standby_module:  # jobs of another algorithm now
+            self._stop_standby()
         if self._standby is None and self._standby_device is not None and not self._stopping:
             try:
                 process = subprocess.Popen(
-                    [sys.executable, "-m", self._recipe_module, STANDBY_FLAG],
+                    [sys.executable, "-m", self._standby_module, STANDBY_FLAG],
                     stdin=subprocess.PIPE,  # its output goes to the server's until it has a job and a log
                     env=_child_environment(self._standby_device),
                     start_new_session=True,
@@ -364,12 +386,15 @@ class JobManager:
             except OSError as exc:
                 self._give_up_standbys(f"a standby training process could not start: {exc}")
                 return
-            self._standby = _Standby(process, self._standby_device)
+            self._standby = _Standby(process, self._standby_device, self._standby_module)
 
-    def _hand_to_standby(self, spec: DPOJobSpec, args: Sequence[str]) -> subprocess.Popen[bytes] | None:
-        """Give the job to the standby process, if there is a live one for its device; None: start a fresh one."""
+    def _hand_to_standby(self, spec: JobSpec, module: str, args: Sequence[str]) -> subprocess.Popen[bytes] | None:
+        """Give the job to the standby process, if there is a live one of its recipe for its device; None: start a
+        fresh one."""
         standby = self._standby
-        if standby is None or standby.device != spec.device or standby.process.poll() is not None:
+        if standby is None or (standby.device, standby.module) != (spec.device, module):
+            return None
+        if standby.process.poll() is not None:
             return None
         if spec.parallel_strategy or spec.ray_address:  # accelerate launch or Ray starts every rank itself
             return None

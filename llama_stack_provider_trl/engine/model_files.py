@@ -8,7 +8,7 @@ from huggingface_hub import try_to_load_from_cache
 CHAT_TEMPLATE_FILES = ("chat_template.jinja", "chat_template.json")
 
 
-def _local_file(model: str, name: str) -> Path | None:
+def local_file(model: str, name: str) -> Path | None:
     directory = Path(model)
     if directory.is_dir():
         path = directory / name
@@ -22,9 +22,9 @@ def _local_file(model: str, name: str) -> Path | None:
 
 def has_chat_template(model: str) -> bool | None:
     """Whether the model's tokenizer has a chat template; None when its files are not on this machine."""
-    if any(_local_file(model, name) for name in CHAT_TEMPLATE_FILES):
+    if any(local_file(model, name) for name in CHAT_TEMPLATE_FILES):
         return True
-    config_path = _local_file(model, "tokenizer_config.json")
+    config_path = local_file(model, "tokenizer_config.json")
     if config_path is None:
         return None
     try:
@@ -36,7 +36,7 @@ def has_chat_template(model: str) -> bool | None:
 def sliding_window(model: str) -> int | None:
     """The attention window of a model that limits attention to one; None when it does not, or when its
     config.json is not on this machine."""
-    config_path = _local_file(model, "config.json")
+    config_path = local_file(model, "config.json")
     if config_path is None:
         return None
     try:
@@ -61,7 +61,7 @@ def weight_bytes(model: str) -> int | None:
 
 def weight_dtype_bytes(model: str) -> int:
     """Bytes per stored weight, from config.json's dtype (2 for bf16/fp16, 4 for fp32; 2 when unknown)."""
-    config_path = _local_file(model, "config.json")
+    config_path = local_file(model, "config.json")
     try:
         config = json.loads(config_path.read_text()) if config_path else {}
     except (OSError, ValueError):

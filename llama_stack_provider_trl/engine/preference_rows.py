@@ -12,17 +12,17 @@ Every row of a dataset must have the same shape: TRL decides how to read a datas
 Llama Stack's ``data_format`` names the shape: ``instruct`` for strings, ``dialog`` for messages.
 """
 
-import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from llama_stack_provider_trl.engine.row_fields import RowError, check_messages, missing
+
 RowShape = Literal["standard", "conversational"]
-ROLES = frozenset({"system", "user", "assistant", "tool"})
 SHAPE_OF_DATA_FORMAT: dict[str, RowShape] = {"instruct": "standard", "dialog": "conversational"}
 DATA_FORMAT_OF_SHAPE: dict[RowShape, str] = {shape: name for name, shape in SHAPE_OF_DATA_FORMAT.items()}
 
 
-class PreferenceDataError(ValueError):
+class PreferenceDataError(RowError):
     """A row is not usable; the message names the dataset, the row and the field."""
 
 
@@ -37,10 +37,6 @@ class PreferenceRows:
         return ("chosen", "rejected") if self.implicit_prompt else ("prompt", "chosen", "rejected")
 
 
-def _missing(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))  # pandas fills gaps with NaN
-
-
 def _shape_of(value: Any) -> RowShape | None:
     if isinstance(value, str):
         return "standard"
@@ -49,29 +45,8 @@ def _shape_of(value: Any) -> RowShape | None:
     return None
 
 
-def _check_messages(where: str, field: str, messages: list[Any]) -> list[dict[str, str]]:
-    if not messages:
-        raise PreferenceDataError(f"{where}: field '{field}' is an empty list of messages")
-    clean = []
-    for position, message in enumerate(messages):
-        if not isinstance(message, dict):
-            raise PreferenceDataError(
-                f"{where}: field '{field}' message {position} must be an object with role and content, "
-                f"got {type(message).__name__}"
-            )
-        role, content = message.get("role"), message.get("content")
-        if role not in ROLES:
-            raise PreferenceDataError(
-                f"{where}: field '{field}' message {position} has role {role!r}; use one of {sorted(ROLES)}"
-            )
-        if not isinstance(content, str) or not content.strip():
-            raise PreferenceDataError(f"{where}: field '{field}' message {position} needs non-empty string content")
-        clean.append({"role": role, "content": content})
-    return clean
-
-
 def _check_value(where: str, field: str, value: Any, shape: RowShape) -> str | list[dict[str, str]]:
-    if _missing(value):
+    if missing(value):
         raise PreferenceDataError(f"{where}: field '{field}' is missing")
     found = _shape_of(value)
     if found is None:
@@ -88,7 +63,7 @@ def _check_value(where: str, field: str, value: Any, shape: RowShape) -> str | l
         if not value.strip():
             raise PreferenceDataError(f"{where}: field '{field}' is empty")
         return value
-    return _check_messages(where, field, list(value))
+    return check_messages(where, field, list(value), PreferenceDataError)
 
 
 def _check_implicit_prompt(where: str, chosen: Any, rejected: Any, shape: RowShape) -> None:
@@ -110,8 +85,8 @@ def check_preference_rows(dataset_id: str, rows: list[dict[str, Any]], data_form
     if not rows:
         raise PreferenceDataError(f"dataset '{dataset_id}' has no rows")
     first = rows[0]
-    implicit_prompt = _missing(first.get("prompt"))
-    if _missing(first.get("chosen")):
+    implicit_prompt = missing(first.get("prompt"))
+    if missing(first.get("chosen")):
         raise PreferenceDataError(
             f"dataset '{dataset_id}' row 0: field 'chosen' is missing; every row needs chosen and rejected, and "
             f"usually prompt (found fields {sorted(first)})"
@@ -133,7 +108,7 @@ def check_preference_rows(dataset_id: str, rows: list[dict[str, Any]], data_form
     clean = []
     for index, row in enumerate(rows):
         where = f"dataset '{dataset_id}' row {index}"
-        if implicit_prompt and not _missing(row.get("prompt")):
+        if implicit_prompt and not missing(row.get("prompt")):
             raise PreferenceDataError(
                 f"{where}: has a 'prompt' field but row 0 does not; either every row has a prompt or none does"
             )

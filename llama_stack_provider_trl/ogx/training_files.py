@@ -20,7 +20,7 @@ from typing import Any
 
 from llama_stack_provider_trl.engine.errors import RequestError
 from llama_stack_provider_trl.engine.job_request import Given
-from llama_stack_provider_trl.engine.preference_rows import ROLES
+from llama_stack_provider_trl.engine.row_fields import ROLES
 
 OPENAI_PREFERENCE_KEYS = frozenset({"input", "preferred_output", "non_preferred_output"})
 TRL_PREFERENCE_KEYS = frozenset({"prompt", "chosen", "rejected"})

@@ -138,12 +138,17 @@ def check_supported(model: PreTrainedModel, max_length: int) -> None:
         raise PaddingFreeUnsupported(f"{name} has attention layers packing cannot run: {sorted(other_layers)}")
 
 
-def enable_padding_free(model: PreTrainedModel, max_length: int) -> None:
-    """Make every right-padded forward of ``model`` (sequences of at most ``max_length`` tokens) run packed."""
+def _use_packed_attention(model: PreTrainedModel, max_length: int) -> torch.nn.Module:
+    """Switch ``model`` to the packed attention function; return its backbone (whose forward gets wrapped)."""
     check_supported(model, max_length)
     _register()
     model.set_attn_implementation(ATTENTION)
-    backbone = model.base_model
+    return model.base_model
+
+
+def enable_padding_free(model: PreTrainedModel, max_length: int) -> None:
+    """Make every right-padded forward of ``model`` (sequences of at most ``max_length`` tokens) run packed."""
+    backbone = _use_packed_attention(model, max_length)
     padded_forward = backbone.forward
 
     @functools.wraps(padded_forward)
@@ -168,6 +173,22 @@ def enable_padding_free(model: PreTrainedModel, max_length: int) -> None:
         padded = packed.new_zeros(*attention_mask.shape, packed.size(-1))
         outputs.last_hidden_state = padded.index_put((rows, columns), packed)
         return outputs
+
+    backbone.forward = forward
+
+
+def enable_packed_attention(model: PreTrainedModel, max_length: int) -> None:
+    """Make ``model`` attend within each sequence of batches that come packed already (TRL's SFT packing: one row,
+    the sequence bounds in ``cu_seq_lens_q``), with FlashAttention's varlen kernel where it runs."""
+    backbone = _use_packed_attention(model, max_length)
+    packed_forward = backbone.forward
+
+    @functools.wraps(packed_forward)
+    def forward(*args: Any, **kwargs: Any) -> Any:
+        input_ids = kwargs.get("input_ids")
+        if kwargs.get("cu_seq_lens_q") is not None and input_ids is not None:
+            kwargs.setdefault("flash_varlen_dtype", _flash_varlen_dtype(backbone, input_ids.device))
+        return packed_forward(*args, **kwargs)
 
     backbone.forward = forward
 

@@ -68,9 +68,10 @@ class PaddingCounter:
 
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
         batch = self._collate(examples)
-        real = int(batch["attention_mask"].sum())
+        mask = batch.get("attention_mask")
+        real = int(mask.sum()) if mask is not None else batch["input_ids"].numel()  # packed by TRL: no mask
         self.real_tokens += real
-        self.padded_tokens += real if self._packed else batch["attention_mask"].numel()
+        self.padded_tokens += real if self._packed or mask is None else mask.numel()
         return batch
 
     @property
