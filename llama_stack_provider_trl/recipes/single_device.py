@@ -203,11 +203,6 @@ class StepLimited:
 
     _total_steps: int | None = None
 
-    def callbacks(self) -> list[TrainerCallback]:
-        """The trainer's callbacks: events, pause on request, and the job's experiment trackers (guarded)."""
-        assert self.reporter is not None
-        return [self.reporter, self.pause, *tracker_callbacks(self.spec, self.reporter.tracker_failed)]
-
     def limit_steps(self, steps_per_epoch: int, total_steps: int) -> None:
         """Called before training; a packed dataset's row count is known only once the trainer has packed it."""
         self._total_steps = total_steps
@@ -504,6 +499,11 @@ class SingleDeviceRecipe:
 
     def setup(self) -> None:
         raise NotImplementedError
+
+    def callbacks(self) -> list[TrainerCallback]:
+        """The trainer's callbacks: events, pause on request, and the job's experiment trackers (guarded)."""
+        assert self.reporter is not None
+        return [self.reporter, self.pause, *tracker_callbacks(self.spec, self.reporter.tracker_failed)]
 
     def limit_steps(self, steps_per_epoch: int, total_steps: int) -> None:
         """Give the trainer and its callbacks the step budget (once the trainer has its rows, packed or not)."""
