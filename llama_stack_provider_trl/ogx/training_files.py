@@ -9,13 +9,14 @@ OpenAI's preference format, one JSON object a line::
 becomes TRL's conversational row ``{"prompt": messages, "chosen": preferred, "rejected": non_preferred}``. A line
 already in one of TRL's preference formats (``prompt``/``chosen``/``rejected``, strings or messages) passes as
 it is; the engine checks those rows (engine/preference_rows.py). OpenAI's supervised format (``{"messages"}``)
-belongs to ``method.type: supervised``.
+is ``method.type: supervised``'s (``supervised_rows``), which also passes TRL's SFT formats on.
 
 Every problem is a RequestError on the caller's field (``training_file`` or ``validation_file``) naming the file,
 the 1-based line and the JSON field, as OpenAI answers a bad file.
 """
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from llama_stack_provider_trl.engine.errors import RequestError
@@ -24,36 +25,77 @@ from llama_stack_provider_trl.engine.row_fields import ROLES
 
 OPENAI_PREFERENCE_KEYS = frozenset({"input", "preferred_output", "non_preferred_output"})
 TRL_PREFERENCE_KEYS = frozenset({"prompt", "chosen", "rejected"})
+# One line's JSON object, with the file and its line number for errors, as the engine's row
+RowReader = Callable[[Given[str], int, dict[str, Any]], dict[str, Any]]
 
 
 def preference_rows(file: Given[str], content: bytes, limit: int) -> list[dict[str, Any]]:
     """At most ``limit`` rows of a preference file (one more than a caller accepts tells it the file is too long)."""
+    return _rows(file, content, limit, _preference_row)
+
+
+def supervised_rows(file: Given[str], content: bytes, limit: int) -> list[dict[str, Any]]:
+    """At most ``limit`` rows of a supervised file: OpenAI's ``{"messages": [...]}`` (each assistant message may
+    carry ``weight`` 1; 0 is refused, as TRL trains on every assistant turn), or one of TRL's SFT formats as is."""
+    return _rows(file, content, limit, _supervised_row)
+
+
+def _rows(file: Given[str], content: bytes, limit: int, row_of: RowReader) -> list[dict[str, Any]]:
     rows = []
     for number, line in _lines(file, content):
         if len(rows) == limit:
             break
-        row = _object(file, number, line)
-        if OPENAI_PREFERENCE_KEYS & row.keys():
-            rows.append(_openai_preference(file, number, row))
-        elif TRL_PREFERENCE_KEYS & row.keys():
-            rows.append(row)
-        elif "messages" in row:
-            raise _bad(
-                file,
-                number,
-                'a supervised example ({"messages": [...]}); method dpo needs preference pairs: '
-                '{"input": {"messages": [...]}, "preferred_output": [...], "non_preferred_output": [...]}',
-            )
-        else:
-            raise _bad(
-                file,
-                number,
-                f"fields {sorted(row)}; a preference pair needs input, preferred_output and non_preferred_output "
-                "(OpenAI's format) or prompt, chosen and rejected (TRL's)",
-            )
+        rows.append(row_of(file, number, _object(file, number, line)))
     if not rows:
         raise RequestError(file.field, f"file '{file.value}' has no lines; upload a JSONL file, one example a line")
     return rows
+
+
+def _preference_row(file: Given[str], number: int, row: dict[str, Any]) -> dict[str, Any]:
+    if OPENAI_PREFERENCE_KEYS & row.keys():
+        return _openai_preference(file, number, row)
+    if TRL_PREFERENCE_KEYS & row.keys():
+        return row
+    if "messages" in row:
+        raise _bad(
+            file,
+            number,
+            'a supervised example ({"messages": [...]}); method dpo needs preference pairs: '
+            '{"input": {"messages": [...]}, "preferred_output": [...], "non_preferred_output": [...]}',
+        )
+    raise _bad(
+        file,
+        number,
+        f"fields {sorted(row)}; a preference pair needs input, preferred_output and non_preferred_output "
+        "(OpenAI's format) or prompt, chosen and rejected (TRL's)",
+    )
+
+
+def _supervised_row(file: Given[str], number: int, row: dict[str, Any]) -> dict[str, Any]:
+    if "messages" in row:
+        return {"messages": _conversation(file, number, row)}
+    if OPENAI_PREFERENCE_KEYS & row.keys() or {"chosen", "rejected"} <= row.keys():
+        raise _bad(file, number, 'a preference pair; method supervised needs {"messages": [...]} examples')
+    return row  # TRL's formats (text, prompt/completion, ...): the engine checks them
+
+
+def _conversation(file: Given[str], number: int, row: dict[str, Any]) -> list[dict[str, str]]:
+    if row.get("tools") or row.get("functions"):
+        raise _bad(file, number, "tool definitions are not supported; send conversations of text messages")
+    messages = row["messages"]
+    clean = _messages(file, number, "messages", messages)
+    for position, message in enumerate(messages):
+        weight = message.get("weight", 1)
+        if weight != 1:
+            raise _bad(
+                file,
+                number,
+                f"field 'messages[{position}].weight' is {weight!r}; every assistant message is trained on here "
+                "(weight 1): drop the weight, or the message",
+            )
+    if not any(message["role"] == "assistant" for message in clean[1:]):
+        raise _bad(file, number, "field 'messages' has no assistant message after the first to learn from")
+    return clean
 
 
 def _lines(file: Given[str], content: bytes) -> list[tuple[int, str]]:
