@@ -66,9 +66,11 @@ from llama_stack_provider_trl.ogx.api import (
     JobError,
     JobStatus,
     Method,
+    MethodType,
     OpenAIError,
+    SupervisedMethod,
 )
-from llama_stack_provider_trl.ogx.training_files import preference_rows
+from llama_stack_provider_trl.ogx.training_files import preference_rows, supervised_rows
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +83,6 @@ OPENAI_JOB_FILE = "openai_job.json"
 RESULTS_FILENAME = "step_metrics.csv"
 METADATA_MAX_KEYS, METADATA_KEY_CHARS, METADATA_VALUE_CHARS = 16, 64, 512
 SUFFIX_PATTERN = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
-DPO_HYPERPARAMETERS = "method.dpo.hyperparameters"
 
 STATUS: dict[str, JobStatus] = {
     "scheduled": "queued",
@@ -91,14 +92,15 @@ STATUS: dict[str, JobStatus] = {
     "failed": "failed",
     "cancelled": "cancelled",
 }
-# The per-step CSV of a succeeded job (result_files): TRL's logged DPO metrics under OpenAI-like column names.
-RESULT_COLUMNS = {
-    "train_loss": "loss",
-    "train_accuracy": "rewards/accuracies",
-    "train_reward_margin": "rewards/margins",
-    "learning_rate": "learning_rate",
-    "valid_loss": "eval_loss",
-    "valid_accuracy": "eval_rewards/accuracies",
+# The per-step CSV of a succeeded job (result_files): TRL's logged metrics under OpenAI-like column names, each from
+# the first of its sources the job logs (DPO's or SFT's).
+RESULT_COLUMNS: dict[str, tuple[str, ...]] = {
+    "train_loss": ("loss",),
+    "train_accuracy": ("rewards/accuracies", "mean_token_accuracy"),
+    "train_reward_margin": ("rewards/margins",),
+    "learning_rate": ("learning_rate",),
+    "valid_loss": ("eval_loss",),
+    "valid_accuracy": ("eval_rewards/accuracies", "eval_mean_token_accuracy"),
 }
 
 
@@ -147,27 +149,26 @@ class TrlFineTuningImpl:
 
     # -- create -----------------------------------------------------------------------------------------------------
     async def create_fine_tuning_job(self, request: CreateFineTuningJobRequest) -> FineTuningJob:
-        hyperparameters = _dpo_hyperparameters(request)
+        method, hyperparameters, named = _method(request)
         _check_options(request)
         job_id = f"ftjob-{secrets.token_hex(12)}"
         batch_size = _given_or(hyperparameters.batch_size, AUTO_BATCH_SIZE)
         n_epochs = _given_or(hyperparameters.n_epochs, AUTO_N_EPOCHS)
-        multiplier = _lr_multiplier(hyperparameters.learning_rate_multiplier)
-        overrides = _overrides(request)
+        multiplier = _lr_multiplier(hyperparameters.learning_rate_multiplier, f"{named}.learning_rate_multiplier")
+        beta = hyperparameters.beta if isinstance(hyperparameters, DpoHyperparameters) else None
         job_request = JobRequest(
+            algorithm="sft" if method == "supervised" else "dpo",
             job_uuid=Given(job_id, "id"),
             model=Given(request.model, "model"),
-            beta=_number_or_auto(hyperparameters.beta, f"{DPO_HYPERPARAMETERS}.beta"),
-            n_epochs=Given(n_epochs, f"{DPO_HYPERPARAMETERS}.n_epochs"),
+            beta=_number_or_auto(beta, f"{named}.beta"),
+            n_epochs=Given(n_epochs, f"{named}.n_epochs"),
             dataset_id=Given(request.training_file, "training_file"),
-            batch_size=Given(batch_size, f"{DPO_HYPERPARAMETERS}.batch_size"),
+            batch_size=Given(batch_size, f"{named}.batch_size"),
             validation_dataset_id=Given(request.validation_file, "validation_file")
             if request.validation_file
             else None,
-            learning_rate=Given(
-                multiplier * self.config.learning_rate, f"{DPO_HYPERPARAMETERS}.learning_rate_multiplier"
-            ),
-            overrides=Given(overrides, "trl"),
+            learning_rate=Given(multiplier * self.config.learning_rate, f"{named}.learning_rate_multiplier"),
+            overrides=Given(_overrides(request), "trl"),
         )
         job = await admit(
             job_request,
@@ -175,7 +176,7 @@ class TrlFineTuningImpl:
             output_root=self.output_root,
             device=self.device,
             job_exists=self.jobs.exists,
-            sources=_UploadedFiles(self),
+            sources=_UploadedFiles(self, supervised_rows if method == "supervised" else preference_rows),
         )
         resolved = Hyperparameters(batch_size=batch_size, learning_rate_multiplier=multiplier, n_epochs=n_epochs)
         openai_job = OpenAIJob(
@@ -184,10 +185,7 @@ class TrlFineTuningImpl:
             model=request.model,
             training_file=request.training_file,
             validation_file=request.validation_file,
-            method=Method(
-                type="dpo",
-                dpo=DpoMethod(hyperparameters=DpoHyperparameters(**resolved.model_dump(), beta=job.spec.beta)),
-            ),
+            method=_resolved_method(method, resolved, getattr(job.spec, "beta", None)),
             hyperparameters=resolved,
             seed=job.spec.seed,
             suffix=request.suffix,
@@ -360,8 +358,11 @@ class TrlFineTuningImpl:
 class _UploadedFiles:
     """What admission reads through this front door: fine-tuned model names and uploaded JSONL files."""
 
-    def __init__(self, impl: TrlFineTuningImpl) -> None:
+    def __init__(
+        self, impl: TrlFineTuningImpl, rows_of: Callable[[Given[str], bytes, int], list[dict[str, Any]]]
+    ) -> None:
         self._impl = impl
+        self._rows_of = rows_of  # the method's reader of a JSONL file
 
     async def registered_model_path(self, model: str) -> str | None:
         return self._impl.model_path(model)
@@ -383,36 +384,53 @@ class _UploadedFiles:
                 f"file '{dataset_id.value}' was uploaded with purpose '{uploaded.purpose}'; upload training data with "
                 "purpose 'fine-tune'",
             )
-        return preference_rows(dataset_id, content.body, limit)
+        return self._rows_of(dataset_id, content.body, limit)
 
 
 # -- the request --------------------------------------------------------------------------------------------------
-def _dpo_hyperparameters(request: CreateFineTuningJobRequest) -> DpoHyperparameters:
-    method = request.method or Method(type="supervised")  # OpenAI's default method
+def _method(request: CreateFineTuningJobRequest) -> tuple[MethodType, Hyperparameters, str]:
+    """The method (OpenAI's default: supervised), its hyperparameters and the parameter that named them."""
+    method = request.method or Method(type="supervised")
     if method.type == "reinforcement":
         raise OpenAIError(
             HTTPStatus.BAD_REQUEST,
             "reinforcement fine-tuning (graders scoring sampled answers) is not something this provider runs; "
-            "use method.type 'dpo'",
+            "use method.type 'supervised' or 'dpo'",
             param="method.type",
         )
-    if method.type == "supervised":
+    others = {"dpo": method.dpo, "supervised": method.supervised, "reinforcement": method.reinforcement}
+    extra = sorted(name for name, given in others.items() if given is not None and name != method.type)
+    if extra:
         raise OpenAIError(
-            HTTPStatus.BAD_REQUEST,
-            "supervised fine-tuning is not available on this provider yet; it runs DPO: send "
-            "method={'type': 'dpo', 'dpo': {'hyperparameters': {...}}} with a preference file",
-            param="method.type",
+            HTTPStatus.BAD_REQUEST, f"method.type is '{method.type}': give only method.{method.type}", param="method"
         )
-    if request.hyperparameters is not None:
+    if method.type == "dpo":
+        if request.hyperparameters is not None:
+            raise OpenAIError(
+                HTTPStatus.BAD_REQUEST,
+                "the top-level hyperparameters are OpenAI's deprecated form for supervised jobs; give them in "
+                "method.dpo.hyperparameters",
+                param="hyperparameters",
+            )
+        given = method.dpo.hyperparameters if method.dpo else None
+        return "dpo", given or DpoHyperparameters(), "method.dpo.hyperparameters"
+    given = method.supervised.hyperparameters if method.supervised else None
+    if given is not None and request.hyperparameters is not None:
         raise OpenAIError(
             HTTPStatus.BAD_REQUEST,
-            "the top-level hyperparameters are OpenAI's deprecated form for supervised jobs; give them in "
-            f"{DPO_HYPERPARAMETERS}",
+            "give the hyperparameters once: method.supervised.hyperparameters (the top-level form is deprecated)",
             param="hyperparameters",
         )
-    if method.supervised is not None or method.reinforcement is not None:
-        raise OpenAIError(HTTPStatus.BAD_REQUEST, "method.type is 'dpo': give only method.dpo", param="method")
-    return (method.dpo.hyperparameters if method.dpo else None) or DpoHyperparameters()
+    if request.hyperparameters is not None:
+        return "supervised", request.hyperparameters, "hyperparameters"
+    return "supervised", given or Hyperparameters(), "method.supervised.hyperparameters"
+
+
+def _resolved_method(method: MethodType, resolved: Hyperparameters, beta: float | None) -> Method:
+    """The method with every "auto" replaced by the value the job runs with (``beta``: DPO's)."""
+    if method == "dpo":
+        return Method(type="dpo", dpo=DpoMethod(hyperparameters=DpoHyperparameters(**resolved.model_dump(), beta=beta)))
+    return Method(type="supervised", supervised=SupervisedMethod(hyperparameters=resolved))
 
 
 def _check_options(request: CreateFineTuningJobRequest) -> None:
@@ -451,15 +469,11 @@ def _number_or_auto(value: float | str | None, field: str) -> Given[float] | Non
     return None if value is None or value == "auto" else Given(float(value), field)
 
 
-def _lr_multiplier(value: float | str | None) -> float:
+def _lr_multiplier(value: float | str | None, field: str) -> float:
     if value is None or value == "auto":
         return 1.0
     if not math.isfinite(value) or value <= 0:
-        raise OpenAIError(
-            HTTPStatus.BAD_REQUEST,
-            f"must be a finite number > 0, got {value}",
-            param=f"{DPO_HYPERPARAMETERS}.learning_rate_multiplier",
-        )
+        raise OpenAIError(HTTPStatus.BAD_REQUEST, f"must be a finite number > 0, got {value}", param=field)
     return float(value)
 
 
@@ -596,7 +610,11 @@ def _describe(event: JobEvent) -> tuple[str, str, dict[str, Any] | None] | None:
 
 
 def _train_metrics(metrics: dict[str, float]) -> dict[str, float]:
-    named = {"train_loss": metrics.get("loss"), "train_mean_reward_accuracy": metrics.get("rewards/accuracies")}
+    named = {
+        "train_loss": metrics.get("loss"),
+        "train_mean_reward_accuracy": metrics.get("rewards/accuracies"),  # DPO
+        "train_mean_token_accuracy": metrics.get("mean_token_accuracy"),  # SFT
+    }
     return {**{k: v for k, v in named.items() if v is not None}, **metrics}
 
 
@@ -610,5 +628,8 @@ def _results_csv(record: JobRecord) -> str:
     writer = csv.writer(out)
     writer.writerow(["step", *RESULT_COLUMNS])
     for step in sorted(rows):
-        writer.writerow([step, *(rows[step].get(source, "") for source in RESULT_COLUMNS.values())])
+        metrics = rows[step]
+        writer.writerow(
+            [step, *(next((metrics[s] for s in sources if s in metrics), "") for sources in RESULT_COLUMNS.values())]
+        )
     return out.getvalue()
