@@ -78,11 +78,34 @@ def test_files_that_are_missing_or_not_training_data_are_refused(client: openai.
     assert purpose.value.param == "training_file" and "purpose 'user_data'" in purpose.value.message
 
 
+CHAT = {"messages": [{"role": "user", "content": "1 plus 1?"}, {"role": "assistant", "content": "2."}]}
+BAD_CHATS = {
+    "weight 0": (
+        {"messages": [CHAT["messages"][0], {**CHAT["messages"][1], "weight": 0}]},
+        "line 2: field 'messages[1].weight' is 0",
+    ),
+    "no answer": ({"messages": CHAT["messages"][:1]}, "line 2: field 'messages' has no assistant message"),
+    "tools": ({**CHAT, "tools": [{"type": "function"}]}, "line 2: tool definitions are not supported"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_CHATS))
+def test_a_bad_supervised_file_is_refused_naming_the_file_line_and_field(
+    client: openai.OpenAI, tiny_model: Path, case: str
+) -> None:
+    line, expected = BAD_CHATS[case]
+    file_id = upload(client, [CHAT, line])
+    with pytest.raises(openai.BadRequestError) as error:
+        client.fine_tuning.jobs.create(model=str(tiny_model), training_file=file_id, method={"type": "supervised"})
+    assert error.value.param == "training_file" and f"file '{file_id}' {expected}" in error.value.message
+
+
 @pytest.mark.parametrize(
     ("method", "param", "says"),
     [
-        ({"type": "reinforcement", "reinforcement": {"grader": {}}}, "method.type", "use method.type 'dpo'"),
-        ({"type": "supervised"}, "method.type", "supervised fine-tuning is not available"),
+        ({"type": "reinforcement", "reinforcement": {"grader": {}}}, "method.type", "not something this provider runs"),
+        ({"type": "dpo", "supervised": {}}, "method", "give only method.dpo"),
+        ({"type": "supervised"}, "training_file", "line 1: a preference pair; method supervised needs"),
         (dpo(batch_size=0), "method.dpo.hyperparameters.batch_size", "must be a positive integer"),
         (dpo(beta=-1), "method.dpo.hyperparameters.beta", "must be a finite number > 0"),
         (dpo(learning_rate_multiplier=0), "method.dpo.hyperparameters.learning_rate_multiplier", "> 0"),

@@ -16,7 +16,7 @@ import pytest
 from llama_stack_provider_trl.demo.stack_server import StackServer
 
 from conftest import REPO_ROOT
-from helpers import dpo, step_losses, wait_final
+from helpers import dpo, step_losses, upload, wait_final
 
 
 @pytest.fixture(scope="module")
@@ -126,3 +126,40 @@ def test_the_fine_tuned_model_trains_on_in_a_next_job_with_a_validation_file_and
     assert [job.id for job in client.fine_tuning.jobs.list(after=second.id, metadata={"project": "readme"})] == [
         finished_job
     ]
+
+
+@pytest.mark.slow
+def test_a_supervised_job_trains_on_openai_chat_examples_and_its_model_goes_on_to_dpo(
+    client: openai.OpenAI, tiny_model: Path, finished_job: str
+) -> None:
+    chats = [
+        {
+            "messages": [
+                {"role": "user", "content": f"What is {a} plus {b}?"},
+                {"role": "assistant", "content": f"{a + b}."},
+            ]
+        }
+        for a, b in [(2, 3), (4, 1), (6, 2), (3, 3), (7, 1), (5, 4), (2, 2), (9, 0)]
+    ]
+    job = client.fine_tuning.jobs.create(
+        model=str(tiny_model),
+        training_file=upload(client, chats),
+        hyperparameters={"batch_size": 4, "n_epochs": 2, "learning_rate_multiplier": 5000},  # OpenAI's older form
+    )
+    assert job.method is not None and job.method.type == "supervised"  # OpenAI's default method
+    done = wait_final(client, job.id)
+    assert done.status == "succeeded", done.error
+    assert done.method is not None and done.method.supervised is not None
+    assert done.method.supervised.hyperparameters == done.hyperparameters
+    losses = step_losses(client, job.id)
+    assert sorted(losses) == [1, 2, 3, 4] and losses[4] < losses[1]
+    [result_file] = done.result_files
+    rows = list(csv.DictReader(io.StringIO(client.files.content(result_file).text)))
+    assert all(row["train_accuracy"] for row in rows)  # SFT's mean token accuracy
+
+    # The usual path: SFT, then DPO from the SFT model.
+    readme_job = client.fine_tuning.jobs.retrieve(finished_job)
+    dpo_job = client.fine_tuning.jobs.create(
+        model=done.fine_tuned_model, training_file=readme_job.training_file, method=dpo(n_epochs=1)
+    )
+    assert wait_final(client, dpo_job.id).status == "succeeded"
