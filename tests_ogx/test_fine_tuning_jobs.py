@@ -150,7 +150,7 @@ def test_a_supervised_job_trains_on_openai_chat_examples_and_its_model_goes_on_t
     done = wait_final(client, job.id)
     assert done.status == "succeeded", done.error
     assert done.method is not None and done.method.supervised is not None
-    assert done.method.supervised.hyperparameters == done.hyperparameters
+    assert done.method.supervised.hyperparameters.model_dump() == done.hyperparameters.model_dump()
     losses = step_losses(client, job.id)
     assert sorted(losses) == [1, 2, 3, 4] and losses[4] < losses[1]
     [result_file] = done.result_files
