@@ -8,6 +8,7 @@ Each job process spends most of its life importing torch/TRL, so these jobs trai
 import os
 import signal
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -171,6 +172,18 @@ def _finals(client: LlamaStackClient) -> dict[str, tuple]:
     return out
 
 
+def _settled_finals(client: LlamaStackClient, timeout_s: float = 60) -> dict[str, tuple]:
+    """_finals once every job that trained a step lists its curves.png: the server draws a finished job's last
+    picture on a thread of its own, just after the job ends, and status lists the picture once it is there."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        finals = _finals(client)
+        statuses = [status["resources_allocated"] for status, _ in finals.values()]
+        if all(s["curves"] or not s["step"] for s in statuses) or time.monotonic() > deadline:
+            return finals
+        time.sleep(0.5)
+
+
 @pytest.mark.slow
 def test_history_survives_a_restart_and_a_server_crash_fails_the_running_job(
     tmp_path: Path, tiny_model: Path, preference_rows: list[dict[str, str]]
@@ -186,7 +199,7 @@ def test_history_survives_a_restart_and_a_server_crash_fails_the_running_job(
         client.alpha.post_training.job.cancel(job_uuid=cancelled)
         os.kill(_training(client, failed), signal.SIGKILL)
         assert [wait_final(client, j).status for j in (done, cancelled, failed)] == ["completed", "cancelled", "failed"]
-        before = _finals(client)
+        before = _settled_finals(client)
 
     with server_for(tmp_path) as restarted:  # a clean stop, then a new server
         client = client_for(restarted)
