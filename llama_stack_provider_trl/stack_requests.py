@@ -10,7 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from llama_stack_provider_trl.engine.job_request import Given, JobRequest, LoraRequest
+from llama_stack_provider_trl.engine.job_request import Given, JobRequest, LoraRequest, TrackerRequest
 from llama_stack_provider_trl.stack_api import PreferenceOptimizeRequest, SupervisedFineTuneRequest
 
 TC = "training_config"
@@ -101,5 +101,8 @@ def _training(request: PreferenceOptimizeRequest | SupervisedFineTuneRequest) ->
         fsdp=Given(True, EC) if fsdp else None,
         dtype=_set(training, "dtype", TC),
         overrides=Given(request.hyperparam_search_config or {}, "hyperparam_search_config"),
-        logger_config=Given(request.logger_config, "logger_config") if request.logger_config else None,
+        trackers=tuple(
+            TrackerRequest(name=Given(name, f"logger_config.{name}"), options=Given(options, f"logger_config.{name}"))
+            for name, options in (request.logger_config or {}).items()
+        ),
     )

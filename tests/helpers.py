@@ -11,6 +11,7 @@ from llama_stack_client import LlamaStackClient
 from llama_stack_provider_trl.common.job_spec import (
     EVAL_DATA_FILE,
     EVENTS_FILE,
+    TENSORBOARD_DIR,
     TRAIN_DATA_FILE,
     DPOJobSpec,
     SFTJobSpec,
@@ -52,6 +53,15 @@ def wait_for(
 
 def wait_final(client: LlamaStackClient, job_uuid: str, timeout_s: float = 300) -> Any:
     return wait_for(client, job_uuid, lambda s: s.status in FINAL, timeout_s)
+
+
+def tensorboard_losses(job_dir: Path) -> list[float]:
+    """The training losses TensorBoard shows for the job, step by step."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # seconds to import
+
+    accumulator = EventAccumulator(str(job_dir / TENSORBOARD_DIR))
+    accumulator.Reload()
+    return [scalar.value for scalar in accumulator.Scalars("train/loss")]
 
 
 def process_gone(pid: int) -> bool:

@@ -189,12 +189,14 @@ def test_options_a_single_device_dpo_run_cannot_honour_are_rejected(
 @pytest.mark.parametrize(
     ("logger_config", "field", "problem"),
     [
-        ({"comet": {}}, "logger_config.comet", "unknown tracker; logger_config takes tensorboard, mlflow, wandb"),
+        ({"comet": {}}, "logger_config.comet", "unknown tracker 'comet'; use tensorboard, mlflow, wandb"),
         ({"mlflow": {"experiment": "e"}}, "logger_config.mlflow.experiment", "takes tracking_uri, experiment_name"),
         ({"tensorboard": {"log_dir": "/tmp"}}, "logger_config.tensorboard.log_dir", "takes no options"),
         ({"wandb": {"mode": "cloud"}}, "logger_config.wandb.mode", "use offline"),
         ({"mlflow": {"experiment_name": 3}}, "logger_config.mlflow.experiment_name", "must be a string"),
         ({"tensorboard": "yes"}, "logger_config.tensorboard", "must be an object of options"),
+        ({"wandb": {"tags": "a,b"}}, "logger_config.wandb.tags", "must be a list of at most 64 strings"),
+        ({"wandb": {"tags": ["x" * 65]}}, "logger_config.wandb.tags[0]", "1 to 64 characters"),
         # local stores are the server owner's: a request may not aim the server's writes at a path
         ({"mlflow": {"tracking_uri": "file:///etc"}}, "logger_config.mlflow.tracking_uri", "not an http(s)"),
     ],

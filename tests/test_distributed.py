@@ -20,7 +20,7 @@ from llama_stack_client import BadRequestError, LlamaStackClient
 from transformers import AutoModelForCausalLM
 
 from llama_stack_provider_trl.common.checkpoints import last_trainer_checkpoint
-from llama_stack_provider_trl.common.job_spec import PAUSE_REQUEST_FILE, LoraSpec
+from llama_stack_provider_trl.common.job_spec import PAUSE_REQUEST_FILE, TENSORBOARD_DIR, LoraSpec
 from llama_stack_provider_trl.demo.stack_server import free_port
 from llama_stack_provider_trl.engine.distributed import check_strategy_combination
 from llama_stack_provider_trl.engine.errors import RequestError
@@ -32,7 +32,17 @@ from llama_stack_provider_trl.engine.launch import (
     launch_command,
 )
 
-from helpers import LORA, dpo_request, process_gone, register_rows, unique, wait_final, wait_for, write_job
+from helpers import (
+    LORA,
+    dpo_request,
+    process_gone,
+    register_rows,
+    tensorboard_losses,
+    unique,
+    wait_final,
+    wait_for,
+    write_job,
+)
 from job_fixtures import client_for, kill_server, poll, server_for, session_members
 
 TRL_ACCELERATE_CONFIGS = Path(__import__("trl").__file__).parent / "accelerate_configs"
@@ -119,11 +129,12 @@ def one_process_losses(client: LlamaStackClient, tiny_model: Path, preference_ro
 
 
 @pytest.mark.slow
-def test_a_two_process_job_trains_the_same_losses_as_one_process_on_the_same_global_batch(
+def test_a_two_process_job_trains_the_same_losses_as_one_process_and_reports_them_once_to_its_trackers(
     client: LlamaStackClient, tiny_model: Path, preference_rows: list[dict[str, str]], one_process_losses: list
 ) -> None:
     job_uuid = unique("ddp2")
     request = equivalence_request(job_uuid, tiny_model, register_rows(client, preference_rows), 2)
+    request["logger_config"] = {"tensorboard": {}, "wandb": {}}
 
     status = run_to_the_end(client, job_uuid, request)
 
@@ -135,6 +146,14 @@ def test_a_two_process_job_trains_the_same_losses_as_one_process_on_the_same_glo
     assert sorted(p.name for p in (job_dir / "checkpoints").iterdir() if p.is_dir()) == ["checkpoint-3", "final"]
     assert AutoModelForCausalLM.from_pretrained(status.checkpoints[-1].path) is not None
     assert (job_dir / ACCELERATE_CONFIG_FILE).is_file()
+    # rank 0 alone reports: one run each, holding the losses of the events
+    assert len(list((job_dir / TENSORBOARD_DIR).glob("events.out.tfevents.*"))) == 1
+    assert tensorboard_losses(job_dir) == step_losses(job_dir)
+    assert len(list((job_dir / "wandb").glob("offline-run-*"))) == 1
+    assert {name: tracker["error"] for name, tracker in resources["trackers"].items()} == {
+        "tensorboard": None,
+        "wandb": None,
+    }
 
 
 @pytest.mark.slow

@@ -7,22 +7,15 @@ from pathlib import Path
 
 from llama_stack_client import LlamaStackClient
 from mlflow import MlflowClient
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from llama_stack_provider_trl.common.job_spec import EVENTS_FILE, TENSORBOARD_DIR
+from llama_stack_provider_trl.common.job_spec import EVENTS_FILE
 
-from helpers import dpo_request, register_rows, unique, wait_final, wait_for
+from helpers import dpo_request, register_rows, tensorboard_losses, unique, wait_final, wait_for
 
 
 def logged_losses(job_dir: Path) -> list[float]:
     events = [json.loads(line) for line in (job_dir / EVENTS_FILE).read_text().splitlines()]
     return [e["metrics"]["loss"] for e in events if e["event"] == "metrics"]
-
-
-def tensorboard_losses(job_dir: Path) -> list[float]:
-    accumulator = EventAccumulator(str(job_dir / TENSORBOARD_DIR))
-    accumulator.Reload()
-    return [scalar.value for scalar in accumulator.Scalars("train/loss")]
 
 
 def test_tensorboard_mlflow_and_wandb_each_record_the_jobs_loss(

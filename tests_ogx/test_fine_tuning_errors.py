@@ -130,7 +130,12 @@ def test_methods_and_hyperparameters_are_checked_naming_the_parameter(
         ({"model": "/no/such/model"}, "model", "does not exist"),
         ({"suffix": "a/b"}, "suffix", "A-Z a-z 0-9"),
         ({"metadata": {f"k{i}": "v" for i in range(17)}}, "metadata", "at most 16"),
-        ({"integrations": [{"type": "wandb", "wandb": {"project": "p"}}]}, "integrations", "not supported"),
+        ({"integrations": [{"type": "comet"}]}, "integrations[0].type", "unknown tracker 'comet'"),
+        ({"integrations": [{"wandb": {"project": "p"}}]}, "integrations[0].type", "missing"),
+        ({"integrations": [{"type": "wandb", "mlflow": {}}]}, "integrations[0].mlflow", "takes wandb"),
+        ({"integrations": [{"type": "wandb", "wandb": {"project": ""}}]}, "integrations[0].wandb.project", "1 to"),
+        ({"integrations": [{"type": "wandb", "wandb": {"tags": ["a", 7]}}]}, "integrations[0].wandb.tags[1]", "string"),
+        ({"integrations": [{"type": "tensorboard"}, {"type": "tensorboard"}]}, "integrations[1].type", "twice"),
         ({"seed": 1, "extra_body": {"trl": {"seed": 2}}}, "seed", "conflicts with trl.seed"),
     ],
 )

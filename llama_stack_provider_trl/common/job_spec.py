@@ -46,11 +46,14 @@ class MlflowSpec(BaseModel):
 class WandbSpec(BaseModel):
     project: str
     mode: Literal["offline", "online"] = Field(description="offline: the run stays in <job_dir>/wandb.")
+    name: str | None = Field(default=None, description="The run's display name; None: the job's id.")
+    entity: str | None = Field(default=None, description="The W&B team or user; None: the API key's default.")
+    tags: list[str] = []
 
 
 class TrackersSpec(BaseModel):
-    """Experiment trackers the job reports its logged metrics to, besides its events (logger_config). Their runs
-    are named after the job."""
+    """Experiment trackers the job reports its logged metrics to, besides its events (0.6.1's logger_config, OGX's
+    integrations). Their runs are named after the job."""
 
     tensorboard: bool = Field(default=False, description="Event files in <job_dir>/tensorboard.")
     mlflow: MlflowSpec | None = None

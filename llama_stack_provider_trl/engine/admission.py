@@ -47,7 +47,7 @@ from llama_stack_provider_trl.engine.preference_rows import (
 )
 from llama_stack_provider_trl.engine.row_fields import RowError
 from llama_stack_provider_trl.engine.sft_rows import SFTRows, check_sft_rows
-from llama_stack_provider_trl.engine.trackers import check_logger_config
+from llama_stack_provider_trl.engine.trackers import check_trackers
 
 JOB_UUID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 MAX_MODEL_CHARS = 4_096
@@ -219,7 +219,7 @@ def check_request(
     precision = _precision(request.dtype, config, device)
     job = job_config(config, request.overrides)  # the provider config with this job's overrides
     loss_types, loss_weights = _losses(loss_type, request.loss_type, request.overrides, job)
-    trackers = check_logger_config(request.logger_config, job_dir=job_dir, server_mlflow_uri=config.mlflow_tracking_uri)
+    trackers = check_trackers(request.trackers, job_dir=job_dir, server_mlflow_uri=config.mlflow_tracking_uri)
     num_processes = resolve_num_processes(job, device, request.batch_size, request.overrides.field)
     strategy = resolve_strategy(job, device, num_processes, model, request.overrides.field)
     lora = _lora(job, device, request.overrides)

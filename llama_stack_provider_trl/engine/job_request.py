@@ -35,6 +35,14 @@ class LoraRequest:
 
 
 @dataclass(frozen=True, kw_only=True)
+class TrackerRequest:
+    """One experiment tracker the caller asks for: 0.6.1's ``logger_config.<name>``, OGX's ``integrations[i]``."""
+
+    name: Given[str]  # tensorboard, mlflow or wandb
+    options: Given[Any]  # an object of the tracker's options; {} or true: its defaults; false or None: off
+
+
+@dataclass(frozen=True, kw_only=True)
 class JobRequest:
     algorithm: str = "dpo"  # dpo or sft: which recipe trains the job
     job_uuid: Given[str]
@@ -70,4 +78,4 @@ class JobRequest:
     dtype: Given[str] | None = None  # bf16, fp16 or fp32 (or their torch names); None: config mixed_precision
     # provider config fields marked PER_JOB, overridden for this job only
     overrides: Given[dict[str, Any]] = Given({}, "hyperparam_search_config")
-    logger_config: Given[dict[str, Any]] | None = None  # experiment trackers (engine/trackers.py)
+    trackers: tuple[TrackerRequest, ...] = ()  # experiment trackers (engine/trackers.py)

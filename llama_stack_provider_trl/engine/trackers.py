@@ -1,69 +1,70 @@
-"""logger_config: which experiment trackers a job reports to, checked at request time.
+"""Which experiment trackers a job reports to, checked at request time.
 
-    {"tensorboard": {}}                                         event files in <job_dir>/tensorboard
-    {"mlflow": {"experiment_name": "dpo", "tracking_uri": "http://mlflow:5000"}}
-    {"wandb": {"project": "dpo", "mode": "offline"}}
+A front door names them its own way; both come here as TrackerRequests:
+
+    0.6.1 logger_config   {"tensorboard": {}, "wandb": {"project": "dpo", "mode": "offline"}}
+    OGX integrations      [{"type": "wandb", "wandb": {"project": "dpo", "name": "run 1", "tags": ["a"]}},
+                           {"type": "mlflow", "mlflow": {"experiment_name": "dpo"}}, {"type": "tensorboard"}]
 
 A tracker is on with ``{}`` (or ``true``) and its defaults, off when absent (or ``false``). Each run is named
-after the job (its job_uuid). The training process
-reports through transformers' own integration callbacks (the ones ``report_to`` would add), each guarded so that
-a tracker failing never fails the training (recipes/trackers.py).
+after the job (its job_uuid) unless W&B's ``name`` says otherwise. The training process reports through
+transformers' own integration callbacks (the ones ``report_to`` would add), each guarded so that a tracker
+failing never fails the training (recipes/trackers.py).
 """
 
 import importlib.util
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from llama_stack_provider_trl.common.job_spec import MlflowSpec, TrackersSpec, WandbSpec
 from llama_stack_provider_trl.engine.errors import RequestError
-from llama_stack_provider_trl.engine.job_request import Given
+from llama_stack_provider_trl.engine.job_request import TrackerRequest
 
 MLFLOW_DB = "mlflow.db"
 DEFAULT_EXPERIMENT = "llama-stack-trl"
 MAX_NAME_CHARS = 256
+MAX_TAGS, MAX_TAG_CHARS = 64, 64  # W&B's own limit on a tag's length
+TAGS = "tags"  # the one option that is a list (of strings); every other option is a string
 # What each tracker takes, and the packages it needs on the server (the extra that installs them).
 OPTIONS: dict[str, tuple[str, ...]] = {
     "tensorboard": (),
     "mlflow": ("tracking_uri", "experiment_name"),
-    "wandb": ("project", "mode"),
+    "wandb": ("project", "name", "entity", TAGS, "mode"),
 }
 PACKAGES: dict[str, tuple[str, ...]] = {"tensorboard": ("tensorboard",), "mlflow": ("mlflow",), "wandb": ("wandb",)}
 WANDB_MODES = ("offline", "online")
 
 
-def check_logger_config(
-    logger_config: Given[dict[str, Any]] | None, *, job_dir: Path, server_mlflow_uri: str | None
+def check_trackers(
+    requested: Sequence[TrackerRequest], *, job_dir: Path, server_mlflow_uri: str | None
 ) -> TrackersSpec:
-    """The trackers ``logger_config`` asks for, or RequestError naming the first bad key (``logger_config.x.y``)."""
-    if logger_config is None:
-        return TrackersSpec()
-    asked, field = logger_config.value, logger_config.field
-    if not isinstance(asked, dict):
-        raise RequestError(field, f"must be an object of trackers ({', '.join(OPTIONS)}), got {asked!r}")
-    options: dict[str, dict[str, str]] = {}
-    for name, value in asked.items():
+    """The trackers asked for, or RequestError naming the first bad one by the caller's field."""
+    options: dict[str, tuple[dict[str, Any], str]] = {}
+    for tracker in requested:
+        name, field = tracker.name.value, tracker.options.field
         if name not in OPTIONS:
-            raise RequestError(f"{field}.{name}", f"unknown tracker; logger_config takes {', '.join(OPTIONS)}")
-        given = _options(value, name, f"{field}.{name}")
+            raise RequestError(tracker.name.field, f"unknown tracker {name!r}; use {', '.join(OPTIONS)}")
+        if name in options:
+            raise RequestError(tracker.name.field, f"{name} is asked for twice (also {options[name][1]}); give it once")
+        given = _options(tracker.options.value, name, field)
         if given is None:
             continue
         missing = [package for package in PACKAGES[name] if importlib.util.find_spec(package) is None]
         if missing:
             raise RequestError(
-                f"{field}.{name}",
-                f"{missing[0]} is not installed on the server; install llama-stack-provider-trl[{name}] there",
+                field, f"{missing[0]} is not installed on the server; install llama-stack-provider-trl[{name}] there"
             )
-        options[name] = given
-    mlflow = options.get("mlflow")
-    wandb = options.get("wandb")
+        options[name] = given, field
+    mlflow, wandb = options.get("mlflow"), options.get("wandb")
     return TrackersSpec(
         tensorboard="tensorboard" in options,
-        mlflow=None if mlflow is None else _mlflow(mlflow, f"{field}.mlflow", job_dir, server_mlflow_uri),
-        wandb=None if wandb is None else _wandb(wandb, f"{field}.wandb"),
+        mlflow=None if mlflow is None else _mlflow(*mlflow, job_dir, server_mlflow_uri),
+        wandb=None if wandb is None else _wandb(*wandb),
     )
 
 
-def _options(value: Any, name: str, field: str) -> dict[str, str] | None:
+def _options(value: Any, name: str, field: str) -> dict[str, Any] | None:
     if value is False or value is None:
         return None
     if value is True:
@@ -74,9 +75,19 @@ def _options(value: Any, name: str, field: str) -> dict[str, str] | None:
         if key not in OPTIONS[name]:
             takes = f"takes {', '.join(OPTIONS[name])}" if OPTIONS[name] else "takes no options: send {}"
             raise RequestError(f"{field}.{key}", f"unknown option; {name} {takes}")
-        if not isinstance(option, str) or not option or len(option) > MAX_NAME_CHARS:
+        if key == TAGS:
+            _check_tags(option, f"{field}.{key}")
+        elif not isinstance(option, str) or not option or len(option) > MAX_NAME_CHARS:
             raise RequestError(f"{field}.{key}", f"must be a string of 1 to {MAX_NAME_CHARS} characters")
     return value
+
+
+def _check_tags(tags: Any, field: str) -> None:
+    if not isinstance(tags, list) or len(tags) > MAX_TAGS:
+        raise RequestError(field, f"must be a list of at most {MAX_TAGS} strings")
+    for index, tag in enumerate(tags):
+        if not isinstance(tag, str) or not tag or len(tag) > MAX_TAG_CHARS:
+            raise RequestError(f"{field}[{index}]", f"must be a string of 1 to {MAX_TAG_CHARS} characters")
 
 
 def _mlflow(options: dict[str, str], field: str, job_dir: Path, server_uri: str | None) -> MlflowSpec:
@@ -94,8 +105,14 @@ def _mlflow(options: dict[str, str], field: str, job_dir: Path, server_uri: str 
     return MlflowSpec(tracking_uri=uri, experiment_name=options.get("experiment_name", DEFAULT_EXPERIMENT))
 
 
-def _wandb(options: dict[str, str], field: str) -> WandbSpec:
+def _wandb(options: dict[str, Any], field: str) -> WandbSpec:
     mode = options.get("mode", "offline")
     if mode not in WANDB_MODES:
         raise RequestError(f"{field}.mode", f"{mode!r}; use offline (the run stays in the job's directory) or online")
-    return WandbSpec(project=options.get("project", DEFAULT_EXPERIMENT), mode=mode)
+    return WandbSpec(
+        project=options.get("project", DEFAULT_EXPERIMENT),
+        mode=mode,
+        name=options.get("name"),
+        entity=options.get("entity"),
+        tags=options.get(TAGS, []),
+    )

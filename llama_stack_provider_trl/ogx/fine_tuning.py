@@ -48,7 +48,7 @@ from llama_stack_provider_trl.engine.admission import admit
 from llama_stack_provider_trl.engine.errors import RequestError
 from llama_stack_provider_trl.engine.intake import submit_job, write_job
 from llama_stack_provider_trl.engine.job_record import FINAL_STATES, CheckpointRecord, JobRecord
-from llama_stack_provider_trl.engine.job_request import Given, JobRequest
+from llama_stack_provider_trl.engine.job_request import Given, JobRequest, TrackerRequest
 from llama_stack_provider_trl.engine.jobs import JobAlreadyFinished, JobNotFound, WrongJobState
 from llama_stack_provider_trl.engine.service import open_job_manager, start_job_manager
 from llama_stack_provider_trl.ogx.api import (
@@ -118,6 +118,7 @@ class OpenAIJob(BaseModel):
     suffix: str | None
     metadata: dict[str, str] | None
     fine_tuned_model: str
+    integrations: list[dict[str, Any]] = []
     result_files: list[str] = []
 
     def write(self, job_dir: Path) -> None:
@@ -169,6 +170,7 @@ class TrlFineTuningImpl:
             else None,
             learning_rate=Given(multiplier * self.config.learning_rate, f"{named}.learning_rate_multiplier"),
             overrides=Given(_overrides(request), "trl"),
+            trackers=_trackers(request.integrations),
         )
         job = await admit(
             job_request,
@@ -191,6 +193,7 @@ class TrlFineTuningImpl:
             suffix=request.suffix,
             metadata=request.metadata,
             fine_tuned_model=_fine_tuned_name(request.model, request.suffix, job_id),
+            integrations=request.integrations or [],
         )
         problem = write_job(job, "id")
         if problem is None:
@@ -302,7 +305,7 @@ class TrlFineTuningImpl:
             estimated_finish=int(record.estimated_finish.timestamp())
             if status == "running" and record.estimated_finish
             else None,
-            integrations=[],
+            integrations=openai_job.integrations,
             metadata=openai_job.metadata,
             method=openai_job.method,
             user_provided_suffix=openai_job.suffix,
@@ -434,12 +437,6 @@ def _resolved_method(method: MethodType, resolved: Hyperparameters, beta: float 
 
 
 def _check_options(request: CreateFineTuningJobRequest) -> None:
-    if request.integrations:
-        raise OpenAIError(
-            HTTPStatus.BAD_REQUEST,
-            "integrations are not supported; the job's metrics are in its events and its result file",
-            param="integrations",
-        )
     if request.suffix is not None and not SUFFIX_PATTERN.match(request.suffix):
         raise OpenAIError(
             HTTPStatus.BAD_REQUEST,
@@ -459,6 +456,24 @@ def _check_options(request: CreateFineTuningJobRequest) -> None:
                 f"{METADATA_VALUE_CHARS}",
                 param="metadata",
             )
+
+
+def _trackers(integrations: list[dict[str, Any]] | None) -> tuple[TrackerRequest, ...]:
+    """OpenAI's integrations as the engine's experiment trackers. Each is ``{"type": T, T: {options}}``: OpenAI's
+    ``wandb`` (project, name, entity, tags; plus ``mode``, offline unless "online"), and in the same shape
+    ``tensorboard`` and ``mlflow``, whose options are 0.6.1's logger_config ones (engine/trackers.py checks them)."""
+    trackers = []
+    for index, integration in enumerate(integrations or []):
+        field = f"integrations[{index}]"
+        kind = integration.get("type")
+        if not isinstance(kind, str) or not kind:
+            raise RequestError(f"{field}.type", 'missing; an integration is {"type": "wandb", "wandb": {...}}')
+        extra = sorted(set(integration) - {"type", kind})
+        if extra:
+            raise RequestError(f"{field}.{extra[0]}", f"unknown key; an integration of type {kind!r} takes {kind}")
+        options = Given(integration.get(kind, {}), f"{field}.{kind}")
+        trackers.append(TrackerRequest(name=Given(kind, f"{field}.type"), options=options))
+    return tuple(trackers)
 
 
 def _given_or(value: int | str | None, auto: int) -> int:

@@ -10,12 +10,13 @@ import os
 import sys
 import traceback
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from transformers import TrainerCallback
 from transformers.integrations import MLflowCallback, TensorBoardCallback, WandbCallback
 
-from llama_stack_provider_trl.common.job_spec import TENSORBOARD_DIR, DPOJobSpec
+from llama_stack_provider_trl.common.job_spec import TENSORBOARD_DIR, DPOJobSpec, WandbSpec
 
 # A tracking server that does not answer costs a few seconds, not MLflow's default of minutes of retries per call.
 MLFLOW_HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
@@ -64,6 +65,34 @@ class SynchronousMLflowCallback(MLflowCallback):
         self._async_log = False
 
 
+class RunStartingWandbCallback(WandbCallback):
+    """WandbCallback, starting the run itself with the job's project, name, entity and tags (WandbCallback starts one
+    only when none is running, from no more than a project and a name) and finishing it when training ends."""
+
+    def __init__(self, wandb: WandbSpec, *, run_dir: Path, default_name: str) -> None:
+        super().__init__()
+        self._run = {
+            "project": wandb.project,
+            "name": wandb.name or default_name,
+            "entity": wandb.entity,
+            "tags": wandb.tags or None,
+            "mode": wandb.mode,
+            "dir": str(run_dir),  # its runs go to <job_dir>/wandb
+        }
+
+    def setup(self, args: Any, state: Any, model: Any, **kwargs: Any) -> None:
+        if state.is_world_process_zero and self._wandb.run is None:
+            self._wandb.init(**self._run)
+        super().setup(args, state, model, **kwargs)
+
+    def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        """Also finish the run (WandbCallback leaves it open for the caller), so that all it logged is written out
+        before the job reports its end, not at its process's exit."""
+        super().on_train_end(args, state, control, **kwargs)
+        if self._wandb.run is not None:
+            self._wandb.finish()
+
+
 def tracker_callbacks(spec: DPOJobSpec, on_failure: OnFailure) -> list[TrackerGuard]:
     """The trackers the job asked for, configured through the environment variables transformers reads (this
     process runs one job). A tracker that cannot even be built is reported like one that fails later."""
@@ -79,13 +108,11 @@ def tracker_callbacks(spec: DPOJobSpec, on_failure: OnFailure) -> list[TrackerGu
         os.environ["MLFLOW_EXPERIMENT_NAME"] = trackers.mlflow.experiment_name
         builders.append(("mlflow", SynchronousMLflowCallback))
     if trackers.wandb is not None:
-        os.environ.update(
-            WANDB_MODE=trackers.wandb.mode,
-            WANDB_PROJECT=trackers.wandb.project,
-            WANDB_DIR=str(spec.path),  # its runs go to <job_dir>/wandb
-            WANDB_SILENT="true",
+        os.environ["WANDB_SILENT"] = "true"
+        wandb = trackers.wandb
+        builders.append(
+            ("wandb", lambda: RunStartingWandbCallback(wandb, run_dir=spec.path, default_name=spec.job_uuid))
         )
-        builders.append(("wandb", WandbCallback))
     guards = []
     for name, build in builders:
         try:
