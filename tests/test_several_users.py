@@ -171,13 +171,20 @@ def test_a_directory_without_a_model_is_400_naming_the_field(
 def test_an_earlier_jobs_checkpoint_may_be_trained_from_by_its_owner_only(
     alice: LlamaStackClient, bob: LlamaStackClient, alice_job: str, alice_dataset: str
 ) -> None:
-    [final] = [c.path for c in alice.alpha.post_training.job.artifacts(job_uuid=alice_job).checkpoints[-1:]]
+    [final] = alice.alpha.post_training.job.artifacts(job_uuid=alice_job).checkpoints[-1:]
     bob_dataset = register_rows(bob, [{"prompt": "p", "chosen": " c", "rejected": " r"}] * 4)
     with pytest.raises(llama_stack_client.PermissionDeniedError, match="allowed_model_dirs"):
-        bob.alpha.post_training.preference_optimize(**dpo_request(unique("bob"), final, bob_dataset))
+        bob.alpha.post_training.preference_optimize(**dpo_request(unique("bob"), final.path, bob_dataset))
+    # By its identifier, Alice's checkpoint is no checkpoint to Bob: the name stays a Hub id, as an unknown one does
+    bobs = unique("bob")
+    bob.alpha.post_training.preference_optimize(**dpo_request(bobs, final.identifier, bob_dataset))
+    assert bob.alpha.post_training.job.status(job_uuid=bobs).resources_allocated["model"] == final.identifier
+    bob.alpha.post_training.job.cancel(job_uuid=bobs)
+    assert wait_final(bob, bobs).status in ("cancelled", "failed")
 
     again = unique("alice-again")
-    alice.alpha.post_training.preference_optimize(**dpo_request(again, final, alice_dataset))
+    alice.alpha.post_training.preference_optimize(**dpo_request(again, final.identifier, alice_dataset))
+    assert alice.alpha.post_training.job.status(job_uuid=again).resources_allocated["model"] == final.path
     alice.alpha.post_training.job.cancel(job_uuid=again)
     assert wait_final(alice, again).status == "cancelled"
 

@@ -724,13 +724,15 @@ def _checkpoint_model(
     output_root: Path,
     caller: Caller,
 ) -> str | None:
-    """The directory of the earlier job's checkpoint ``model`` names, or None when it names none. The path comes
-    from the job's record, is used only inside the output directory, and obeys the rules of a path the request
-    names (a job the caller may read)."""
+    """The directory of the earlier job's checkpoint ``model`` names, or None when it names none the caller may
+    read (another user's answers as one that does not exist). The path comes from the job's record, is used only
+    inside the output directory, and obeys the rules of a path the request names."""
     path = checkpoint_path(model.value)
     if path is None:
         return None
     resolved = Path(path).resolve()
+    if resolved.is_relative_to(output_root) and not caller.may_read_job(resolved.relative_to(output_root).parts[0]):
+        return None
     if not resolved.is_relative_to(output_root) or not resolved.is_dir():
         raise RequestError(model.field, f"checkpoint '{model.value}' is no longer in the output directory")
     return check_model(Given(str(resolved), model.field), config, output_root, caller)

@@ -197,33 +197,27 @@ def step_budget(spec: JobSpecBase, num_rows: int) -> tuple[int, int]:
 
 
 class StepLimited:
-    """Trainer mixin: each epoch ends after ``steps_per_epoch`` optimizer steps (the request's
-    ``max_steps_per_epoch``), and the learning-rate schedule spans the steps that will really run (Trainer's own
-    count is the full epochs')."""
+    """Trainer mixin: each epoch is ``steps_per_epoch`` optimizer steps (the request's ``max_steps_per_epoch``), the
+    first batches of that epoch's order. Trainer is told so where it counts an epoch, so everything it derives from
+    that count holds: the learning-rate schedule spans the steps that run, logged epochs are fractions of the
+    limited epoch, and a run resumed from a checkpoint continues at the right epoch and batch."""
 
-    _total_steps: int | None = None
+    _steps_per_epoch: int | None = None
 
-    def limit_steps(self, steps_per_epoch: int, total_steps: int) -> None:
+    def limit_steps(self, steps_per_epoch: int) -> None:
         """Called before training; a packed dataset's row count is known only once the trainer has packed it."""
-        self._total_steps = total_steps
-        self.add_callback(_EndEpochAfter(steps_per_epoch))  # type: ignore[attr-defined]
-
-    def create_scheduler(
-        self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None
-    ) -> torch.optim.lr_scheduler.LRScheduler:
-        return super().create_scheduler(self._total_steps or num_training_steps, optimizer)  # type: ignore[misc]
-
-
-class _EndEpochAfter(TrainerCallback):
-    """StepLimited's epoch limit: Trainer's loop ends an epoch only on a callback's control flag."""
-
-    def __init__(self, steps_per_epoch: int) -> None:
         self._steps_per_epoch = steps_per_epoch
 
-    def on_step_end(self, args, state, control, **kwargs):
-        # From the step count, not a counter: a run resumed from a checkpoint starts mid-way
-        if state.global_step % self._steps_per_epoch == 0:
-            control.should_epoch_stop = True
+    def set_initial_training_values(self, args: Any, dataloader: Any) -> tuple[int, ...]:
+        """Trainer's counts of the run, (epochs, steps per epoch, examples, samples, global batch, batches per epoch,
+        max steps), with an epoch of ``steps_per_epoch`` steps."""
+        counts = super().set_initial_training_values(args, dataloader)  # type: ignore[misc]
+        epochs, per_epoch, examples, _, batch, _, _ = counts
+        if self._steps_per_epoch is None or self._steps_per_epoch >= per_epoch:
+            return counts
+        per_epoch = self._steps_per_epoch
+        batches_per_epoch = per_epoch * args.gradient_accumulation_steps  # of this process's dataloader
+        return epochs, per_epoch, examples, per_epoch * batch * epochs, batch, batches_per_epoch, per_epoch * epochs
 
 
 def trainer_args(spec: JobSpecBase, precision: str, packed: bool, evaluates: bool) -> dict[str, Any]:
@@ -508,7 +502,7 @@ class SingleDeviceRecipe:
     def limit_steps(self, steps_per_epoch: int, total_steps: int) -> None:
         """Give the trainer and its callbacks the step budget (once the trainer has its rows, packed or not)."""
         assert isinstance(self.trainer, StepLimited) and self.reporter is not None
-        self.trainer.limit_steps(steps_per_epoch, total_steps)
+        self.trainer.limit_steps(steps_per_epoch)
         self.reporter.set_budget(steps_per_epoch, total_steps)
         self.pause.total_steps = total_steps
 
