@@ -241,6 +241,7 @@ def _resources_allocated(record: JobRecord) -> dict[str, Any]:
         "phase": record.phase,
         "model": spec.model,
         "device": spec.device,
+        "cpu_threads": record.setup.get("cpu_threads"),  # each process's, once the recipe has set up
         "executor": "ray" if spec.ray_address else "local",
         "world_size": spec.num_processes,
         "strategy": spec.parallel_strategy,

@@ -44,7 +44,12 @@ def main(argv: list[str]) -> int:
     events.emit(Started())
     per_epoch = spec.max_steps_per_epoch or math.ceil(spec.num_rows / spec.batch_size)
     total = per_epoch * spec.n_epochs
-    events.emit(SetupDone(device=spec.device, precision="fp32", total_steps=total, steps_per_epoch=per_epoch))
+    threads = int(os.environ.get("OMP_NUM_THREADS", "0")) or None  # what torch would run, as the real one reports
+    events.emit(
+        SetupDone(
+            device=spec.device, cpu_threads=threads, precision="fp32", total_steps=total, steps_per_epoch=per_epoch
+        )
+    )
     step_s = float(os.environ.get("TRL_FAKE_STEP_S", "0.05"))
     for step in range(1, total + 1):
         time.sleep(step_s)

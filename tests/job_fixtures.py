@@ -50,9 +50,11 @@ def poll(condition: Callable[[], Any], timeout_s: float = 60, what: str = "condi
     return result
 
 
-def server_for(home: Path, auth: dict[str, Any] | None = None, **provider_config: Any) -> StackServer:
+def server_for(
+    home: Path, auth: dict[str, Any] | None = None, env: dict[str, str] | None = None, **provider_config: Any
+) -> StackServer:
     """A `llama stack run` of run.yaml with its provider config overridden, its state all under ``home``; ``auth``:
-    its ``server.auth`` section.
+    its ``server.auth`` section; ``env``: more of the server's environment.
 
     Call it again with the same ``home`` for a restarted server: same job store, same output directory.
     """
@@ -64,15 +66,16 @@ def server_for(home: Path, auth: dict[str, Any] | None = None, **provider_config
     home.mkdir(parents=True, exist_ok=True)
     config_path = home / "run.yaml"
     config_path.write_text(yaml.safe_dump(config))
-    env = {
+    server_env = {
         "HOME": str(home),
         "SQLITE_STORE_DIR": str(home / "store"),
         "TRL_DEVICE": "cpu",
         "HF_HUB_OFFLINE": "1",
+        **(env or {}),
     }
     if "output_dir" not in provider_config:
-        env["TRL_OUTPUT_DIR"] = str(home / "jobs")
-    return StackServer(config_path, log_path=home / "server.log", env=env)
+        server_env["TRL_OUTPUT_DIR"] = str(home / "jobs")
+    return StackServer(config_path, log_path=home / "server.log", env=server_env)
 
 
 def client_for(server: StackServer) -> LlamaStackClient:

@@ -22,6 +22,7 @@ from transformers import AutoModelForCausalLM
 from llama_stack_provider_trl.common.checkpoints import last_trainer_checkpoint
 from llama_stack_provider_trl.common.job_spec import PAUSE_REQUEST_FILE, TENSORBOARD_DIR, LoraSpec
 from llama_stack_provider_trl.demo.stack_server import free_port
+from llama_stack_provider_trl.engine.cpu_threads import threads_per_process, usable_cores
 from llama_stack_provider_trl.engine.distributed import check_strategy_combination
 from llama_stack_provider_trl.engine.errors import RequestError
 from llama_stack_provider_trl.engine.jobs import JobManager
@@ -154,6 +155,12 @@ def test_a_two_process_job_trains_the_same_losses_as_one_process_and_reports_the
         "tensorboard": None,
         "wandb": None,
     }
+    # each rank trains with its share of the cores (one job at a time here, two ranks), and its log says so
+    threads = threads_per_process(usable_cores(), 1, 2)
+    assert resources["cpu_threads"] == threads
+    log = Path(resources["log_path"]).read_text()
+    for rank in (0, 1):
+        assert f"rank {rank}: training on cpu with {threads} CPU thread" in log
 
 
 @pytest.mark.slow

@@ -19,6 +19,7 @@ import pytest
 from llama_stack_client import LlamaStackClient
 
 from llama_stack_provider_trl.demo.stack_server import StackServer
+from llama_stack_provider_trl.engine.cpu_threads import threads_per_process, usable_cores
 from llama_stack_provider_trl.engine.job_record import JobRecord
 from llama_stack_provider_trl.engine.job_store import JobStore
 
@@ -96,6 +97,20 @@ def test_twenty_submissions_in_a_burst_all_run_once_in_submission_order(
         running += change
         peak = max(peak, running)
     assert 1 <= peak <= SLOTS
+
+
+def test_a_job_trains_with_its_share_of_the_cores_among_the_jobs_that_may_run_at_once(
+    fault_client: LlamaStackClient, tiny_model: Path, dataset_id: str
+) -> None:
+    job_uuid = unique("threads")
+    _submit(fault_client, tiny_model, dataset_id, job_uuid)
+    status = wait_final(fault_client, job_uuid)
+
+    resources = status.resources_allocated
+    threads = threads_per_process(usable_cores(), SLOTS, 1)  # 1 on 2 cores: torch's default would run 2
+    assert status.status == "completed", resources["error"]
+    assert resources["cpu_threads"] == threads
+    assert f"training on cpu with {threads} CPU thread" in Path(resources["log_path"]).read_text()
 
 
 def test_sigkill_of_the_training_process_fails_the_job_with_the_signal_and_its_log(

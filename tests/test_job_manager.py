@@ -19,6 +19,8 @@ import pytest
 from llama_stack_provider_trl.common.checkpoints import last_trainer_checkpoint
 from llama_stack_provider_trl.common.events import CheckpointSaved, EventWriter
 from llama_stack_provider_trl.common.job_spec import EVENTS_FILE, DPOJobSpec
+from llama_stack_provider_trl.common.recipe_process import THREAD_VARIABLES
+from llama_stack_provider_trl.engine.cpu_threads import threads_per_process, usable_cores
 from llama_stack_provider_trl.engine.job_record import JobOwner, JobRecord
 from llama_stack_provider_trl.engine.job_store import JobStore
 from llama_stack_provider_trl.engine.jobs import JobManager
@@ -232,10 +234,10 @@ def _standby_pids() -> set[int]:
     return pids
 
 
-def _manager_with_standby(managers: list[JobManager], db: Path) -> tuple[JobManager, set[int], int]:
+def _manager_with_standby(managers: list[JobManager], db: Path, **kwargs) -> tuple[JobManager, set[int], int]:
     """A manager keeping a standby process, the standby processes there were before it, and its standby's pid."""
     others = _standby_pids()
-    manager = _manager(managers, db, standby_device="cpu")
+    manager = _manager(managers, db, standby_device="cpu", **kwargs)
     [standby] = poll(lambda: _standby_pids() - others, what="a standby process")
     return manager, others, standby
 
@@ -256,6 +258,25 @@ def test_jobs_run_in_the_standby_process_and_a_new_one_waits_for_the_next(
     assert _final(manager, "b").pid == second
     manager.shutdown()
     assert poll(lambda: not _standby_pids() - others, timeout_s=5, what="no standby after shutdown")
+
+
+@pytest.mark.parametrize("launched_as", ["fresh", "standby"])
+def test_a_cpu_job_started_fresh_or_from_standby_runs_its_share_of_the_cores(
+    tmp_path: Path, managers: list[JobManager], monkeypatch: pytest.MonkeyPatch, launched_as: str
+) -> None:
+    for name in THREAD_VARIABLES:  # as a server whose operator set none
+        monkeypatch.delenv(name, raising=False)
+    db = tmp_path / "jobs.db"
+    if launched_as == "standby":
+        manager, _, _ = _manager_with_standby(managers, db, max_concurrent_jobs=2)
+    else:
+        manager = _manager(managers, db, max_concurrent_jobs=2)
+
+    manager.submit(make_spec(tmp_path / "jobs", "a"))
+    record = _final(manager, "a")
+
+    assert record.status == "completed" and record.warm_start is (launched_as == "standby")
+    assert record.setup["cpu_threads"] == threads_per_process(usable_cores(), 2, 1)
 
 
 def test_a_standby_process_that_dies_before_its_job_leaves_jobs_to_fresh_processes(

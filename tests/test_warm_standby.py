@@ -1,4 +1,5 @@
-"""Jobs handed to a training process started ahead (warm_standby) behind a real server, with real TRL.
+"""Jobs handed to a training process started ahead (warm_standby) behind a real server, with real TRL; the
+server's operator set OMP_NUM_THREADS, which its jobs keep.
 
 The supervisor's side (hand-over, a standby that dies, shutdown, a stray after a crash) is covered with the
 fake recipe in test_job_manager.py; this is the real recipe's side of the hand-over.
@@ -15,7 +16,8 @@ from job_fixtures import client_for, server_for
 def test_jobs_run_in_standby_processes_and_write_their_own_logs(
     tmp_path: Path, tiny_model: Path, preference_rows: list[dict[str, str]]
 ) -> None:
-    with server_for(tmp_path / "home", warm_standby=True) as server:
+    # The operator chose one CPU thread per job (the server's own share would be all the cores of one job)
+    with server_for(tmp_path / "home", env={"OMP_NUM_THREADS": "1"}, warm_standby=True) as server:
         client = client_for(server)
         dataset_id = register_rows(client, preference_rows[:8])
         runs = {}
@@ -30,7 +32,9 @@ def test_jobs_run_in_standby_processes_and_write_their_own_logs(
         resources = runs[name].resources_allocated
         assert runs[name].status == "completed", resources["error"]
         assert resources["warm_start"] is True and resources["attempts"] == 1
-        assert "'loss'" in Path(resources["log_path"]).read_text()  # Trainer's output went to the job's log
+        log = Path(resources["log_path"]).read_text()
+        assert "'loss'" in log  # Trainer's output went to the job's log
+        assert resources["cpu_threads"] == 1 and "training on cpu with 1 CPU thread (OMP_NUM_THREADS=1)" in log
     broken = runs["broken"].resources_allocated
     assert runs["broken"].status == "failed" and broken["warm_start"] is True
     assert "no-such-org/no-such-model" in broken["error"] and "Traceback" in Path(broken["log_path"]).read_text()

@@ -32,6 +32,7 @@ class SetupDone(_Event):
     total_steps: int
     steps_per_epoch: int
     device: str | None = None
+    cpu_threads: int | None = None  # torch's intra-op threads in each process (rank)
     world_size: int | None = None
     strategy: str | None = None
     precision: str | None = None

@@ -20,6 +20,8 @@ from llama_stack_provider_trl.common.job_spec import LOG_FILE
 
 STANDBY_FLAG = "--standby"
 RESUME_FLAG = "--resume"  # continue from the job's last complete Trainer checkpoint
+# What sets the CPU threads of torch in a training process (the server sets them: engine/cpu_threads.py)
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 def handoff_line(job_dir: Path, args: Sequence[str]) -> bytes:

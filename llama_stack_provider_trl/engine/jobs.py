@@ -31,6 +31,7 @@ from llama_stack_provider_trl.common.job_spec import EVENTS_FILE, PAUSE_REQUEST_
 from llama_stack_provider_trl.common.parent_watch import PARENT_PID_ENV
 from llama_stack_provider_trl.common.recipe_process import RESUME_FLAG, STANDBY_FLAG, handoff_line
 from llama_stack_provider_trl.common.storage_errors import describe_write_error
+from llama_stack_provider_trl.engine.cpu_threads import thread_environment
 from llama_stack_provider_trl.engine.curves import CurvesPainter
 from llama_stack_provider_trl.engine.disk_space import explain_full_disk
 from llama_stack_provider_trl.engine.job_record import FINAL_STATES, JobOwner, JobRecord, JobState, apply_event
@@ -347,7 +348,7 @@ class JobManager:
                         stdin=subprocess.DEVNULL,
                         stdout=log,
                         stderr=subprocess.STDOUT,
-                        env=_child_environment(spec.device),
+                        env=self._child_environment(spec.device, spec.num_processes, spec.ray_address is not None),
                         start_new_session=True,  # its own process group: cancel signals reach every child it starts
                     )
                 except (OSError, ValueError, IndexError) as exc:  # OSError: also the accelerate config
@@ -380,7 +381,7 @@ class JobManager:
                 process = subprocess.Popen(
                     [sys.executable, "-m", self._standby_module, STANDBY_FLAG],
                     stdin=subprocess.PIPE,  # its output goes to the server's until it has a job and a log
-                    env=_child_environment(self._standby_device),
+                    env=self._child_environment(self._standby_device, processes=1),  # it runs one-process jobs
                     start_new_session=True,
                 )
             except OSError as exc:
@@ -408,6 +409,17 @@ class JobManager:
             self._give_up_standbys("the standby training process died before it got a job")
             return None
         return standby.process
+
+    def _child_environment(self, device: str, processes: int, on_ray: bool = False) -> dict[str, Any]:
+        """A training process's environment: the server's, with its parent's pid, its GPU, and its CPU threads."""
+        env = dict(os.environ, PYTHONUNBUFFERED="1", TOKENIZERS_PARALLELISM="false")
+        env[PARENT_PID_ENV] = str(os.getpid())
+        env.update(thread_environment(device, processes, self._max_concurrent, on_ray=on_ray))
+        if device.startswith("cuda:"):  # the recipe always trains on "cuda", the one device it can see
+            index = int(device.split(":", 1)[1])
+            visible = env.get("CUDA_VISIBLE_DEVICES")
+            env["CUDA_VISIBLE_DEVICES"] = visible.split(",")[index] if visible else str(index)
+        return env
 
     def _give_up_standbys(self, reason: str) -> None:
         """A standby that dies before its job would die again (an install that cannot import ends every one the
@@ -554,16 +566,6 @@ def _is_our_recipe(pid: int, job_dir: str) -> bool:
         return STANDBY_FLAG.encode() in cmdline and os.readlink(f"/proc/{pid}/cwd") == job_dir
     except OSError:
         return False
-
-
-def _child_environment(device: str) -> dict[str, Any]:
-    env = dict(os.environ, PYTHONUNBUFFERED="1", TOKENIZERS_PARALLELISM="false")
-    env[PARENT_PID_ENV] = str(os.getpid())
-    if device.startswith("cuda:"):  # the recipe always trains on "cuda", the one device it can see
-        index = int(device.split(":", 1)[1])
-        visible = env.get("CUDA_VISIBLE_DEVICES")
-        env["CUDA_VISIBLE_DEVICES"] = visible.split(",")[index] if visible else str(index)
-    return env
 
 
 def _describe_exit(code: int | None) -> str:

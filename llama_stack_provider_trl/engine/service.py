@@ -2,12 +2,12 @@
 output directory, the device and the standby process."""
 
 import logging
-import os
 import sqlite3
 from pathlib import Path
 
 from llama_stack_provider_trl.common.storage_errors import describe_write_error
 from llama_stack_provider_trl.config import WARM_STANDBY_MIN_CPUS, TrlPostTrainingConfig
+from llama_stack_provider_trl.engine.cpu_threads import usable_cores
 from llama_stack_provider_trl.engine.curves import CurvesPainter
 from llama_stack_provider_trl.engine.devices import resolve_device
 from llama_stack_provider_trl.engine.job_store import JobStore
@@ -41,7 +41,7 @@ def start_job_manager(jobs: JobManager, config: TrlPostTrainingConfig, output_ro
     device = resolve_device(config.device) if local else config.device
     standby = config.warm_standby if local else False
     if standby == "auto":
-        standby = (os.cpu_count() or 1) >= WARM_STANDBY_MIN_CPUS
+        standby = usable_cores() >= WARM_STANDBY_MIN_CPUS
     jobs.start(standby_device=device if standby else None)
     logger.info("TRL training: device %s, jobs under %s", device, output_root)
     return device

@@ -599,7 +599,8 @@ def _describe(event: JobEvent) -> tuple[str, str, dict[str, Any] | None] | None:
         case Started():
             return "info", "Fine-tuning job started", None
         case SetupDone():
-            return "info", f"Training {event.total_steps} steps on {event.train_rows} pairs ({event.device})", None
+            where = event.device + (f", {event.cpu_threads} CPU thread(s) per process" if event.cpu_threads else "")
+            return "info", f"Training {event.total_steps} steps on {event.train_rows} pairs ({where})", None
         case Resuming():
             return "info", f"Resuming from checkpoint {Path(event.checkpoint).name}", None
         case Metrics():

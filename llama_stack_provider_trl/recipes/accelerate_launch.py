@@ -17,7 +17,7 @@ from accelerate.commands.launch import launch_command, launch_command_parser
 from torch.distributed.elastic.multiprocessing.api import SignalException
 from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 
-from llama_stack_provider_trl.common.job_spec import EVENTS_FILE, DPOJobSpec
+from llama_stack_provider_trl.common.job_spec import EVENTS_FILE
 from llama_stack_provider_trl.common.parent_watch import PARENT_PID_ENV, die_with_parent
 from llama_stack_provider_trl.recipes.ranks import events_size, launcher_arguments, report_rank_failure
 
@@ -71,9 +71,6 @@ def main(argv: list[str]) -> int:
             *recipe_args,
         ]
     )
-    # CPU ranks share the cores (torchrun's default would give each a single thread)
-    threads = (os.cpu_count() or 1) // DPOJobSpec.read(job_dir).num_processes
-    os.environ.setdefault("OMP_NUM_THREADS", str(max(threads, 1)))
     events_path = Path(job_dir) / EVENTS_FILE
     events_before = events_size(events_path)
     try:

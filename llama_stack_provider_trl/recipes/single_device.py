@@ -57,7 +57,7 @@ from llama_stack_provider_trl.common.job_spec import (
     read_job_spec,
 )
 from llama_stack_provider_trl.common.parent_watch import die_with_parent
-from llama_stack_provider_trl.common.recipe_process import RESUME_FLAG, STANDBY_FLAG, wait_for_job
+from llama_stack_provider_trl.common.recipe_process import RESUME_FLAG, STANDBY_FLAG, THREAD_VARIABLES, wait_for_job
 from llama_stack_provider_trl.common.storage_errors import describe_write_error, is_storage_error
 from llama_stack_provider_trl.recipes.layer_compile import CompileUnsupported, compile_decoder_layers
 from llama_stack_provider_trl.recipes.master_weights import use_fp32_master_weights
@@ -293,9 +293,12 @@ def finish_setup(
         trainer.optimizer_cls_and_kwargs = (torch.optim.Adam, {"lr": spec.learning_rate})
     if master_weights == "optimizer":
         use_fp32_master_weights(trainer)
+    cpu_threads = torch.get_num_threads()  # as the server's OMP_NUM_THREADS set it (engine/cpu_threads.py)
+    print(f"{_rank_prefix(trainer)}training on {spec.device} with {_cpu_threads_line(cpu_threads)}", flush=True)
     events.emit(
         SetupDone(
             device=spec.device,
+            cpu_threads=cpu_threads,
             world_size=trainer.args.world_size,
             strategy=spec.parallel_strategy,
             padding_free=packed,
@@ -305,6 +308,16 @@ def finish_setup(
             **resolved,
         )
     )
+
+
+def _rank_prefix(trainer: Trainer) -> str:
+    return f"rank {trainer.args.process_index}: " if trainer.args.world_size > 1 else ""
+
+
+def _cpu_threads_line(threads: int) -> str:
+    """How many CPU threads torch runs, and the variables that set it."""
+    given = [f"{name}={os.environ[name]}" for name in THREAD_VARIABLES if name in os.environ]
+    return f"{threads} CPU thread{'s' if threads != 1 else ''} ({', '.join(given) or 'torch default'})"
 
 
 def _sampling_strategy(spec: JobSpecBase) -> str:
