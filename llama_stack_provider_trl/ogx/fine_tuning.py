@@ -605,6 +605,8 @@ def _describe(event: JobEvent) -> tuple[str, str, dict[str, Any] | None] | None:
             return "info", f"Resuming from checkpoint {Path(event.checkpoint).name}", None
         case Metrics():
             data = {"step": event.step, "total_steps": event.total_steps, **_train_metrics(event.metrics)}
+            if event.tokens_per_s is not None:  # real tokens (no padding) a second since step 3, as 0.6.1's status
+                data["tokens_per_s"] = event.tokens_per_s
             loss = event.metrics.get("loss")
             message = f"Step {event.step}/{event.total_steps}" + (
                 f": training loss={loss:.4f}" if loss is not None else ""
