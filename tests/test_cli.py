@@ -55,13 +55,21 @@ def write_train_yaml(directory: Path, model: Path, rows: list[dict[str, Any]], *
     return path
 
 
-def test_the_cli_imports_neither_the_training_libraries_nor_the_server() -> None:
-    code = "import sys, llama_stack_provider_trl.cli.main; print(' '.join(sorted(sys.modules)))"
+def test_the_cli_imports_neither_the_training_libraries_nor_the_server_nor_openai() -> None:
+    code = "import sys, llama_stack_provider_trl.cli.main, llama_stack_provider_trl.cli.stack; print(*sys.modules)"
     loaded = set(
         subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     )
     assert "llama_stack_client" in loaded
     assert not loaded & {"torch", "transformers", "trl", "datasets", "llama_stack", "llama_stack_api", "matplotlib"}
+    assert "openai" not in loaded  # the OGX part's client (--ogx): not needed to talk to Llama Stack 0.6.1
+
+
+def test_pause_is_ogxs_and_says_so_as_a_usage_error() -> None:
+    result = subprocess.run([str(CLI), "pause", "job-1"], capture_output=True, text=True, timeout=60, check=False)
+
+    assert result.returncode == 2
+    assert "error: pause is OGX's (--ogx): Llama Stack 0.6.1's post_training API has none" in result.stderr
 
 
 def test_train_from_a_yaml_watches_the_job_to_completion_and_shows_its_logs_artifacts_and_curves(

@@ -17,11 +17,27 @@ print(json.dumps(sorted(m for m in %r if m in sys.modules)))
 """
 
 
+# What `llama-stack-trl --ogx` imports: the command and its OGX part.
+CLI_SIDE = """
+import json, sys
+import llama_stack_provider_trl.cli.main, llama_stack_provider_trl.cli.openai_jobs
+print(json.dumps(sorted(m for m in %r if m in sys.modules)))
+"""
+
+
+def _loaded(code: str, names: tuple[str, ...]) -> list[str]:
+    """Which of ``names`` a fresh interpreter has imported after running ``code``."""
+    result = subprocess.run([sys.executable, "-c", code % (names,)], capture_output=True, text=True, check=True)
+    return json.loads(result.stdout)
+
+
 def test_the_ogx_face_imports_neither_llama_stack_nor_the_training_libraries() -> None:
-    loaded = subprocess.run(
-        [sys.executable, "-c", OGX_SIDE % (LLAMA_STACK + TRAINING_LIBRARIES + ("ogx_api",),)],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    assert json.loads(loaded.stdout) == ["ogx_api"]  # it does see what it imports
+    loaded = _loaded(OGX_SIDE, (*LLAMA_STACK, *TRAINING_LIBRARIES, "ogx_api"))
+
+    assert loaded == ["ogx_api"]  # it does see what it imports
+
+
+def test_the_cli_on_ogx_imports_openai_and_neither_llama_stack_client_nor_the_server() -> None:
+    loaded = _loaded(CLI_SIDE, (*LLAMA_STACK, *TRAINING_LIBRARIES, "ogx", "ogx_api", "openai"))
+
+    assert loaded == ["openai"]  # llama-stack-client is installed here (the cli extra), and not needed

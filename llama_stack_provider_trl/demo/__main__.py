@@ -17,7 +17,8 @@ from typing import Any
 
 from llama_stack_client import LlamaStackClient
 
-from llama_stack_provider_trl.cli.main import follow
+from llama_stack_provider_trl.cli.display import follow
+from llama_stack_provider_trl.cli.stack import StackJobs
 from llama_stack_provider_trl.demo.demo_data import preferences
 from llama_stack_provider_trl.demo.preference_eval import greedy_answers, preference_margins
 from llama_stack_provider_trl.demo.requests import dpo_request
@@ -78,7 +79,9 @@ def main() -> int:
             )
         )
         print(f"LoRA DPO job {job_uuid} on {len(train_rows)} pairs (server {server.base_url}, log {server.log_path})")
-        status = follow(client, job_uuid, interval_s=0.5)
+        jobs = StackJobs(server.base_url, timeout_s=60)
+        jobs.final(follow(lambda: jobs.view(job_uuid), interval_s=0.5))  # the live bar, then its picture
+        status = client.alpha.post_training.job.status(job_uuid=job_uuid)
 
     if status.status != "completed":
         print(f"job ended {status.status}: {status.resources_allocated.get('error')}")
