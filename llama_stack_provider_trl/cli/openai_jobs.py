@@ -23,6 +23,7 @@ METHODS = ("dpo", "supervised")
 KEYS = (*train_file.SHARED_KEYS, "hyperparameters", "suffix", "seed", "metadata", "integrations", "trl")
 STARTED = "Fine-tuning job started"  # the event OpenAI's API (and this provider's) logs when training begins
 PAGE = 20  # events read a request while looking for the newest metrics
+JOBS_LISTED = 100  # `jobs`: the newest
 
 
 class OpenAIJobs:
@@ -54,7 +55,8 @@ class OpenAIJobs:
         return self.detailed(view.id)
 
     def views(self) -> list[JobView]:
-        return [_view(job, self._newest_metrics(job.id)) for job in self.client.fine_tuning.jobs.list(limit=100)]
+        newest = self.client.fine_tuning.jobs.list(limit=JOBS_LISTED).data  # one page: iterating would read them all
+        return [_view(job, self._newest_metrics(job.id)) for job in newest]
 
     def raw(self, job_id: str) -> dict[str, Any]:
         return self.client.fine_tuning.jobs.retrieve(job_id).to_dict(mode="json")
