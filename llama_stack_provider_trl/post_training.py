@@ -9,18 +9,17 @@ from typing import Any
 
 from llama_stack_provider_trl.common.job_spec import SFTJobSpec
 from llama_stack_provider_trl.config import TrlPostTrainingConfig
-from llama_stack_provider_trl.engine.admission import Caller, admit
+from llama_stack_provider_trl.engine.admission import admit
 from llama_stack_provider_trl.engine.errors import RequestError
 from llama_stack_provider_trl.engine.intake import submit_job, write_job
-from llama_stack_provider_trl.engine.job_record import CheckpointRecord, JobOwner, JobRecord
+from llama_stack_provider_trl.engine.job_record import CheckpointRecord, JobRecord
 from llama_stack_provider_trl.engine.job_request import Given, JobRequest
 from llama_stack_provider_trl.engine.job_view import JobView
 from llama_stack_provider_trl.engine.jobs import JobAlreadyFinished, JobNotFound
 from llama_stack_provider_trl.engine.service import open_job_manager, start_job_manager
-from llama_stack_provider_trl.job_access import JobAccess
+from llama_stack_provider_trl.job_access import job_access
 from llama_stack_provider_trl.stack_api import (
     AccessRule,
-    Action,
     CancelTrainingJobRequest,
     Checkpoint,
     ConflictError,
@@ -74,7 +73,7 @@ class TrlPostTrainingImpl:
         policy: list[AccessRule] | None = None,
     ) -> None:
         self.config = config
-        self.access = JobAccess(policy or [])
+        self.access = job_access(policy or [])
         self.datasetio_api = datasetio_api
         self.datasets_api = datasets_api
         self.models_api = models_api
@@ -99,7 +98,7 @@ class TrlPostTrainingImpl:
 
     async def _start(self, job_request: JobRequest) -> PostTrainingJob:
         owner = self.access.caller()
-        self.access.require(Action.CREATE, job_request.job_uuid.value, owner)
+        self.access.require("create", job_request.job_uuid.value, owner)
         job = await admit(
             job_request,
             self.config,
@@ -107,7 +106,7 @@ class TrlPostTrainingImpl:
             device=self.device,
             job_exists=self.jobs.exists,
             sources=self,
-            caller=self._caller(owner),
+            caller=self.access.admission_caller(self.jobs, owner),
             checkpoint_path=self.jobs.checkpoint_path,
         )
         # Nothing from here on waits: no other request is admitted between the caller's queue count and the submit.
@@ -115,23 +114,8 @@ class TrlPostTrainingImpl:
         submit_job(self.jobs, job, write_problem, job_request.job_uuid.field, owner)
         return PostTrainingJob(job_uuid=job.spec.job_uuid)
 
-    def _caller(self, owner: JobOwner | None) -> Caller:
-        principal = owner.principal if owner else None
-
-        def may_read_job(job_uuid: str) -> bool:
-            try:
-                return self.access.may_read(self.jobs.get(job_uuid))
-            except JobNotFound:
-                return False
-
-        def queued_jobs() -> int:
-            mine = (r for r in self.jobs.list() if (r.owner.principal if r.owner else None) == principal)
-            return sum(r.status == "scheduled" for r in mine)
-
-        return Caller(may_read_job=may_read_job, queued_jobs=queued_jobs)
-
     async def get_training_jobs(self) -> ListPostTrainingJobsResponse:
-        visible = [r for r in self.jobs.list() if self.access.may_read(r)]
+        visible = self.access.visible(self.jobs.list())
         return ListPostTrainingJobsResponse(data=[PostTrainingJob(job_uuid=r.job_uuid) for r in visible])
 
     async def get_training_job_status(self, request: GetTrainingJobStatusRequest) -> PostTrainingJobStatusResponse:
@@ -149,7 +133,7 @@ class TrlPostTrainingImpl:
 
     async def cancel_training_job(self, request: CancelTrainingJobRequest) -> None:
         record = self._get(request.job_uuid)
-        self.access.require(Action.UPDATE, record.job_uuid, record.owner)  # may see it, may not stop it: 403
+        self.access.require("update", record.job_uuid, record.owner)  # may see it, may not stop it: 403
         try:
             self.jobs.cancel(request.job_uuid)
         except JobNotFound as exc:

@@ -10,7 +10,7 @@ from llama_stack.core.request_headers import RequestProviderDataContext
 
 from llama_stack_provider_trl.config import TrlPostTrainingConfig
 from llama_stack_provider_trl.engine.job_record import JobOwner, JobRecord
-from llama_stack_provider_trl.job_access import JobAccess
+from llama_stack_provider_trl.job_access import job_access
 from llama_stack_provider_trl.stack_api import AccessDeniedError, AccessRule, Action, User
 
 from conftest import REPO_ROOT
@@ -26,7 +26,7 @@ def spec_json(tmp_path: Path) -> str:
 
 def _may_read(policy: list[AccessRule], record: JobRecord, caller: User | None) -> bool:
     with RequestProviderDataContext(user=caller):
-        return JobAccess(policy).may_read(record)
+        return job_access(policy).may_read(record)
 
 
 def test_a_record_from_before_owners_is_unowned_and_readable_as_the_stack_reads_unowned_resources(
@@ -65,7 +65,7 @@ def test_a_rule_names_jobs_as_post_training_job_resources(spec_json: str) -> Non
 def test_a_policy_that_denies_an_action_is_llama_stacks_own_403_naming_the_action_and_the_job() -> None:
     readers = [AccessRule(permit={"actions": ["read"], "resource": "post_training_job::*"})]
     with RequestProviderDataContext(user=User(principal="carol", attributes={"roles": ["auditor"]})):
-        access = JobAccess(readers)
+        access = job_access(readers)
         access.require(Action.READ, "job-1", ALICE)
         for action in (Action.CREATE, Action.UPDATE):
             with pytest.raises(AccessDeniedError, match=f"'carol'.*cannot perform action '{action}'.*job-1"):

@@ -13,10 +13,10 @@ import pytest
 from llama_stack_client import LlamaStackClient
 
 from llama_stack_provider_trl.demo.stack_server import StackServer
+from llama_stack_provider_trl.demo.token_endpoint import TokenEndpoint
 
 from helpers import dpo_request, register_rows, unique, wait_final, wait_for
 from job_fixtures import server_for
-from token_endpoint import TokenEndpoint
 
 USERS = {
     "alice-token": {"principal": "alice", "attributes": {"roles": ["user"]}},

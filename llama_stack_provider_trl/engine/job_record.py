@@ -45,10 +45,12 @@ class CheckpointRecord(BaseModel):
 
 class JobOwner(BaseModel):
     """Who started a job, as the server authenticated the request: a principal and the attributes (roles, teams,
-    ...) access rules match against. A job has none on a server without authentication, or from before owners."""
+    ...) access rules match against, and the tenant OGX scopes it to. A job has none on a server without
+    authentication, or from before owners."""
 
     principal: str
     attributes: dict[str, list[str]] | None = None
+    tenant_id: str | None = None
 
 
 class JobRecord(BaseModel):

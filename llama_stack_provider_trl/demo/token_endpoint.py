@@ -1,6 +1,7 @@
-"""A token endpoint for Llama Stack's ``custom`` auth provider, served on 127.0.0.1 by the test itself.
+"""A token endpoint for the ``custom`` auth provider of Llama Stack and of OGX, served on 127.0.0.1 (the tests of
+several users on either front door).
 
-Llama Stack POSTs ``{"api_key": <bearer token>, "request": {...}}`` to it for every request and reads back
+The server POSTs ``{"api_key": <bearer token>, "request": {...}}`` to it for every request and reads back
 ``{"principal": ..., "attributes": {...}}`` (200), or refuses the request on any other status.
 """
 
