@@ -7,8 +7,10 @@ import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no test may reach the Hub
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -35,9 +37,19 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory, preference_rows: list[d
     return build_tiny_model(tmp_path_factory.mktemp("tiny-model"), corpus(preference_rows))
 
 
-def ogx_server(home: Path) -> StackServer:
-    """`ogx run ogx-run.yaml` of this venv, its state under ``home`` (again: a restarted server)."""
-    return stack_server.ogx_server(OGX_RUN_YAML, home, Path(sys.prefix))
+def ogx_server(home: Path, auth: dict[str, Any] | None = None, **trl_config: Any) -> StackServer:
+    """`ogx run ogx-run.yaml` of this venv, its state under ``home`` (again: a restarted server); ``auth``: its
+    ``server.auth`` section, ``trl_config``: provider config fields set over the file's."""
+    config_path = OGX_RUN_YAML
+    if auth is not None or trl_config:
+        config = yaml.safe_load(OGX_RUN_YAML.read_text())
+        config["providers"]["fine_tuning"][0]["config"].update(trl_config)
+        if auth is not None:
+            config["server"]["auth"] = auth
+        home.mkdir(parents=True, exist_ok=True)
+        config_path = home / "ogx-run.yaml"
+        config_path.write_text(yaml.safe_dump(config))
+    return stack_server.ogx_server(config_path, home, Path(sys.prefix))
 
 
 def client_for(server: StackServer) -> openai.OpenAI:

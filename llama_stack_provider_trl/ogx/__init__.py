@@ -11,11 +11,12 @@ from llama_stack_provider_trl.config import TrlPostTrainingConfig
 __all__ = ["get_provider_impl"]
 
 
-async def get_provider_impl(config: TrlPostTrainingConfig, deps: dict[Any, Any]) -> Any:
+async def get_provider_impl(config: TrlPostTrainingConfig, deps: dict[Any, Any], policy: Any = None) -> Any:
+    """OGX passes ``policy`` (server.auth.access_policy) because this function asks for it by name."""
     from ogx_api import Api
 
     from llama_stack_provider_trl.ogx.fine_tuning import TrlFineTuningImpl
 
-    impl = TrlFineTuningImpl(config, deps[Api.files])
+    impl = TrlFineTuningImpl(config, deps[Api.files], policy)
     await impl.initialize()
     return impl

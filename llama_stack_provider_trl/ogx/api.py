@@ -19,6 +19,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
+from ogx.core.access_control.access_control import AccessDeniedError
 from ogx_api import Api, InlineProviderSpec, ProviderSpec
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -183,9 +184,11 @@ class OpenAIError(Exception):
 
 _CODES = {
     HTTPStatus.BAD_REQUEST: "invalid_value",
+    HTTPStatus.FORBIDDEN: "permission_denied",
     HTTPStatus.NOT_FOUND: "not_found",
     HTTPStatus.CONFLICT: "invalid_state",
     HTTPStatus.REQUEST_ENTITY_TOO_LARGE: "too_large",
+    HTTPStatus.TOO_MANY_REQUESTS: "rate_limit_exceeded",
     HTTPStatus.INSUFFICIENT_STORAGE: "insufficient_storage",
 }
 _VALIDATION_CODES = {"missing": "missing_required_parameter", "extra_forbidden": "unknown_parameter"}
@@ -196,6 +199,8 @@ def error_response(exc: Exception) -> JSONResponse:
         exc = OpenAIError(exc.status, str(exc), param=exc.field)
     elif isinstance(exc, RequestValidationError):
         exc = _validation_error(exc)
+    elif isinstance(exc, AccessDeniedError):  # OGX's access policy refused the action
+        exc = OpenAIError(HTTPStatus.FORBIDDEN, str(exc))
     elif not isinstance(exc, OpenAIError):
         logger.exception("fine_tuning: unexpected error", exc_info=exc)
         exc = OpenAIError(HTTPStatus.INTERNAL_SERVER_ERROR, f"internal error: {type(exc).__name__}: {exc}", code="")

@@ -3,7 +3,8 @@
 A job is admitted by the engine (engine/admission.py) from a JobRequest whose fields carry OpenAI's names, so each
 refusal names the parameter the caller sent. What OpenAI's job object holds beyond the engine's record (the request
 as the caller gave it, the resolved hyperparameters, the result file) is kept in ``openai_job.json`` in the job's
-directory, so a restarted server serves the same objects.
+directory, so a restarted server serves the same objects. Each job belongs to the authenticated user who created it
+(the engine's record keeps the owner); OGX's access policy decides who else may see and change it (ogx/job_access.py).
 """
 
 import asyncio
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import UploadFile
+from ogx.core.access_control.datatypes import AccessRule
 from ogx_api import Files, ResourceNotFoundError
 from ogx_api.files.models import (
     OpenAIFilePurpose,
@@ -70,6 +72,7 @@ from llama_stack_provider_trl.ogx.api import (
     OpenAIError,
     SupervisedMethod,
 )
+from llama_stack_provider_trl.ogx.job_access import acting_as, job_access
 from llama_stack_provider_trl.ogx.training_files import preference_rows, supervised_rows
 
 logger = logging.getLogger(__name__)
@@ -126,9 +129,10 @@ class OpenAIJob(BaseModel):
 
 
 class TrlFineTuningImpl:
-    def __init__(self, config: TrlPostTrainingConfig, files: Files) -> None:
+    def __init__(self, config: TrlPostTrainingConfig, files: Files, policy: list[AccessRule] | None = None) -> None:
         self.config = config
         self.files = files
+        self.access = job_access(policy or [])
         self.output_root = Path(config.output_dir).expanduser().resolve()
         self.jobs = open_job_manager(config)
         self.device = "cpu"
@@ -153,6 +157,8 @@ class TrlFineTuningImpl:
         method, hyperparameters, named = _method(request)
         _check_options(request)
         job_id = f"ftjob-{secrets.token_hex(12)}"
+        owner = self.access.caller()
+        self.access.require("create", job_id, owner)
         batch_size = _given_or(hyperparameters.batch_size, AUTO_BATCH_SIZE)
         n_epochs = _given_or(hyperparameters.n_epochs, AUTO_N_EPOCHS)
         multiplier = _lr_multiplier(hyperparameters.learning_rate_multiplier, f"{named}.learning_rate_multiplier")
@@ -179,6 +185,7 @@ class TrlFineTuningImpl:
             device=self.device,
             job_exists=self.jobs.exists,
             sources=_UploadedFiles(self, supervised_rows if method == "supervised" else preference_rows),
+            caller=self.access.admission_caller(self.jobs, owner),
         )
         resolved = Hyperparameters(batch_size=batch_size, learning_rate_multiplier=multiplier, n_epochs=n_epochs)
         openai_job = OpenAIJob(
@@ -202,7 +209,7 @@ class TrlFineTuningImpl:
             except OSError as exc:
                 problem = f"the job's {OPENAI_JOB_FILE}: {exc}"
         self._openai[job_id] = openai_job
-        submit_job(self.jobs, job, problem, "id")
+        submit_job(self.jobs, job, problem, "id", owner)
         return await self._job_object(job_id)
 
     # -- read -------------------------------------------------------------------------------------------------------
@@ -212,7 +219,9 @@ class TrlFineTuningImpl:
     async def list_fine_tuning_jobs(
         self, after: str | None, limit: int, metadata: dict[str, str] | None
     ) -> FineTuningJobList:
-        newest_first = sorted(self._openai.values(), key=lambda job: (job.created_at, job.id), reverse=True)
+        visible = {record.job_uuid for record in self.access.visible(self.jobs.list())}
+        mine = [job for job in self._openai.values() if job.id in visible]
+        newest_first = sorted(mine, key=lambda job: (job.created_at, job.id), reverse=True)
         if metadata:
             newest_first = [
                 job for job in newest_first if all((job.metadata or {}).get(k) == v for k, v in metadata.items())
@@ -243,7 +252,7 @@ class TrlFineTuningImpl:
 
     # -- change -----------------------------------------------------------------------------------------------------
     async def cancel_fine_tuning_job(self, job_id: str) -> FineTuningJob:
-        self._get(job_id)
+        self._may_change(job_id)
         try:
             self.jobs.cancel(job_id)
         except JobAlreadyFinished as exc:
@@ -260,7 +269,7 @@ class TrlFineTuningImpl:
         return await self._change(job_id, self.jobs.resume, "only a paused job resumes")
 
     async def _change(self, job_id: str, change: Callable[[str], None], allowed: str) -> FineTuningJob:
-        self._get(job_id)
+        self._may_change(job_id)
         try:
             change(job_id)
         except WrongJobState as exc:
@@ -269,15 +278,24 @@ class TrlFineTuningImpl:
 
     # -- helpers ----------------------------------------------------------------------------------------------------
     def _get(self, job_id: str) -> tuple[JobRecord, OpenAIJob]:
+        """The job, if the caller may see it; a job it may not see is answered exactly as one that does not exist."""
         openai_job = self._openai.get(job_id)
         try:
             if openai_job is None:
                 raise JobNotFound(job_id)
-            return self.jobs.get(job_id), openai_job
+            record = self.jobs.get(job_id)
+            if not self.access.may_read(record):
+                raise JobNotFound(job_id)
+            return record, openai_job
         except JobNotFound as exc:
             raise OpenAIError(
                 HTTPStatus.NOT_FOUND, f"no fine-tuning job '{job_id}'; client.fine_tuning.jobs.list() lists them"
             ) from exc
+
+    def _may_change(self, job_id: str) -> None:
+        """Cancel, pause, resume: 404 for a job the caller may not see, OGX's 403 for one it may only read."""
+        record, _ = self._get(job_id)
+        self.access.require("update", job_id, record.owner)
 
     async def _job_object(self, job_id: str) -> FineTuningJob:
         record, openai_job = self._get(job_id)
@@ -320,7 +338,8 @@ class TrlFineTuningImpl:
             # fine-tune-results is a purpose files carry, not one a client may upload with: skip that check
             request = UploadFileRequest.model_construct(purpose=OpenAIFilePurpose.FINE_TUNE_RESULTS, expires_after=None)
             try:
-                uploaded = await self.files.openai_upload_file(request, upload)
+                with acting_as(record.owner):  # the file is the job owner's, whoever reads the job first
+                    uploaded = await self.files.openai_upload_file(request, upload)
             except Exception:  # the job stays readable; the next read tries again
                 logger.exception("fine_tuning: job %s: its result file could not be stored", record.job_uuid)
                 return
@@ -335,6 +354,8 @@ class TrlFineTuningImpl:
         for openai_job in self._openai.values():
             if name == openai_job.fine_tuned_model or name.startswith(f"{openai_job.fine_tuned_model}:ckpt-"):
                 record = self.jobs.get(openai_job.id)
+                if not self.access.may_read(record):
+                    break  # another user's model: answered as one this server does not have
                 if name == openai_job.fine_tuned_model:
                     if record.status != "completed":
                         raise RequestError(
