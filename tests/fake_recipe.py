@@ -4,12 +4,14 @@ It starts in well under a second instead of the real recipe's seconds of torch/T
 JobManager's own tests (test_job_manager.py) can run many jobs: ``JobManager(recipe_module="fake_recipe")``
 with tests/ on PYTHONPATH. Each step sleeps ``TRL_FAKE_STEP_S`` seconds (default 0.05); it writes a
 marker file per launch, so a test can count how often a job really ran. With ``TRL_FAKE_BAD_EVENTS`` set it
-writes lines that are not events after its first step.
+writes lines that are not events after its first step. With ``TRL_FAKE_LINGER_S`` it stays that many seconds
+after reporting completion, deaf to SIGTERM, as a process that is still tearing down.
 """
 
 import json
 import math
 import os
+import signal
 import sys
 import time
 
@@ -71,7 +73,11 @@ def main(argv: list[str]) -> int:
             identifier=f"{spec.job_uuid}-final", epoch=spec.n_epochs, step=total, path=str(path), train_loss=0
         )
     )
+    linger_s = float(os.environ.get("TRL_FAKE_LINGER_S", "0"))
+    if linger_s:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
     events.emit(Completed())
+    time.sleep(linger_s)
     return 0
 
 

@@ -279,3 +279,17 @@ def test_sigterm_stops_the_running_job_and_the_restarted_server_runs_it_again_th
     assert first.resources_allocated["attempts"] == 2 and recipe_starts(first.resources_allocated["job_dir"]) == 2
     assert second.resources_allocated["attempts"] == 1 and recipe_starts(second.resources_allocated["job_dir"]) == 1
     assert [c.identifier for c in first.checkpoints][-1] == f"{stopped}-final"
+
+
+def test_a_second_server_on_the_same_job_store_refuses_to_start_naming_the_first_ones_pid(
+    fault_server: StackServer, fault_client: LlamaStackClient, tmp_path: Path
+) -> None:
+    jobs_before = [job.job_uuid for job in fault_client.alpha.post_training.job.list()]
+    second = server_for(tmp_path, env={"SQLITE_STORE_DIR": fault_server.env["SQLITE_STORE_DIR"]})
+
+    with pytest.raises(RuntimeError):
+        second.start()
+
+    assert fault_server.process is not None
+    assert f"another server (pid {fault_server.process.pid}) is using the job store" in second.log_tail(400)
+    assert [job.job_uuid for job in fault_client.alpha.post_training.job.list()] == jobs_before

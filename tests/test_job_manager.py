@@ -9,6 +9,7 @@ supervisor itself. The same behaviour with real TRL jobs behind a real server: t
 import logging
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -17,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from llama_stack_provider_trl.common.checkpoints import last_trainer_checkpoint
-from llama_stack_provider_trl.common.events import CheckpointSaved, EventWriter
+from llama_stack_provider_trl.common.events import CheckpointSaved, EventReader, EventWriter, Metrics
 from llama_stack_provider_trl.common.job_spec import EVENTS_FILE, DPOJobSpec
 from llama_stack_provider_trl.common.recipe_process import THREAD_VARIABLES
 from llama_stack_provider_trl.engine.cpu_threads import threads_per_process, usable_cores
@@ -290,3 +291,72 @@ def test_a_standby_process_that_dies_before_its_job_leaves_jobs_to_fresh_process
 
     assert record.status == "completed" and record.pid != standby
     assert not _standby_pids() - others  # no new standby processes: they would fail the same way, over and over
+
+
+def test_a_cancel_that_arrives_after_the_job_reported_completion_leaves_it_completed(
+    tmp_path: Path, managers: list[JobManager], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TRL_FAKE_LINGER_S", "1.5")  # completed, still exiting
+    manager = _manager(managers, tmp_path / "jobs.db")
+    manager.submit(make_spec(tmp_path / "jobs", "done"))
+    poll(lambda: manager.get("done").checkpoints, what="the final model reported")
+
+    manager.cancel("done")
+    record = _final(manager, "done")
+
+    assert record.status == "completed" and record.exit_code == 0
+
+
+class _StoreThatFails(JobStore):
+    """A job store whose disk refuses writes while ``failing`` is set."""
+
+    failing = False
+
+    def save(self, job_uuid: str, status: str, record_json: str) -> None:
+        if self.failing:
+            raise sqlite3.OperationalError("disk I/O error")
+        super().save(job_uuid, status, record_json)
+
+
+def test_pause_and_resume_that_the_store_cannot_record_leave_the_job_as_it_was(
+    tmp_path: Path, managers: list[JobManager]
+) -> None:
+    store = _StoreThatFails(tmp_path / "jobs.db")
+    manager = JobManager(1, 5.0, store=store, recipe_module=FAKE_RECIPE, poll_interval_s=0.05)
+    manager.start()
+    managers.append(manager)
+    root = tmp_path / "jobs"
+    manager.submit(make_spec(root, "first", max_steps_per_epoch=20))  # holds the only slot a while
+    manager.submit(make_spec(root, "waiting"))
+
+    store.failing = True
+    with pytest.raises(sqlite3.OperationalError):
+        manager.pause("waiting")
+    assert manager.get("waiting").status == "scheduled"
+    store.failing = False
+    manager.pause("waiting")
+    store.failing = True
+    with pytest.raises(sqlite3.OperationalError):
+        manager.resume("waiting")
+    assert manager.get("waiting").status == "paused"
+
+    store.failing = False
+    manager.resume("waiting")
+    assert _final(manager, "waiting").status == "completed"
+
+
+def test_events_rewritten_shorter_than_what_was_read_are_read_again_from_the_start(tmp_path: Path) -> None:
+    path = tmp_path / EVENTS_FILE
+    writer = EventWriter(path)
+    for step in (1, 2, 3):
+        writer.emit(Metrics(step=step, total_steps=9, epoch=1, metrics={"loss": 1.0}))
+    writer.close()
+    reader = EventReader(path)
+    assert len(reader.read_new()) == 3
+
+    path.write_text("")  # truncated, as a restored or rotated file would be
+    writer = EventWriter(path)
+    writer.emit(Metrics(step=4, total_steps=9, epoch=1, metrics={"loss": 0.5}))
+    writer.close()
+
+    assert [event.step for event in reader.read_new()] == [4]

@@ -8,6 +8,7 @@ the lines after it still apply.
 """
 
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Annotated, Literal
@@ -188,6 +189,16 @@ class EventReader:
         """The events completed since the last read. A bad line is logged and skipped, never fatal."""
         try:
             with self._path.open("rb") as f:
+                size = os.fstat(f.fileno()).st_size
+                if size < self._offset:  # rewritten shorter (truncated, replaced): what it holds now is all new
+                    logger.warning(
+                        "job %s: %s shrank to %d bytes, below the %d already read; reading it from the start",
+                        self._job,
+                        self._path,
+                        size,
+                        self._offset,
+                    )
+                    self._offset = 0
                 f.seek(self._offset)
                 chunk = f.read()
         except FileNotFoundError:

@@ -205,9 +205,10 @@ class JobManager:
         with self._lock:
             record = self._require(job_uuid)
             if record.status == "scheduled":
+                paused = record.model_copy(update={"status": "paused"})
+                self._persist(paused)  # raises if the store cannot take it: the job stays queued, as recorded
                 self._queue.remove(job_uuid)
-                record.status = "paused"
-                self._persist(record)
+                self._jobs[job_uuid] = paused
             elif record.status == "in_progress":
                 (record.spec.path / PAUSE_REQUEST_FILE).touch()
             else:
@@ -219,10 +220,10 @@ class JobManager:
             record = self._require(job_uuid)
             if record.status != "paused":
                 raise WrongJobState(job_uuid, record.status, "resumed")
+            queued = record.model_copy(update={"status": "scheduled", "phase": "queued"})
+            self._persist(queued)  # raises if the store cannot take it: the job stays paused, as recorded
             (record.spec.path / PAUSE_REQUEST_FILE).unlink(missing_ok=True)
-            record.status = "scheduled"
-            record.phase = "queued"
-            self._persist(record)
+            self._jobs[job_uuid] = queued
             self._queue.append(job_uuid)
             self._lock.notify_all()
 
@@ -477,11 +478,12 @@ class JobManager:
             if not self._stopping:
                 self._launch(record)
                 return
-        if job_uuid in self._cancel_requested:
-            self._cancel_requested.discard(job_uuid)
-            self._finish(record, "cancelled")
-        elif code == 0 and isinstance(running.reported, Completed):
+        cancelled = job_uuid in self._cancel_requested
+        self._cancel_requested.discard(job_uuid)
+        if code == 0 and isinstance(running.reported, Completed):  # a cancel that came after the end is too late
             self._finish(record, "completed")
+        elif cancelled:
+            self._finish(record, "cancelled")
         elif code == 0 and isinstance(running.reported, Paused):
             self._on_paused(record, running.reported.step)
         elif self._stopping and running.sigterm_at is not None:  # stopped by shutdown(), not by its own fault

@@ -10,7 +10,7 @@ from llama_stack_provider_trl.config import WARM_STANDBY_MIN_CPUS, TrlPostTraini
 from llama_stack_provider_trl.engine.cpu_threads import usable_cores
 from llama_stack_provider_trl.engine.curves import CurvesPainter
 from llama_stack_provider_trl.engine.devices import resolve_device
-from llama_stack_provider_trl.engine.job_store import JobStore
+from llama_stack_provider_trl.engine.job_store import JobStore, StoreInUse
 from llama_stack_provider_trl.engine.jobs import JobManager
 
 logger = logging.getLogger(__name__)
@@ -18,7 +18,9 @@ logger = logging.getLogger(__name__)
 
 def open_job_manager(config: TrlPostTrainingConfig) -> JobManager:
     try:
-        store = JobStore(config.job_store_path)
+        store = JobStore(config.job_store_path, exclusive=True)
+    except StoreInUse as exc:  # a second server on the same state would take over the first one's jobs
+        raise RuntimeError(f"job_store_path: {exc}") from None
     except (sqlite3.Error, OSError) as exc:  # no durable records, no jobs: refuse to start, saying why
         raise RuntimeError(f"job_store_path: cannot open the job store {config.job_store_path}: {exc}") from exc
     return JobManager(

@@ -208,8 +208,8 @@ class TrlFineTuningImpl:
                 openai_job.write(job.spec.path)
             except OSError as exc:
                 problem = f"the job's {OPENAI_JOB_FILE}: {exc}"
+        submit_job(self.jobs, job, problem, "id", owner)  # a job the store cannot record is refused (507) here
         self._openai[job_id] = openai_job
-        submit_job(self.jobs, job, problem, "id", owner)
         return await self._job_object(job_id)
 
     # -- read -------------------------------------------------------------------------------------------------------
