@@ -292,6 +292,13 @@ class TrlPostTrainingConfig(BaseModel):
     max_train_rows: int = Field(
         default=1_000_000, ge=1, description="Larger training sets are refused at request time (HTTP 413)."
     )
+    max_training_file_bytes: int = Field(
+        default=256 << 20,
+        ge=1,
+        description="Largest uploaded file (training_file, validation_file) an OGX job may name, in bytes; a larger "
+        "one is refused before it is read (HTTP 413). The Files API hands a file over whole, so this bounds the "
+        "memory one request takes.",
+    )
     max_field_chars: int = Field(
         default=200_000,
         ge=1,

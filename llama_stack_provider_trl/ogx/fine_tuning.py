@@ -47,6 +47,7 @@ from llama_stack_provider_trl.common.events import (
 from llama_stack_provider_trl.common.job_spec import CHECKPOINTS_DIR, EVENTS_FILE
 from llama_stack_provider_trl.config import TrlPostTrainingConfig
 from llama_stack_provider_trl.engine.admission import admit
+from llama_stack_provider_trl.engine.disk_space import format_bytes
 from llama_stack_provider_trl.engine.errors import RequestError
 from llama_stack_provider_trl.engine.intake import submit_job, write_job
 from llama_stack_provider_trl.engine.job_record import FINAL_STATES, CheckpointRecord, JobRecord
@@ -395,6 +396,7 @@ class _UploadedFiles:
         files = self._impl.files
         try:
             uploaded = await files.openai_retrieve_file(RetrieveFileRequest(file_id=dataset_id.value))
+            _check_file_size(dataset_id, uploaded.bytes, self._impl.config.max_training_file_bytes)
             content = await files.openai_retrieve_file_content(RetrieveFileContentRequest(file_id=dataset_id.value))
         except (ResourceNotFoundError, ValueError) as exc:
             raise RequestError(
@@ -408,7 +410,19 @@ class _UploadedFiles:
                 f"file '{dataset_id.value}' was uploaded with purpose '{uploaded.purpose}'; upload training data with "
                 "purpose 'fine-tune'",
             )
-        return self._rows_of(dataset_id, content.body, limit)
+        # Parsing a large file takes seconds: on a thread, so the server answers other requests meanwhile
+        return await asyncio.to_thread(self._rows_of, dataset_id, content.body, limit)
+
+
+def _check_file_size(file: Given[str], size: int, limit: int) -> None:
+    """Before the file is read: it is held in memory whole (the Files API hands over its content at once)."""
+    if size > limit:
+        raise RequestError(
+            file.field,
+            f"file '{file.value}' has {format_bytes(size)}, more than the {format_bytes(limit)} this server reads for "
+            "a job (max_training_file_bytes); upload fewer or shorter examples",
+            HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+        )
 
 
 # -- the request --------------------------------------------------------------------------------------------------

@@ -12,11 +12,13 @@ it is; the engine checks those rows (engine/preference_rows.py). OpenAI's superv
 is ``method.type: supervised``'s (``supervised_rows``), which also passes TRL's SFT formats on.
 
 Every problem is a RequestError on the caller's field (``training_file`` or ``validation_file``) naming the file,
-the 1-based line and the JSON field, as OpenAI answers a bad file.
+the 1-based line and the JSON field, as OpenAI answers a bad file. A file is read line by line and only up to the
+rows a job may have; the front door calls these off the event loop.
 """
 
+import io
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from llama_stack_provider_trl.engine.errors import RequestError
@@ -98,14 +100,15 @@ def _conversation(file: Given[str], number: int, row: dict[str, Any]) -> list[di
     return clean
 
 
-def _lines(file: Given[str], content: bytes) -> list[tuple[int, str]]:
-    try:
-        text = content.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise RequestError(
-            file.field, f"file '{file.value}' is not UTF-8 text (byte {exc.start}); upload JSONL"
-        ) from exc
-    return [(number, line) for number, line in enumerate(text.splitlines(), start=1) if line.strip()]
+def _lines(file: Given[str], content: bytes) -> Iterator[tuple[int, str]]:
+    """The non-blank lines, decoded one at a time: no second copy of the whole file is made."""
+    for number, raw in enumerate(io.BytesIO(content), start=1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise _bad(file, number, f"not UTF-8 text (byte {exc.start} of the line); upload JSONL") from exc
+        if line.strip():
+            yield number, line
 
 
 def _object(file: Given[str], number: int, line: str) -> dict[str, Any]:
