@@ -305,6 +305,38 @@ class TrlPostTrainingConfig(BaseModel):
         description="Longest prompt/chosen/rejected accepted, in characters (a list of messages counts their "
         "contents; HTTP 413 above it).",
     )
+    grader_model_base_url: str | None = Field(
+        default=None,
+        description="The OpenAI-compatible server (base URL ending in /v1) that score_model and label_model graders "
+        "call for /chat/completions. None: such graders are refused. A request never names a host.",
+    )
+    grader_model_api_key_env: str | None = Field(
+        default=None,
+        description="The environment variable holding the grader model server's API key (sent as a bearer token).",
+    )
+    grader_model_timeout_s: float = Field(default=60.0, gt=0, description="One grader model call's time limit.")
+    grader_model_concurrency: int = Field(
+        default=8, ge=1, description="Grader model calls in flight at once while a batch is graded."
+    )
+    grader_embedding_model: str | None = Field(
+        default=None,
+        description="The embeddings model text_similarity's cosine metric uses. None: cosine is refused.",
+    )
+    grader_embedding_base_url: str | None = Field(
+        default=None, description="The server of grader_embedding_model (/embeddings); default grader_model_base_url."
+    )
+    python_grader_timeout_s: float = Field(
+        default=10.0, gt=0, description="Wall time a python grader's grade() may take for one sample."
+    )
+    python_grader_cpu_s: float = Field(
+        default=10.0, gt=0, description="CPU time a python grader's grade() may take for one sample."
+    )
+    python_grader_memory_mb: int = Field(
+        default=1024, ge=64, description="Address space of a python grader's process (RLIMIT_AS), in MiB."
+    )
+    python_grader_workers: int = Field(
+        default=2, ge=1, description="Warm sandbox processes kept per python grader source."
+    )
 
     @field_validator("pad_to_multiple_of")
     @classmethod

@@ -9,10 +9,10 @@ TRAINING_LIBRARIES = ("torch", "transformers", "trl", "peft", "datasets")
 SERVER_SIDE = """
 import importlib, json, pkgutil, sys
 import llama_stack_provider_trl as package
-from llama_stack_provider_trl import engine, common
+from llama_stack_provider_trl import engine, common, graders
 for name in ("provider", "config", "post_training", "stack_api"):
     importlib.import_module(f"llama_stack_provider_trl.{name}")
-for room in (engine, common):
+for room in (engine, common, graders):
     for module in pkgutil.iter_modules(room.__path__, room.__name__ + "."):
         importlib.import_module(module.name)
 print(json.dumps(sorted(m for m in %r if m in sys.modules)))
@@ -26,12 +26,12 @@ def test_importing_the_provider_and_engine_leaves_the_training_libraries_unloade
     assert json.loads(result.stdout) == []
 
 
-# The engine and what both processes share, alone: what a front door built on another API (OGX's fine-tuning API,
-# in a venv without Llama Stack) imports from us.
+# The engine, the graders and what both processes share, alone: what a front door built on another API (OGX's
+# fine-tuning API, in a venv without Llama Stack) imports from us.
 ENGINE_ONLY = """
 import importlib, json, pkgutil, sys
-from llama_stack_provider_trl import engine, common
-for room in (engine, common):
+from llama_stack_provider_trl import engine, common, graders
+for room in (engine, common, graders):
     for module in pkgutil.iter_modules(room.__path__, room.__name__ + "."):
         importlib.import_module(module.name)
 print(json.dumps(sorted(m for m in %r if m in sys.modules)))
@@ -39,7 +39,7 @@ print(json.dumps(sorted(m for m in %r if m in sys.modules)))
 LLAMA_STACK = ("llama_stack", "llama_stack_api", "llama_stack_client")
 
 
-def test_the_engine_imports_neither_llama_stack_nor_the_training_libraries() -> None:
+def test_the_engine_and_graders_import_neither_llama_stack_nor_the_training_libraries() -> None:
     loaded = subprocess.run(
         [sys.executable, "-c", ENGINE_ONLY % (LLAMA_STACK + TRAINING_LIBRARIES,)],
         capture_output=True,

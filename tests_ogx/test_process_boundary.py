@@ -6,11 +6,12 @@ import sys
 
 TRAINING_LIBRARIES = ("torch", "transformers", "trl", "peft", "datasets")
 LLAMA_STACK = ("llama_stack", "llama_stack_api", "llama_stack_client")
-# What `ogx run ogx-run.yaml` imports from us: the API module, the provider, the engine and the shared code.
+# What `ogx run ogx-run.yaml` imports from us: the API module, the provider, the engine, the graders, the shared
+# code.
 OGX_SIDE = """
 import importlib, json, pkgutil, sys
-from llama_stack_provider_trl import common, engine, ogx
-for room in (ogx, engine, common):
+from llama_stack_provider_trl import common, engine, graders, ogx
+for room in (ogx, engine, common, graders):
     for module in pkgutil.iter_modules(room.__path__, room.__name__ + "."):
         importlib.import_module(module.name)
 print(json.dumps(sorted(m for m in %r if m in sys.modules)))
