@@ -3,11 +3,15 @@
 import math
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
+from llama_stack_provider_trl.common import events as events_module
 from llama_stack_provider_trl.common.events import EpochEnd, Evaluation, EventWriter, Metrics, SetupDone
 from llama_stack_provider_trl.common.job_spec import CURVES_FILE, EVENTS_FILE
 from llama_stack_provider_trl.engine.curves import CurvesPainter, draw_curves
+
+from job_fixtures import poll
 
 
 def write_events(job_dir: Path, steps: int, metrics_at: dict[str, float], eval_keys: tuple[str, ...] = ()) -> None:
@@ -64,3 +68,26 @@ def test_the_painter_survives_a_job_whose_picture_cannot_be_written_and_draws_th
 
     assert (fine / CURVES_FILE).is_file() and (broken / CURVES_FILE).is_dir()
     assert not list(broken.glob(".*partial"))
+
+
+def test_the_painter_redrawing_a_growing_job_parses_each_event_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    parsed: list[bytes | str] = []
+    parse = events_module.parse_event
+    monkeypatch.setattr(events_module, "parse_event", lambda line: parsed.append(line) or parse(line))
+    job_dir = tmp_path / "growing"
+    write_events(job_dir, 6, {"loss": 1.0})
+    painter = CurvesPainter()
+    painter.request(job_dir, "epoch 1")
+    poll(lambda: (job_dir / CURVES_FILE).is_file(), what="the first picture")
+    writer = EventWriter(job_dir / EVENTS_FILE)
+    for step in range(7, 13):  # the next epoch
+        writer.emit(Metrics(step=step, total_steps=12, epoch=2, metrics={"loss": 1.0 / step}))
+    writer.close()
+
+    painter.request(job_dir, "epoch 2")
+    painter.close(timeout_s=60)
+
+    lines = (job_dir / EVENTS_FILE).read_bytes().splitlines()
+    assert sorted(parsed) == sorted(lines)  # every line once, though the picture was drawn twice

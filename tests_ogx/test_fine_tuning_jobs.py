@@ -13,6 +13,7 @@ from pathlib import Path
 import openai
 import pytest
 
+from llama_stack_provider_trl.common.job_spec import EVENTS_FILE
 from llama_stack_provider_trl.demo.stack_server import StackServer
 
 from conftest import REPO_ROOT
@@ -67,6 +68,21 @@ def test_events_list_newest_first_with_per_step_losses_and_page_with_after(
     assert first.has_more and len(first.data) == 2
     second = client.fine_tuning.jobs.list_events(finished_job, limit=2, after=first.data[-1].id)
     assert [e.id for e in second.data] == [e.id for e in events[2:4]]
+
+
+@pytest.mark.slow
+def test_events_listed_again_are_not_read_again_from_the_jobs_events_file(
+    client: openai.OpenAI, finished_job: str, server: StackServer
+) -> None:
+    listed = [(e.id, e.message) for e in client.fine_tuning.jobs.list_events(finished_job, limit=100).data]
+    events_file = Path(server.env["TRL_OGX_DIR"]) / "jobs" / finished_job / EVENTS_FILE
+    written = events_file.read_bytes()
+    try:
+        events_file.write_bytes(b" " * (len(written) - 1) + b"\n")  # the lines already read, blanked in place
+        again = [(e.id, e.message) for e in client.fine_tuning.jobs.list_events(finished_job, limit=100).data]
+    finally:
+        events_file.write_bytes(written)
+    assert again == listed
 
 
 @pytest.mark.slow

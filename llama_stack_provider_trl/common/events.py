@@ -180,6 +180,7 @@ class EventReader:
         self._path = path
         self._offset = offset  # bytes already read (or to skip)
         self._job = job or path.parent.name
+        self.rewinds = 0  # times the file was found shorter than what was read, and read again from the start
 
     @property
     def offset(self) -> int:
@@ -199,6 +200,7 @@ class EventReader:
                         self._offset,
                     )
                     self._offset = 0
+                    self.rewinds += 1
                 f.seek(self._offset)
                 chunk = f.read()
         except FileNotFoundError:

@@ -3,7 +3,8 @@
 The server draws it, not the training process: the events file already holds every logged step and evaluation
 of every recipe (DPO, SFT) and of every launch of a resumed job, the picture is redrawn after a job failed or
 was cancelled (when its process is gone), and no training step waits for matplotlib. Drawing happens on a
-thread of its own (CurvesPainter), so the job watcher and status requests never wait for it either.
+thread of its own (CurvesPainter), so the job watcher and status requests never wait for it either; it keeps each
+job's parsed events (engine/event_history.py), so a redraw reads only the lines added since the last one.
 """
 
 import contextlib
@@ -15,8 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from llama_stack_provider_trl.common.events import EpochEnd, Evaluation, EventReader, Metrics, SetupDone
-from llama_stack_provider_trl.common.job_spec import CURVES_FILE, EVENTS_FILE
+from llama_stack_provider_trl.common.events import EpochEnd, Evaluation, JobEvent, Metrics, SetupDone
+from llama_stack_provider_trl.common.job_spec import CURVES_FILE
+from llama_stack_provider_trl.engine.event_history import EventHistory
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -60,9 +62,9 @@ class Series:
     total_steps: int | None = None
 
     @classmethod
-    def of(cls, job_dir: Path) -> "Series":
+    def of(cls, events: list[JobEvent]) -> "Series":
         series = cls()
-        for event in EventReader(job_dir / EVENTS_FILE, job=job_dir.name).read_new():
+        for event in events:
             match event:
                 case SetupDone():
                     series.total_steps = event.total_steps
@@ -83,11 +85,12 @@ class Series:
         return series
 
 
-def draw_curves(job_dir: Path, title: str) -> Path | None:
-    """Draw ``<job_dir>/curves.png`` from the job's events; None while it has logged nothing to draw.
+def draw_curves(job_dir: Path, title: str, history: EventHistory | None = None) -> Path | None:
+    """Draw ``<job_dir>/curves.png`` from the job's events; None while it has logged nothing to draw. ``history``:
+    where the events parsed for earlier pictures are kept, so only new lines are read.
 
     The picture is written next to its final name and moved there, so a reader never sees half a file."""
-    series = Series.of(job_dir)
+    series = Series.of((history or EventHistory(kept_jobs=1)).events(job_dir))
     preference = "rewards/margins" in series.train
     panels = [
         p
@@ -173,6 +176,7 @@ class CurvesPainter:
         self._lock = threading.Condition()
         self._closed = False
         self._unavailable = False
+        self._history = EventHistory()  # each job's events parsed once, across its redraws
         self._thread = threading.Thread(target=self._run, name="trl-curves", daemon=True)
         self._thread.start()
 
@@ -203,7 +207,7 @@ class CurvesPainter:
 
     def _draw(self, job_dir: Path, title: str) -> None:
         try:
-            draw_curves(job_dir, title)
+            draw_curves(job_dir, title, self._history)
         except ImportError as exc:  # matplotlib is not installed: no pictures, say so once
             logger.warning("no curves.png for jobs: %s (pip install matplotlib)", exc)
             with self._lock:

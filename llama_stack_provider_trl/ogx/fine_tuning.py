@@ -35,7 +35,6 @@ from llama_stack_provider_trl.common.events import (
     CheckpointSaved,
     Completed,
     Evaluation,
-    EventReader,
     Failed,
     JobEvent,
     Metrics,
@@ -44,11 +43,12 @@ from llama_stack_provider_trl.common.events import (
     SetupDone,
     Started,
 )
-from llama_stack_provider_trl.common.job_spec import CHECKPOINTS_DIR, EVENTS_FILE
+from llama_stack_provider_trl.common.job_spec import CHECKPOINTS_DIR
 from llama_stack_provider_trl.config import TrlPostTrainingConfig
 from llama_stack_provider_trl.engine.admission import admit
 from llama_stack_provider_trl.engine.disk_space import format_bytes
 from llama_stack_provider_trl.engine.errors import RequestError
+from llama_stack_provider_trl.engine.event_history import EventHistory
 from llama_stack_provider_trl.engine.intake import submit_job, write_job
 from llama_stack_provider_trl.engine.job_record import FINAL_STATES, CheckpointRecord, JobRecord
 from llama_stack_provider_trl.engine.job_request import Given, JobRequest, TrackerRequest
@@ -139,6 +139,7 @@ class TrlFineTuningImpl:
         self.device = "cpu"
         self._openai: dict[str, OpenAIJob] = {}
         self._results_lock = asyncio.Lock()
+        self._history = EventHistory()  # each job's events.jsonl parsed once: a later read takes the new lines
 
     async def initialize(self) -> None:
         self.device = start_job_manager(self.jobs, self.config, self.output_root)
@@ -232,7 +233,7 @@ class TrlFineTuningImpl:
 
     async def list_fine_tuning_events(self, job_id: str, after: str | None, limit: int) -> FineTuningJobEventList:
         record, openai_job = self._get(job_id)
-        events = list(reversed(_events(record, openai_job)))  # newest first, as OpenAI lists them
+        events = list(reversed(_events(record, openai_job, self._history.events(record.spec.path))))  # newest first
         page, has_more = _page(events, after, limit, "after", lambda event: event.id)
         return FineTuningJobEventList(data=page, has_more=has_more)
 
@@ -335,7 +336,8 @@ class TrlFineTuningImpl:
         async with self._results_lock:
             if openai_job.result_files:
                 return
-            upload = UploadFile(file=io.BytesIO(_results_csv(record).encode()), filename=RESULTS_FILENAME)
+            csv_text = _results_csv(self._history.events(record.spec.path))
+            upload = UploadFile(file=io.BytesIO(csv_text.encode()), filename=RESULTS_FILENAME)
             # fine-tune-results is a purpose files carry, not one a client may upload with: skip that check
             request = UploadFileRequest.model_construct(purpose=OpenAIFilePurpose.FINE_TUNE_RESULTS, expires_after=None)
             try:
@@ -591,17 +593,13 @@ def _checkpoint_object(
     )
 
 
-def _job_events(record: JobRecord) -> list[JobEvent]:
-    return EventReader(record.spec.path / EVENTS_FILE, job=record.job_uuid).read_new()
-
-
-def _events(record: JobRecord, openai_job: OpenAIJob) -> list[FineTuningJobEvent]:
+def _events(record: JobRecord, openai_job: OpenAIJob, job_events: list[JobEvent]) -> list[FineTuningJobEvent]:
     """The job's history, oldest first: its creation, what its training process reported, how it ended."""
     found: list[tuple[float, str, str, dict[str, Any] | None]] = [
         (openai_job.created_at, "info", f"Created fine-tuning job: {openai_job.id}", None),
         (openai_job.created_at, "info", f"Validated training file: {openai_job.training_file}", None),
     ]
-    for event in _job_events(record):
+    for event in job_events:
         described = _describe(event)
         if described is not None:
             found.append((event.time, *described))
@@ -671,10 +669,10 @@ def _train_metrics(metrics: dict[str, float]) -> dict[str, float]:
     return {**{k: v for k, v in named.items() if v is not None}, **metrics}
 
 
-def _results_csv(record: JobRecord) -> str:
+def _results_csv(job_events: list[JobEvent]) -> str:
     """One row per logged step (the last run's, for a resumed job), evaluations on the step they ran at."""
     rows: dict[int, dict[str, float]] = {}
-    for event in _job_events(record):
+    for event in job_events:
         if isinstance(event, Metrics | Evaluation) and "train_runtime" not in event.metrics:
             rows.setdefault(event.step, {}).update(event.metrics)
     out = io.StringIO()
