@@ -287,7 +287,21 @@ class TrlPostTrainingConfig(BaseModel):
         default=None,
         description="Where jobs that ask for MLflow (logger_config.mlflow) record their runs: a tracking server "
         "(http://...) or a store on this machine (sqlite:///path/mlflow.db) that every job shares. None: each job "
-        "records into its own <job_dir>/mlflow.db. A request may name only an http(s) server of its own.",
+        "records into its own <job_dir>/mlflow.db. A request may name only an http(s) server on tracker_hosts.",
+    )
+    tracker_hosts: list[str] = Field(
+        default=[],
+        description="Hosts a request's tracker may send a job's runs to: an MLflow tracking_uri the request names, "
+        "and the W&B server of online runs (WANDB_BASE_URL, else api.wandb.ai). Each entry is a host name, a "
+        "subdomain pattern (*.example.com) or an address or network (10.0.0.0/8); a name resolving to a private, "
+        "loopback or link-local address is refused unless a listed network holds that address (HTTP 403). "
+        "Empty: requests name no tracking server and W&B runs offline only.",
+    )
+    job_environment: list[str] = Field(
+        default=[],
+        description="Server environment variables a job's processes get besides those a training process needs "
+        "(PATH, HOME, locale, Python, CUDA, threads, Hugging Face and torch settings: docs/config.md). Credentials "
+        "(MLFLOW_TRACKING_TOKEN, WANDB_API_KEY, HF_TOKEN, cloud keys) reach a job only when named here.",
     )
     max_train_rows: int = Field(
         default=1_000_000, ge=1, description="Larger training sets are refused at request time (HTTP 413)."

@@ -199,6 +199,13 @@ def test_options_a_single_device_dpo_run_cannot_honour_are_rejected(
         ({"wandb": {"tags": ["x" * 65]}}, "logger_config.wandb.tags[0]", "1 to 64 characters"),
         # local stores are the server owner's: a request may not aim the server's writes at a path
         ({"mlflow": {"tracking_uri": "file:///etc"}}, "logger_config.mlflow.tracking_uri", "not an http(s)"),
+        # remote hosts are the operator's to allow (tracker_hosts, empty by default): not the cloud's metadata service
+        (
+            {"mlflow": {"tracking_uri": "http://169.254.169.254/latest/meta-data"}},
+            "logger_config.mlflow.tracking_uri",
+            "host 169.254.169.254 is not among the server's tracker_hosts",
+        ),
+        ({"wandb": {"mode": "online"}}, "logger_config.wandb.mode", "host api.wandb.ai is not among"),
     ],
 )
 def test_a_bad_logger_config_key_is_refused_naming_it(

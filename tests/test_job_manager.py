@@ -30,6 +30,11 @@ from helpers import process_gone
 from job_fixtures import FAKE_RECIPE, TESTS_DIR, launches, make_spec, poll
 
 FINAL = {"completed", "failed", "cancelled"}
+FAKE_RECIPE_VARIABLES = [
+    "TRL_FAKE_STEP_S",
+    "TRL_FAKE_BAD_EVENTS",
+    "TRL_FAKE_LINGER_S",
+]  # the fake recipe reads them: passed to jobs
 
 
 @pytest.fixture
@@ -44,7 +49,13 @@ def managers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[list[J
 
 
 def _manager(managers: list[JobManager], db: Path, standby_device: str | None = None, **kwargs) -> JobManager:
-    options = {"max_concurrent_jobs": 1, "cancel_grace_period_s": 5.0, "recipe_module": FAKE_RECIPE, **kwargs}
+    options = {
+        "max_concurrent_jobs": 1,
+        "cancel_grace_period_s": 5.0,
+        "recipe_module": FAKE_RECIPE,
+        "job_environment": FAKE_RECIPE_VARIABLES,
+        **kwargs,
+    }
     manager = JobManager(store=JobStore(db), poll_interval_s=0.05, **options)
     manager.start(standby_device=standby_device)
     managers.append(manager)
@@ -360,3 +371,23 @@ def test_events_rewritten_shorter_than_what_was_read_are_read_again_from_the_sta
     writer.close()
 
     assert [event.step for event in reader.read_new()] == [4]
+
+
+def test_a_jobs_process_holds_none_of_the_servers_credentials_unless_the_operator_names_them(
+    tmp_path: Path, managers: list[JobManager], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TRL_FAKE_STEP_S", "0.5")  # long enough to read the running process's environment
+    monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", "server-mlflow-token")
+    monkeypatch.setenv("WANDB_API_KEY", "server-wandb-key")
+    monkeypatch.setenv("SOME_SERVER_SECRET", "server-secret")
+    manager = _manager(managers, tmp_path / "jobs.db", job_environment=[*FAKE_RECIPE_VARIABLES, "WANDB_API_KEY"])
+
+    manager.submit(make_spec(tmp_path / "jobs", "a"))
+    running = poll(lambda: (r := manager.get("a")).pid and r.status == "in_progress" and r, what="a running")
+    environ = Path(f"/proc/{running.pid}/environ").read_bytes().decode().split("\0")
+    variables = dict(item.split("=", 1) for item in environ if "=" in item)
+    _final(manager, "a")
+
+    assert "MLFLOW_TRACKING_TOKEN" not in variables and "SOME_SERVER_SECRET" not in variables
+    assert variables["WANDB_API_KEY"] == "server-wandb-key"  # the operator named it (job_environment)
+    assert variables["PATH"] == os.environ["PATH"] and variables["TRL_FAKE_STEP_S"] == "0.5"

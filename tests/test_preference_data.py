@@ -48,6 +48,7 @@ def test_implicit_prompt_rows_are_accepted_without_a_prompt_field(rows: list[dic
         (STANDARD, "dialog", "send data_format 'instruct'"),
         ([{**CONVERSATIONAL[0], "chosen": []}], "dialog", "field 'chosen' is an empty list"),
         ([{**CONVERSATIONAL[0], "chosen": [{"role": "robot", "content": "x"}]}], "dialog", "message 0 has role"),
+        ([{**CONVERSATIONAL[0], "chosen": [{"role": ["user"], "content": "x"}]}], "dialog", r"has role \['user'\]"),
         ([{**CONVERSATIONAL[0], "rejected": [{"role": "assistant"}]}], "dialog", "needs non-empty string content"),
         ([{**CONVERSATIONAL[0], "prompt": ["hi"]}], "dialog", "must be an object with role and content"),
         ([{"chosen": "abc", "rejected": "xyz"}], None, "must start with the same text"),

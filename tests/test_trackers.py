@@ -1,16 +1,20 @@
 """Experiment trackers through logger_config, on a real server: TensorBoard, MLflow and W&B (offline) record the
-job's metrics; a tracker that fails mid-job is turned off and the training completes."""
+job's metrics; a tracker that fails mid-job is turned off and the training completes; a tracking server's answer
+stays out of what a caller reads."""
 
+import http.server
 import json
 import sqlite3
+import threading
 from pathlib import Path
 
+import pytest
 from llama_stack_client import LlamaStackClient
 from mlflow import MlflowClient
 
 from llama_stack_provider_trl.common.job_spec import EVENTS_FILE
 
-from helpers import dpo_request, register_rows, tensorboard_losses, unique, wait_final, wait_for
+from helpers import dpo_request, events_of, register_rows, run_recipe, tensorboard_losses, unique, wait_final, wait_for
 
 
 def logged_losses(job_dir: Path) -> list[float]:
@@ -82,3 +86,50 @@ def test_a_tracker_failing_mid_job_is_turned_off_and_the_training_completes(
     assert res["trackers"]["tensorboard"]["error"] is None
     assert tensorboard_losses(job_dir) == logged_losses(job_dir)  # the other tracker missed nothing
     assert "tracker mlflow failed and is off for the rest of this job" in (job_dir / "train.log").read_text()
+
+
+class _Answers(http.server.BaseHTTPRequestHandler):
+    """A tracking server that answers every call with an error whose body holds what its network serves."""
+
+    def _answer(self) -> None:
+        body = SERVED_SECRET.encode()
+        self.send_response(500)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = _answer
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+SERVED_SECRET = "instance-role-credentials-AKIAEXAMPLE"
+
+
+def test_a_tracking_server_that_fails_is_reported_without_its_answer(
+    tmp_path: Path,
+    tiny_model: Path,
+    preference_rows: list[dict[str, str]],
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Answers)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    uri = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        events = run_recipe(
+            tmp_path,
+            tiny_model,
+            preference_rows[:4],
+            max_steps_per_epoch=1,
+            trackers={"mlflow": {"tracking_uri": uri, "experiment_name": "e"}},
+        )
+    finally:
+        server.shutdown()
+
+    [failed] = events_of(events, "tracker_failed")
+    assert failed["tracker"] == "mlflow" and "MlflowException" in failed["error"]
+    assert SERVED_SECRET not in failed["error"]
+    assert SERVED_SECRET not in capfd.readouterr().err  # the job's log, which status shows
+    assert SERVED_SECRET in (tmp_path / "job" / "trackers.log").read_text()  # for the operator
+    assert events[-1]["event"] == "completed"

@@ -32,6 +32,11 @@ BAD_FILES = {
         [GOOD, _with(input={"messages": [{"role": "user", "content": " "}]})],
         "line 2: field 'input.messages[0].content' must be a non-empty string",
     ),
+    "a role that is a list": (
+        [_with(input={"messages": [{"role": ["user"], "content": "hi"}]})],
+        "line 1: field 'input.messages[0].role' is ['user']",
+    ),
+    "JSON nested 100,000 deep": ([GOOD, "[" * 100_000], "line 2: JSON nested too deep"),
     "a supervised example": ([{"messages": [{"role": "user", "content": "hi"}]}], "line 1: a supervised example"),
     "no lines": ([], "has no lines"),
 }

@@ -219,7 +219,12 @@ def check_request(
     precision = _precision(request.dtype, config, device)
     job = job_config(config, request.overrides)  # the provider config with this job's overrides
     loss_types, loss_weights = _losses(loss_type, request.loss_type, request.overrides, job)
-    trackers = check_trackers(request.trackers, job_dir=job_dir, server_mlflow_uri=config.mlflow_tracking_uri)
+    trackers = check_trackers(
+        request.trackers,
+        job_dir=job_dir,
+        server_mlflow_uri=config.mlflow_tracking_uri,
+        tracker_hosts=config.tracker_hosts,
+    )
     num_processes = resolve_num_processes(job, device, request.batch_size, request.overrides.field)
     strategy = resolve_strategy(job, device, num_processes, model, request.overrides.field)
     lora = _lora(job, device, request.overrides)

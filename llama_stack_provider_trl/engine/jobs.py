@@ -34,6 +34,7 @@ from llama_stack_provider_trl.common.storage_errors import describe_write_error
 from llama_stack_provider_trl.engine.cpu_threads import thread_environment
 from llama_stack_provider_trl.engine.curves import CurvesPainter
 from llama_stack_provider_trl.engine.disk_space import explain_full_disk
+from llama_stack_provider_trl.engine.job_environment import job_environment
 from llama_stack_provider_trl.engine.job_record import FINAL_STATES, JobOwner, JobRecord, JobState, apply_event
 from llama_stack_provider_trl.engine.job_store import JobStore
 from llama_stack_provider_trl.engine.launch import launch_command
@@ -107,8 +108,10 @@ class JobManager:
         recipe_module: str | None = None,
         poll_interval_s: float = 0.2,
         curves: CurvesPainter | None = None,
+        job_environment: Sequence[str] = (),
     ) -> None:
         self._max_concurrent = max_concurrent_jobs
+        self._job_environment = tuple(job_environment)  # the server's variables the operator passes to jobs
         self._grace_s = cancel_grace_period_s
         self._store = store
         self._resume = resume_interrupted_jobs
@@ -412,8 +415,10 @@ class JobManager:
         return standby.process
 
     def _child_environment(self, device: str, processes: int, on_ray: bool = False) -> dict[str, Any]:
-        """A training process's environment: the server's, with its parent's pid, its GPU, and its CPU threads."""
-        env = dict(os.environ, PYTHONUNBUFFERED="1", TOKENIZERS_PARALLELISM="false")
+        """A training process's environment: what it needs of the server's (engine/job_environment.py), with its
+        parent's pid, its GPU, and its CPU threads."""
+        env = dict(job_environment(os.environ, self._job_environment), PYTHONUNBUFFERED="1")
+        env["TOKENIZERS_PARALLELISM"] = "false"
         env[PARENT_PID_ENV] = str(os.getpid())
         env.update(thread_environment(device, processes, self._max_concurrent, on_ray=on_ray))
         if device.startswith("cuda:"):  # the recipe always trains on "cuda", the one device it can see

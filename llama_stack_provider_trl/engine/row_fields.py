@@ -10,6 +10,11 @@ class RowError(ValueError):
     """A row is not usable; the message names the dataset, the row and the field."""
 
 
+def is_role(value: Any) -> bool:
+    """A chat role: one of ROLES (a list or an object, which no set holds, is none)."""
+    return isinstance(value, str) and value in ROLES
+
+
 def missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))  # pandas fills gaps with NaN
 
@@ -28,7 +33,7 @@ def check_messages(
                 f"got {type(message).__name__}"
             )
         role, content = message.get("role"), message.get("content")
-        if role not in ROLES:
+        if not is_role(role):
             raise error(f"{where}: field '{field}' message {position} has role {role!r}; use one of {sorted(ROLES)}")
         if not isinstance(content, str) or not content.strip():
             raise error(f"{where}: field '{field}' message {position} needs non-empty string content")

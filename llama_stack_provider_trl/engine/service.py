@@ -29,6 +29,7 @@ def open_job_manager(config: TrlPostTrainingConfig) -> JobManager:
         store=store,
         resume_interrupted_jobs=config.resume_interrupted_jobs,
         curves=CurvesPainter(),
+        job_environment=config.job_environment,
     )
 
 

@@ -13,6 +13,7 @@ failing never fails the training (recipes/trackers.py).
 """
 
 import importlib.util
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from typing import Any
 from llama_stack_provider_trl.common.job_spec import MlflowSpec, TrackersSpec, WandbSpec
 from llama_stack_provider_trl.engine.errors import RequestError
 from llama_stack_provider_trl.engine.job_request import TrackerRequest
+from llama_stack_provider_trl.engine.tracker_hosts import check_tracker_url
 
 MLFLOW_DB = "mlflow.db"
 DEFAULT_EXPERIMENT = "llama-stack-trl"
@@ -34,10 +36,15 @@ OPTIONS: dict[str, tuple[str, ...]] = {
 }
 PACKAGES: dict[str, tuple[str, ...]] = {"tensorboard": ("tensorboard",), "mlflow": ("mlflow",), "wandb": ("wandb",)}
 WANDB_MODES = ("offline", "online")
+WANDB_DEFAULT_URL = "https://api.wandb.ai"
 
 
 def check_trackers(
-    requested: Sequence[TrackerRequest], *, job_dir: Path, server_mlflow_uri: str | None
+    requested: Sequence[TrackerRequest],
+    *,
+    job_dir: Path,
+    server_mlflow_uri: str | None,
+    tracker_hosts: Sequence[str] = (),
 ) -> TrackersSpec:
     """The trackers asked for, or RequestError naming the first bad one by the caller's field."""
     options: dict[str, tuple[dict[str, Any], str]] = {}
@@ -59,8 +66,8 @@ def check_trackers(
     mlflow, wandb = options.get("mlflow"), options.get("wandb")
     return TrackersSpec(
         tensorboard="tensorboard" in options,
-        mlflow=None if mlflow is None else _mlflow(*mlflow, job_dir, server_mlflow_uri),
-        wandb=None if wandb is None else _wandb(*wandb),
+        mlflow=None if mlflow is None else _mlflow(*mlflow, job_dir, server_mlflow_uri, tracker_hosts),
+        wandb=None if wandb is None else _wandb(*wandb, tracker_hosts),
     )
 
 
@@ -90,7 +97,9 @@ def _check_tags(tags: Any, field: str) -> None:
             raise RequestError(f"{field}[{index}]", f"must be a string of 1 to {MAX_TAG_CHARS} characters")
 
 
-def _mlflow(options: dict[str, str], field: str, job_dir: Path, server_uri: str | None) -> MlflowSpec:
+def _mlflow(
+    options: dict[str, str], field: str, job_dir: Path, server_uri: str | None, tracker_hosts: Sequence[str]
+) -> MlflowSpec:
     uri = options.get("tracking_uri")
     if uri is not None and not uri.startswith(("http://", "https://")):
         # A request may not point the server at files of its choosing: local stores are the server owner's.
@@ -99,16 +108,20 @@ def _mlflow(options: dict[str, str], field: str, job_dir: Path, server_uri: str 
             f"{uri!r} is not an http(s) tracking server; leave it out to record in the server's store "
             f"({server_uri or 'the job directory'})",
         )
+    if uri is not None:
+        check_tracker_url(uri, f"{field}.tracking_uri", tracker_hosts)
     uri = uri or server_uri or f"sqlite:///{job_dir / MLFLOW_DB}"
     if uri.startswith("sqlite:") and importlib.util.find_spec("alembic") is None:
         raise RequestError(field, "alembic is not installed on the server; install llama-stack-provider-trl[mlflow]")
     return MlflowSpec(tracking_uri=uri, experiment_name=options.get("experiment_name", DEFAULT_EXPERIMENT))
 
 
-def _wandb(options: dict[str, Any], field: str) -> WandbSpec:
+def _wandb(options: dict[str, Any], field: str, tracker_hosts: Sequence[str]) -> WandbSpec:
     mode = options.get("mode", "offline")
     if mode not in WANDB_MODES:
         raise RequestError(f"{field}.mode", f"{mode!r}; use offline (the run stays in the job's directory) or online")
+    if mode == "online":  # the W&B server the server's environment names (WANDB_BASE_URL), as wandb picks it
+        check_tracker_url(os.environ.get("WANDB_BASE_URL") or WANDB_DEFAULT_URL, f"{field}.mode", tracker_hosts)
     return WandbSpec(
         project=options.get("project", DEFAULT_EXPERIMENT),
         mode=mode,

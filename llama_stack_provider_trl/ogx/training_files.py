@@ -23,7 +23,7 @@ from typing import Any
 
 from llama_stack_provider_trl.engine.errors import RequestError
 from llama_stack_provider_trl.engine.job_request import Given
-from llama_stack_provider_trl.engine.row_fields import ROLES
+from llama_stack_provider_trl.engine.row_fields import ROLES, is_role
 
 OPENAI_PREFERENCE_KEYS = frozenset({"input", "preferred_output", "non_preferred_output"})
 TRL_PREFERENCE_KEYS = frozenset({"prompt", "chosen", "rejected"})
@@ -116,6 +116,8 @@ def _object(file: Given[str], number: int, line: str) -> dict[str, Any]:
         row = json.loads(line)
     except json.JSONDecodeError as exc:
         raise _bad(file, number, f"not valid JSON ({exc.msg} at column {exc.colno})") from exc
+    except RecursionError as exc:  # arrays or objects nested thousands deep
+        raise _bad(file, number, "JSON nested too deep; an example is an object of messages and strings") from exc
     if not isinstance(row, dict):
         raise _bad(file, number, f"not a JSON object but {type(row).__name__}")
     return row
@@ -155,7 +157,7 @@ def _messages(file: Given[str], number: int, field: str, value: Any) -> list[dic
         if not isinstance(message, dict):
             raise _bad(file, number, f"field '{where}' must be an object with role and content")
         role, content = message.get("role"), message.get("content")
-        if role not in ROLES:
+        if not is_role(role):
             raise _bad(file, number, f"field '{where}.role' is {role!r}; use one of {sorted(ROLES)}")
         if not isinstance(content, str) or not content.strip():
             raise _bad(file, number, f"field '{where}.content' must be a non-empty string")

@@ -2,10 +2,14 @@
 
 ``report_to`` would add the same callbacks (TensorBoardCallback, MLflowCallback, WandbCallback) unguarded, so a
 tracker that raises (its store locked or full, its server gone) would end the training with it. Here each one is
-built and called through TrackerGuard: its first error is written to the job's log and reported as an event, the
-tracker is left alone from then on, and the training goes on.
+built and called through TrackerGuard: its first error is reported as an event and in the job's log, the tracker is
+left alone from then on, and the training goes on. The error's traceback goes to <job_dir>/trackers.log, which no
+caller reads. A tracker that talks to a server (an MLflow tracking server, W&B online) is reported by its error's
+type alone: the message of such an error carries what the server answered, and a caller who chose the server
+(tracking_uri) must not read the answers of hosts the job reached through the server's network.
 """
 
+import logging
 import os
 import sys
 import traceback
@@ -18,6 +22,8 @@ from transformers.integrations import MLflowCallback, TensorBoardCallback, Wandb
 
 from llama_stack_provider_trl.common.job_spec import TENSORBOARD_DIR, DPOJobSpec, WandbSpec
 
+TRACKERS_LOG = "trackers.log"  # in the job's directory: each failing tracker's traceback, for the operator
+
 # A tracking server that does not answer costs a few seconds, not MLflow's default of minutes of retries per call.
 MLFLOW_HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
 
@@ -27,10 +33,11 @@ OnFailure = Callable[[str, str], None]  # (tracker, error)
 class TrackerGuard(TrainerCallback):
     """Forwards every callback event to one tracker until the tracker raises, then to nothing."""
 
-    def __init__(self, name: str, tracker: TrainerCallback, on_failure: OnFailure) -> None:
+    def __init__(self, name: str, tracker: TrainerCallback, on_failure: OnFailure, report: "FailureReport") -> None:
         self.name = name
         self.tracker: TrainerCallback | None = tracker
         self._on_failure = on_failure
+        self._report = report
 
     def _forward(self, event: str, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
         if self.tracker is None:
@@ -39,7 +46,7 @@ class TrackerGuard(TrainerCallback):
             return getattr(self.tracker, event)(args, state, control, **kwargs)
         except Exception as exc:  # any failure of a tracker is the tracker's, never the training's
             self.tracker = None
-            _report(self.name, f"{event}: {type(exc).__name__}: {exc}", self._on_failure)
+            self._report(self.name, event, exc, self._on_failure)
             return None
 
 
@@ -97,6 +104,7 @@ def tracker_callbacks(spec: DPOJobSpec, on_failure: OnFailure) -> list[TrackerGu
     """The trackers the job asked for, configured through the environment variables transformers reads (this
     process runs one job). A tracker that cannot even be built is reported like one that fails later."""
     trackers = spec.trackers
+    report = FailureReport(spec.path / TRACKERS_LOG, remote=_remote_trackers(spec))
     builders: list[tuple[str, Callable[[], TrainerCallback]]] = []
     if trackers.tensorboard:
         os.environ["TENSORBOARD_LOGGING_DIR"] = str(spec.path / TENSORBOARD_DIR)
@@ -106,6 +114,8 @@ def tracker_callbacks(spec: DPOJobSpec, on_failure: OnFailure) -> list[TrackerGu
             os.environ.setdefault(name, value)
         os.environ["MLFLOW_TRACKING_URI"] = trackers.mlflow.tracking_uri
         os.environ["MLFLOW_EXPERIMENT_NAME"] = trackers.mlflow.experiment_name
+        if "mlflow" in report.remote:  # MLflow logs the start of a body it cannot parse: not into the job's log
+            logging.getLogger("mlflow").setLevel(logging.ERROR)
         builders.append(("mlflow", SynchronousMLflowCallback))
     if trackers.wandb is not None:
         os.environ["WANDB_SILENT"] = "true"
@@ -118,15 +128,42 @@ def tracker_callbacks(spec: DPOJobSpec, on_failure: OnFailure) -> list[TrackerGu
         try:
             tracker = build()
         except Exception as exc:
-            _report(name, f"setup: {type(exc).__name__}: {exc}", on_failure)
+            report(name, "setup", exc, on_failure)
             continue
         # One class per tracker: Trainer warns about two callbacks of one class
         guard = type(f"{name.capitalize()}Guard", (TrackerGuard,), {})
-        guards.append(guard(name, tracker, on_failure))
+        guards.append(guard(name, tracker, on_failure, report))
     return guards
 
 
-def _report(name: str, error: str, on_failure: OnFailure) -> None:
-    print(f"tracker {name} failed and is off for the rest of this job; training goes on: {error}", file=sys.stderr)
-    traceback.print_exc()
-    on_failure(name, error)
+def _remote_trackers(spec: DPOJobSpec) -> frozenset[str]:
+    """The trackers of this job that send to a server over the network."""
+    trackers = spec.trackers
+    remote = set()
+    if trackers.mlflow is not None and trackers.mlflow.tracking_uri.startswith(("http://", "https://")):
+        remote.add("mlflow")
+    if trackers.wandb is not None and trackers.wandb.mode == "online":
+        remote.add("wandb")
+    return frozenset(remote)
+
+
+class FailureReport:
+    """Says that a tracker failed: in the job's log and as an event (what a caller reads), with the traceback in
+    trackers.log (what the operator reads)."""
+
+    def __init__(self, log_path: Path, remote: frozenset[str]) -> None:
+        self._log_path = log_path
+        self.remote = remote
+
+    def __call__(self, name: str, event: str, exc: Exception, on_failure: OnFailure) -> None:
+        if name in self.remote:  # what the server answered stays out of what a caller reads
+            error = f"{event}: {type(exc).__name__} (the tracking server's answer is in {TRACKERS_LOG})"
+        else:
+            error = f"{event}: {type(exc).__name__}: {exc}"
+        print(f"tracker {name} failed and is off for the rest of this job; training goes on: {error}", file=sys.stderr)
+        try:
+            with self._log_path.open("a") as log:
+                log.write(f"tracker {name} failed at {event}:\n{traceback.format_exc()}\n")
+        except OSError:
+            pass  # the report above still reaches the caller
+        on_failure(name, error)
