@@ -204,7 +204,7 @@ def test_python_graders_reuse_warm_workers_across_batches() -> None:
     grader = compile_grader({"type": "python", "name": "pid", "source": source}, GraderSettings(python_workers=2))
     first = {result.reward for result in grader.grade_batch(["a"] * 8, [{}] * 8)}
     second = {result.reward for result in grader.grade_batch(["a"] * 8, [{}] * 8)}
-    assert len(first) == 2 and first == second
+    assert len(first) == 2 and second <= first  # no process started for the second batch
     assert os.getpid() not in first
 
 
