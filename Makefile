@@ -56,9 +56,11 @@ bench: install
 run: install
 	LLAMA_STACK_DISABLE_VERSION_CHECK=1 $(BIN)/llama stack run run.yaml
 
-# OGX 1.5 with this package's fine-tuning API (ogx-run.yaml), driven by the openai client; port OGX_PORT (8321).
+# OGX 1.5 with this package's fine-tuning API, driven by the openai client; port OGX_PORT (8321). The config is
+# ogx-run.yaml written with absolute paths by llama-stack-trl-ogx-config (what a pip-installed user runs too).
 run-ogx: install-ogx
-	$(BIN_OGX)/ogx run ogx-run.yaml
+	$(BIN_OGX)/llama-stack-trl-ogx-config --force $(VENV_OGX)/ogx-run.yaml
+	$(BIN_OGX)/ogx run $(VENV_OGX)/ogx-run.yaml
 
 lint: install
 	$(BIN)/ruff check .

@@ -26,9 +26,12 @@ class StackServer:
         log_path: Path,
         env: dict[str, str] | None = None,
         command: Sequence[str] = (sys.executable, "-m", "llama_stack.cli.llama", "stack", "run"),
+        cwd: Path | None = None,
     ) -> None:
-        """``command``: the server's command line before the config path (an OGX server: ``ogx_server``)."""
+        """``command``: the server's command line before the config path (an OGX server: ``ogx_server``); ``cwd``:
+        the directory it starts in (None: this process's)."""
         self.config_path = config_path
+        self.cwd = cwd
         self.command = list(command)
         self.log_path = log_path
         self.port = free_port()
@@ -49,6 +52,7 @@ class StackServer:
             self.process = subprocess.Popen(
                 [*self.command, str(self.config_path), "--port", str(self.port)],
                 env=self.env,
+                cwd=self.cwd,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
