@@ -37,9 +37,12 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory, preference_rows: list[d
     return build_tiny_model(tmp_path_factory.mktemp("tiny-model"), corpus(preference_rows))
 
 
-def ogx_server(home: Path, auth: dict[str, Any] | None = None, **trl_config: Any) -> StackServer:
+def ogx_server(
+    home: Path, auth: dict[str, Any] | None = None, env: dict[str, str] | None = None, **trl_config: Any
+) -> StackServer:
     """`ogx run ogx-run.yaml` of this venv, its state under ``home`` (again: a restarted server); ``auth``: its
-    ``server.auth`` section, ``trl_config``: provider config fields set over the file's."""
+    ``server.auth`` section, ``env``: variables added to its environment, ``trl_config``: provider config fields
+    set over the file's."""
     config_path = OGX_RUN_YAML
     if auth is not None or trl_config:
         config = yaml.safe_load(OGX_RUN_YAML.read_text())
@@ -49,7 +52,7 @@ def ogx_server(home: Path, auth: dict[str, Any] | None = None, **trl_config: Any
         home.mkdir(parents=True, exist_ok=True)
         config_path = home / "ogx-run.yaml"
         config_path.write_text(yaml.safe_dump(config))
-    return stack_server.ogx_server(config_path, home, Path(sys.prefix))
+    return stack_server.ogx_server(config_path, home, Path(sys.prefix), env)
 
 
 def client_for(server: StackServer) -> openai.OpenAI:

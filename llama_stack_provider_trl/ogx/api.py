@@ -24,6 +24,8 @@ from ogx_api import Api, InlineProviderSpec, ProviderSpec
 from pydantic import BaseModel, ConfigDict, Field
 
 from llama_stack_provider_trl.engine.errors import RequestError
+from llama_stack_provider_trl.graders import GraderSettings
+from llama_stack_provider_trl.ogx.graders import RunGraderRequest, graders_router
 
 logger = logging.getLogger(__name__)
 
@@ -168,7 +170,7 @@ def _field_names(model: type[BaseModel]) -> set[str]:
     return names
 
 
-_FIELD_NAMES = _field_names(CreateFineTuningJobRequest)
+_FIELD_NAMES = _field_names(CreateFineTuningJobRequest) | _field_names(RunGraderRequest)
 
 
 # -- errors -------------------------------------------------------------------------------------------------------
@@ -254,6 +256,8 @@ class OpenAIErrorRoute(APIRoute):
 
 # -- the API ------------------------------------------------------------------------------------------------------
 class FineTuning(Protocol):
+    config: Any  # the provider config: its grader_* fields are the grader endpoints' settings
+
     async def create_fine_tuning_job(self, request: CreateFineTuningJobRequest) -> FineTuningJob: ...
 
     async def list_fine_tuning_jobs(
@@ -340,4 +344,7 @@ def create_router(impl: FineTuning) -> APIRouter:
     ) -> FineTuningJobCheckpointList:
         return await impl.list_fine_tuning_checkpoints(job_id, after, limit)
 
-    return router
+    door = APIRouter()
+    door.include_router(router)
+    door.include_router(graders_router(GraderSettings.from_config(impl.config), OpenAIErrorRoute))
+    return door
