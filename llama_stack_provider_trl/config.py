@@ -272,6 +272,18 @@ class TrlPostTrainingConfig(BaseModel):
         "the queue. Users are the server's authenticated principals; without server.auth every caller counts as one "
         "user. null: no limit.",
     )
+    max_running_jobs_per_user: int | None = Field(
+        default=None,
+        ge=1,
+        description="Jobs of one user training at once; a user's next job waits in the queue (its status says why) "
+        "while later jobs of other users start. Users as for max_queued_jobs_per_user. null: no limit.",
+    )
+    unowned_jobs_owner: str | None = Field(
+        default=None,
+        description="A principal given at start-up to every stored job that has no owner (jobs recorded before "
+        "server.auth was on, which every user could otherwise read, cancel and train from). It is stored: the jobs "
+        "stay theirs after this is unset. null: such jobs stay open to every user.",
+    )
     allowed_model_dirs: list[str] | None = Field(
         default=None,
         description="Directories a request's local finetuned_model must lie in, symlinks resolved (HTTP 403 "

@@ -391,3 +391,38 @@ def test_a_jobs_process_holds_none_of_the_servers_credentials_unless_the_operato
     assert "MLFLOW_TRACKING_TOKEN" not in variables and "SOME_SERVER_SECRET" not in variables
     assert variables["WANDB_API_KEY"] == "server-wandb-key"  # the operator named it (job_environment)
     assert variables["PATH"] == os.environ["PATH"] and variables["TRL_FAKE_STEP_S"] == "0.5"
+
+
+def test_a_user_at_max_running_jobs_per_user_waits_while_another_users_job_takes_the_free_slot(
+    tmp_path: Path, managers: list[JobManager]
+) -> None:
+    manager = _manager(managers, tmp_path / "jobs.db", max_concurrent_jobs=2, max_running_per_user=1)
+    root, alice, bob = tmp_path / "jobs", JobOwner(principal="alice"), JobOwner(principal="bob")
+    manager.submit(make_spec(root, "alice-long", max_steps_per_epoch=40), alice)
+    manager.submit(make_spec(root, "alice-next"), alice)
+    manager.submit(make_spec(root, "bob-first", max_steps_per_epoch=40), bob)
+
+    poll(lambda: manager.get("bob-first").status == "in_progress", what="bob's job started")
+    waiting = manager.get("alice-next")
+    assert waiting.status == "scheduled" and manager.get("alice-long").status == "in_progress"
+    assert waiting.waiting is not None
+    assert waiting.waiting.startswith("user alice has 1 job running, the most max_running_jobs_per_user lets")
+
+    assert _final(manager, "alice-next").status == "completed"
+    assert manager.get("alice-next").started_at > manager.get("alice-long").completed_at
+
+
+def test_jobs_recorded_without_an_owner_belong_to_unowned_jobs_owner_from_then_on(
+    tmp_path: Path, managers: list[JobManager]
+) -> None:
+    db, root = tmp_path / "jobs.db", tmp_path / "jobs"
+    before_auth = _manager(managers, db)
+    before_auth.submit(make_spec(root, "old"))
+    _final(before_auth, "old")
+    before_auth.shutdown()
+
+    assert _manager(managers, db, unowned_jobs_owner=JobOwner(principal="admin")).get("old").owner == JobOwner(
+        principal="admin"
+    )
+    managers[-1].shutdown()
+    assert _manager(managers, db).get("old").owner == JobOwner(principal="admin")  # stored, not just assumed

@@ -1,15 +1,17 @@
 """How much room a job's directory has: said in a failed job's error when its disk is full, and estimated before a
-job is accepted (its checkpoints, from the model's safetensors headers: no weights are read)."""
+job is accepted: its checkpoints (from the model's safetensors headers: no weights are read), its copied data, its log
+and events, and what the jobs accepted before it, queued or running, have still to write on the same disk."""
 
 import json
 import math
+import os
 import re
 import shutil
 import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-from llama_stack_provider_trl.common.job_spec import DPOJobSpec
+from llama_stack_provider_trl.common.job_spec import CHECKPOINTS_DIR, EVENTS_FILE, LOG_FILE, JobSpecBase
 
 # A disk with less free space than this cannot take even a training process's log lines and events: a job that
 # fails there failed because of it, whatever it managed to report.
@@ -20,6 +22,8 @@ _NO_SPACE = re.compile(r"No space left on device|Disk quota exceeded|os error 28
 _ADAM_STATE_BYTES = 8  # two fp32 moments per trained parameter
 _TRAINER_STATE_BYTES = 64 << 10  # an epoch checkpoint's scheduler, RNG and trainer state, training arguments
 _NOT_LORA_TARGETS = ("embed_tokens", "lm_head", "wte", "wpe", "embed_out")  # peft's all-linear leaves them out
+_LOG_BYTES = 256 << 10  # a job's log before its first step: imports, warnings, the model and data loaded
+_LOGGED_STEP_BYTES = 2 << 10  # each logged step: its metrics event, progress lines in the log, a tracker's record
 
 
 _UNITS = ("B", "KiB", "MiB", "GiB", "TiB")
@@ -81,7 +85,7 @@ class CheckpointEstimate:
         )
 
 
-def estimate_checkpoints(spec: DPOJobSpec) -> CheckpointEstimate | None:
+def estimate_checkpoints(spec: JobSpecBase) -> CheckpointEstimate | None:
     """What ``spec``'s checkpoints will take on disk; None when its model's files are not a local directory with
     safetensors weights (a Hub id, or .bin weights), so nothing can be said before it runs."""
     model_dir = Path(spec.model)
@@ -113,6 +117,80 @@ def estimate_checkpoints(spec: DPOJobSpec) -> CheckpointEstimate | None:
         epoch_checkpoint_bytes=saved + optimizer + side_files + _TRAINER_STATE_BYTES,
         final_bytes=final + side_files,
     )
+
+
+@dataclass(frozen=True)
+class RoomNeeded:
+    """What accepting a job takes on its disk: its own files to come, and what the unfinished jobs accepted before
+    it (queued, paused, running) have still to write there."""
+
+    checkpoints: CheckpointEstimate | None  # None: its model's size is not known here (a Hub id)
+    data_bytes: int
+    log_bytes: int
+    others_bytes: int
+    others: int
+
+    @property
+    def total(self) -> int:
+        own = self.checkpoints.total if self.checkpoints else 0
+        return own + self.data_bytes + self.log_bytes + self.others_bytes
+
+    def describe(self) -> str:
+        parts = [f"checkpoints {self.checkpoints.describe()}" if self.checkpoints else "checkpoints not estimated"]
+        parts.append(f"its data {format_bytes(self.data_bytes)}, log and events {format_bytes(self.log_bytes)}")
+        if self.others:
+            plural = "s" if self.others > 1 else ""
+            parts.append(f"{format_bytes(self.others_bytes)} still to come from {self.others} unfinished job{plural}")
+        return "; ".join(parts)
+
+
+def room_needed(spec: JobSpecBase, data_bytes: int, unfinished: list[JobSpecBase]) -> RoomNeeded:
+    """What ``spec`` (whose rows take ``data_bytes`` as JSONL) needs on a disk that ``unfinished`` jobs share."""
+    others = [other for other in unfinished if other.job_uuid != spec.job_uuid]
+    return RoomNeeded(
+        checkpoints=estimate_checkpoints(spec),
+        data_bytes=data_bytes,
+        log_bytes=_log_bytes(spec),
+        others_bytes=sum(_still_to_write(other) for other in others),
+        others=len(others),
+    )
+
+
+def jsonl_bytes(rows: list[dict[str, object]]) -> int:
+    """The size of ``rows`` written one JSON object a line."""
+    return sum(len(json.dumps(row).encode()) + 1 for row in rows)
+
+
+def _log_bytes(spec: JobSpecBase) -> int:
+    per_epoch = math.ceil(spec.num_rows / (spec.batch_size * spec.gradient_accumulation_steps))
+    if spec.max_steps_per_epoch is not None:
+        per_epoch = min(per_epoch, spec.max_steps_per_epoch)
+    return _LOG_BYTES + math.ceil(spec.n_epochs * per_epoch / spec.logging_steps) * _LOGGED_STEP_BYTES
+
+
+def _still_to_write(spec: JobSpecBase) -> int:
+    """An unfinished job's checkpoints, log and events, less what its directory holds already."""
+    estimate = estimate_checkpoints(spec)
+    checkpoints = max((estimate.total if estimate else 0) - _bytes_under(spec.path / CHECKPOINTS_DIR), 0)
+    logs = max(_log_bytes(spec) - sum(_bytes_under(spec.path / name) for name in (LOG_FILE, EVENTS_FILE)), 0)
+    return checkpoints + logs
+
+
+def _bytes_under(path: Path) -> int:
+    """The size of a file, or of every file under a directory; 0 for nothing there."""
+    if path.is_file():
+        try:
+            return path.stat().st_size
+        except OSError:
+            return 0
+    total = 0
+    for root, _, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(root, name)).st_size
+            except OSError:  # deleted meanwhile (Trainer rotating checkpoints)
+                continue
+    return total
 
 
 def _tensor_shapes(model_dir: Path) -> dict[str, list[int]] | None:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from llama_stack_provider_trl.engine.admission import Caller
-from llama_stack_provider_trl.engine.job_record import JobOwner, JobRecord
+from llama_stack_provider_trl.engine.job_record import JobOwner, JobRecord, same_user
 from llama_stack_provider_trl.engine.jobs import JobManager, JobNotFound
 
 # The frameworks' Action enums are StrEnums: these strings are their members' values.
@@ -84,16 +84,10 @@ class JobAccess:
                 return False
 
         def queued_jobs() -> int:
-            return sum(r.status == "scheduled" and _same_user(r.owner, owner) for r in jobs.list())
+            return sum(r.status == "scheduled" and same_user(r.owner, owner) for r in jobs.list())
 
         return Caller(may_read_job=may_read_job, queued_jobs=queued_jobs)
 
     def _resource(self, job_uuid: str, owner: JobOwner | None) -> TrainingJobResource:
         as_user = None if owner is None else self.control.as_user(owner)
         return TrainingJobResource(identifier=job_uuid, owner=as_user, type=self.control.resource_type)
-
-
-def _same_user(a: JobOwner | None, b: JobOwner | None) -> bool:
-    if a is None or b is None:
-        return a is b
-    return (a.principal, a.tenant_id) == (b.principal, b.tenant_id)

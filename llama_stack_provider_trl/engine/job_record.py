@@ -53,6 +53,13 @@ class JobOwner(BaseModel):
     tenant_id: str | None = None
 
 
+def same_user(a: JobOwner | None, b: JobOwner | None) -> bool:
+    """Whether two jobs' owners are one user (jobs without owners all belong to one: nobody authenticated)."""
+    if a is None or b is None:
+        return a is b
+    return (a.principal, a.tenant_id) == (b.principal, b.tenant_id)
+
+
 class JobRecord(BaseModel):
     """Everything the API reports about a job. Plain data: it can be copied, stored and served."""
 
@@ -81,6 +88,7 @@ class JobRecord(BaseModel):
     attempts: int = Field(default=0, description="Times a training process was launched for this job.")
     resume: bool = Field(default=False, description="The next launch resumes from the last Trainer checkpoint.")
     note: str | None = Field(default=None, description="Why a job was requeued or resumed.")
+    waiting: str | None = Field(default=None, description="Why a queued job waits though a slot is free.")
     warm_start: bool = Field(default=False, description="Its last launch went to a standby process (imports done).")
     events_offset: int = Field(default=0, description="Bytes of the job's events.jsonl already applied here.")
     rate_since: tuple[float, int] | None = Field(

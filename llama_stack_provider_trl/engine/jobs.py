@@ -35,7 +35,14 @@ from llama_stack_provider_trl.engine.cpu_threads import thread_environment
 from llama_stack_provider_trl.engine.curves import CurvesPainter
 from llama_stack_provider_trl.engine.disk_space import explain_full_disk
 from llama_stack_provider_trl.engine.job_environment import job_environment
-from llama_stack_provider_trl.engine.job_record import FINAL_STATES, JobOwner, JobRecord, JobState, apply_event
+from llama_stack_provider_trl.engine.job_record import (
+    FINAL_STATES,
+    JobOwner,
+    JobRecord,
+    JobState,
+    apply_event,
+    same_user,
+)
 from llama_stack_provider_trl.engine.job_store import JobStore
 from llama_stack_provider_trl.engine.launch import launch_command
 from llama_stack_provider_trl.engine.log_tail import tail_lines
@@ -109,9 +116,15 @@ class JobManager:
         poll_interval_s: float = 0.2,
         curves: CurvesPainter | None = None,
         job_environment: Sequence[str] = (),
+        max_running_per_user: int | None = None,
+        unowned_jobs_owner: JobOwner | None = None,
     ) -> None:
+        """``max_running_per_user``: jobs of one user training at once (None: any); a user's later jobs wait queued.
+        ``unowned_jobs_owner``: given at start to every stored job without an owner (recorded before authentication)."""
         self._max_concurrent = max_concurrent_jobs
         self._job_environment = tuple(job_environment)  # the server's variables the operator passes to jobs
+        self._max_per_user = max_running_per_user
+        self._unowned_owner = unowned_jobs_owner
         self._grace_s = cancel_grace_period_s
         self._store = store
         self._resume = resume_interrupted_jobs
@@ -272,6 +285,10 @@ class JobManager:
             except ValueError:
                 logger.exception("skipping a job record that no longer parses")
                 continue
+            if record.owner is None and self._unowned_owner is not None:
+                record.owner = self._unowned_owner
+                self._persist(record)
+                logger.info("job %s now belongs to %s (unowned_jobs_owner)", record.job_uuid, record.owner.principal)
             self._jobs[record.job_uuid] = record
             if record.status == "in_progress":
                 self._recover_interrupted(record)
@@ -325,9 +342,33 @@ class JobManager:
                 self._on_exit(job_uuid)
             elif self._grace_expired(running):
                 self._signal(job_uuid, signal.SIGKILL)
-        while self._queue and len(self._running) < self._max_concurrent and not self._stopping:
-            self._launch(self._jobs[self._queue.popleft()])
+        for job_uuid in list(self._queue):  # in submission order, past jobs whose user runs enough already
+            if len(self._running) >= self._max_concurrent or self._stopping:
+                break
+            record = self._jobs[job_uuid]
+            waiting = self._over_user_share(record)
+            if waiting is None:
+                self._queue.remove(job_uuid)
+                record.waiting = None
+                self._launch(record)
+            elif record.waiting != waiting:
+                record.waiting = waiting
+                self._persist(record)
         self._keep_standby()
+
+    def _over_user_share(self, record: JobRecord) -> str | None:
+        """Why ``record`` may not start now though a slot is free: its user's running jobs; None: it may."""
+        if self._max_per_user is None:
+            return None
+        running = sum(same_user(self._jobs[job].owner, record.owner) for job in self._running)
+        if running < self._max_per_user:
+            return None
+        who = f"user {record.owner.principal}" if record.owner else "the unauthenticated user"
+        jobs = f"{running} job running" if running == 1 else f"{running} jobs running"
+        return (
+            f"{who} has {jobs}, the most max_running_jobs_per_user lets one user run at once; this job starts "
+            "when one of them ends"
+        )
 
     def _module_for(self, algorithm: str) -> str:
         return self._recipe_module or RECIPE_MODULES[algorithm]

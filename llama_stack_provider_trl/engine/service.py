@@ -10,6 +10,7 @@ from llama_stack_provider_trl.config import WARM_STANDBY_MIN_CPUS, TrlPostTraini
 from llama_stack_provider_trl.engine.cpu_threads import usable_cores
 from llama_stack_provider_trl.engine.curves import CurvesPainter
 from llama_stack_provider_trl.engine.devices import resolve_device
+from llama_stack_provider_trl.engine.job_record import JobOwner
 from llama_stack_provider_trl.engine.job_store import JobStore, StoreInUse
 from llama_stack_provider_trl.engine.jobs import JobManager
 
@@ -30,6 +31,8 @@ def open_job_manager(config: TrlPostTrainingConfig) -> JobManager:
         resume_interrupted_jobs=config.resume_interrupted_jobs,
         curves=CurvesPainter(),
         job_environment=config.job_environment,
+        max_running_per_user=config.max_running_jobs_per_user,
+        unowned_jobs_owner=JobOwner(principal=config.unowned_jobs_owner) if config.unowned_jobs_owner else None,
     )
 
 
