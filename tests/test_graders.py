@@ -252,3 +252,34 @@ def test_the_reward_function_reads_the_items_fields_from_columns_without_an_item
     assert reward(prompts=["q", "q"], completions=["4", "3"], answer=["4", "4"], trainer_state=None) == [1.0, 0.0]
     broken = reward(prompts=["q"], completions=["4"], other=["4"])
     assert broken == [0.0] and reward.last_metrics()["grader/errors/invalid_variable_error"] == 1.0
+
+
+def test_a_python_grader_that_kills_its_process_flags_that_sample_and_a_new_worker_grades_the_rest() -> None:
+    source = (
+        "import os, signal\n"
+        "def grade(sample, item):\n"
+        "    if sample['output_text'] == 'die':\n        os.kill(os.getpid(), signal.SIGKILL)\n"
+        "    return os.getpid()\n"
+    )
+    grader = compile_grader({"type": "python", "name": "p", "source": source}, GraderSettings(python_workers=1))
+    results = grader.grade_batch(["ok", "die", "ok"], [{}] * 3)
+    assert results[1].reward == 0.0 and results[1].errors.flags == {"python_grader_runtime_error"}
+    assert "SIGKILL" in results[1].to_openai()["metadata"]["errors"]["python_grader_runtime_error_details"]
+    assert results[0].reward != results[2].reward  # the second answer came from a new process
+    assert results[0].errors.flags == results[2].errors.flags == set()
+
+
+def test_a_python_grader_over_its_cpu_time_is_stopped_by_the_cpu_limit() -> None:
+    source = "def grade(sample, item):\n    while True:\n        pass\n"
+    settings = GraderSettings(python_cpu_s=1, python_timeout_s=60)
+    result = compile_grader({"type": "python", "name": "spin", "source": source}, settings).grade("x")
+    assert (result.reward, result.errors.flags) == (0.0, {"python_grader_runtime_error"})
+    assert "CPU time limit" in result.to_openai()["metadata"]["errors"]["python_grader_runtime_error_details"]
+
+
+def test_a_python_grader_whose_module_fails_to_load_flags_every_sample_with_the_traceback() -> None:
+    source = "import no_such_module_here\ndef grade(sample, item):\n    return 1\n"
+    results = compile_grader({"type": "python", "name": "p", "source": source}).grade_batch(["a", "b"], [{}, {}])
+    for result in results:
+        assert (result.reward, result.errors.flags) == (0.0, {"python_grader_runtime_error"})
+        assert "no_such_module_here" in result.to_openai()["metadata"]["errors"]["python_grader_runtime_error_details"]

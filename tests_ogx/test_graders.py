@@ -135,6 +135,7 @@ def test_validate_echoes_each_grader_type(graders: Any) -> None:
     for grader in (check("like", "%4%"), similarity, python("def grade(s, i):\n    return 1\n"), SCORE, MULTI):
         answer = graders.with_raw_response.validate(grader=grader).http_response.json()
         assert answer == {"grader": grader}
+    assert graders.validate(grader=MULTI).grader.type == "multi"  # the SDK's own parse of the answer
 
 
 def test_string_check_runs_each_operation(graders: Any) -> None:
