@@ -3,11 +3,14 @@ client raises BadRequestError, NotFoundError or ConflictError carrying ``param``
 Every call shares one keep-alive connection, so an error that dropped it would fail the next call."""
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 import openai
 import pytest
+
+from llama_stack_provider_trl.demo.stack_server import StackServer
 
 from helpers import dpo, openai_preferences, upload, wait_for
 
@@ -180,3 +183,21 @@ def test_unknown_jobs_are_404_and_finished_jobs_refuse_cancel_pause_and_resume_w
     with pytest.raises(openai.ConflictError) as resume:
         client.fine_tuning.jobs.resume(job.id)
     assert "only a paused job resumes" in resume.value.message
+
+
+def test_a_server_fault_is_a_500_naming_an_id_the_servers_log_holds_and_nothing_internal(
+    client: openai.OpenAI, server: StackServer, tiny_model: Path, preference_rows: list[dict[str, str]]
+) -> None:
+    file_id = upload(client, openai_preferences(preference_rows))
+    [stored] = (Path(server.env["TRL_OGX_DIR"]) / "files").rglob(f"{file_id}*")
+    stored.unlink()
+    stored.mkdir()  # the Files API's storage broken under the server: reading the file raises IsADirectoryError
+
+    with pytest.raises(openai.InternalServerError) as error:
+        client.fine_tuning.jobs.create(model=str(tiny_model), training_file=file_id, method=dpo())
+
+    message = error.value.message
+    [error_id] = re.findall(r"internal error (\w+): ", message)
+    assert str(stored) not in message and "IsADirectoryError" not in message and "Errno" not in message
+    log = server.log_path.read_text()
+    assert f"internal error {error_id}" in log and "IsADirectoryError" in log  # the operator finds it by its id

@@ -24,6 +24,7 @@ from ogx_api import Api, InlineProviderSpec, ProviderSpec
 from pydantic import BaseModel, ConfigDict, Field
 
 from llama_stack_provider_trl.engine.errors import RequestError
+from llama_stack_provider_trl.engine.internal_errors import report_internal_error
 from llama_stack_provider_trl.graders import GraderSettings
 from llama_stack_provider_trl.ogx.graders import RunGraderRequest, graders_router
 
@@ -203,9 +204,8 @@ def error_response(exc: Exception) -> JSONResponse:
         exc = _validation_error(exc)
     elif isinstance(exc, AccessDeniedError):  # OGX's access policy refused the action
         exc = OpenAIError(HTTPStatus.FORBIDDEN, str(exc))
-    elif not isinstance(exc, OpenAIError):
-        logger.exception("fine_tuning: unexpected error", exc_info=exc)
-        exc = OpenAIError(HTTPStatus.INTERNAL_SERVER_ERROR, f"internal error: {type(exc).__name__}: {exc}", code="")
+    elif not isinstance(exc, OpenAIError):  # nothing internal for the caller; the log has it under an id
+        exc = OpenAIError(HTTPStatus.INTERNAL_SERVER_ERROR, report_internal_error(exc, "answer this request"), code="")
     kind = "server_error" if exc.status >= 500 else "invalid_request_error"
     body = {"message": str(exc), "type": kind, "param": exc.param, "code": exc.code or None}
     return JSONResponse({"error": body}, status_code=exc.status)
