@@ -3,6 +3,9 @@ naming its field, the multi formula, the python sandbox's warm pool, the reward 
 
 import json
 import os
+import subprocess
+import sys
+import time
 from typing import Any
 
 import pytest
@@ -283,3 +286,31 @@ def test_a_python_grader_whose_module_fails_to_load_flags_every_sample_with_the_
     for result in results:
         assert (result.reward, result.errors.flags) == (0.0, {"python_grader_runtime_error"})
         assert "no_such_module_here" in result.to_openai()["metadata"]["errors"]["python_grader_runtime_error_details"]
+
+
+PARENT = """
+from llama_stack_provider_trl.graders import GraderSettings, compile_grader
+source = "import os, time\\ndef grade(sample, item):\\n    time.sleep(600 * len(sample['output_text']))\\n"
+source += "    return os.getpid()"
+settings = GraderSettings(python_workers=1, python_timeout_s=600)
+grader = compile_grader({"type": "python", "name": "p", "source": source}, settings)
+print(int(grader.grade("").reward), flush=True)
+grader.grade("wait")
+"""
+
+
+def test_python_grader_workers_end_with_the_process_that_started_them() -> None:
+    parent = subprocess.Popen([sys.executable, "-c", PARENT], stdout=subprocess.PIPE, text=True)
+    assert parent.stdout is not None
+    worker = int(parent.stdout.readline())
+    os.kill(worker, 0)  # alive, grading the sample that waits
+    parent.kill()
+    parent.wait()
+    for _ in range(100):
+        try:
+            os.kill(worker, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    with pytest.raises(ProcessLookupError):
+        os.kill(worker, 0)

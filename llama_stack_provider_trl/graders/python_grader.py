@@ -33,7 +33,7 @@ from llama_stack_provider_trl.graders.templates import Sample
 
 logger = logging.getLogger(__name__)
 
-WORKER_SOURCE = (Path(__file__).parent / "sandbox_worker.py").read_text()
+WORKER_SCRIPT = Path(__file__).parent / "sandbox_worker.py"
 MAX_SOURCE_CHARS = 256_000
 # Variables the worker starts with: none of the server's; one thread per numeric library.
 WORKER_ENVIRONMENT = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "LC_ALL": "C.UTF-8"}
@@ -67,9 +67,10 @@ class Worker:
             "memory_mb": settings.python_memory_mb,
             "cpu_s": settings.python_cpu_s,
             "cpu_lifetime_s": int(max(60, settings.python_cpu_s * 50)),
+            "parent": os.getpid(),
         }
         self.process = subprocess.Popen(
-            [sys.executable, "-I", "-X", "utf8", "-c", WORKER_SOURCE, json.dumps(limits)],
+            [sys.executable, "-I", "-X", "utf8", str(WORKER_SCRIPT), json.dumps(limits)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,

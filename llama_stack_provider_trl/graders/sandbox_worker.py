@@ -1,7 +1,8 @@
-"""The python grader's worker process: this file's source runs as ``python -I -c`` (it imports nothing of this
+"""The python grader's worker process: ``python -I sandbox_worker.py LIMITS`` (it imports nothing of this
 package). It leaves the network (a new user and network namespace, or a network namespace as root), limits its
 address space and CPU time, keeps its protocol pipes on private descriptors (the caller's prints go nowhere),
-loads the caller's source once, then grades batches: one JSON line in, one JSON line out per sample.
+ends with its parent, loads the caller's source once, then grades batches: one JSON line in, one JSON line out
+per sample.
 
 Its first line out: ``{"ready": true, "network": "isolated" | "shared: <why>", "load_error": ...}``.
 """
@@ -10,7 +11,9 @@ import json
 import math
 import os
 import resource
+import signal
 import sys
+import threading
 import time
 import traceback
 
@@ -29,6 +32,14 @@ def _leave_network() -> str:
     return f"shared: {'; '.join(errors)}"
 
 
+def _die_with_parent(parent: int) -> None:
+    """The worker, and whatever it started, ends once the process that started it is gone (killed or crashed):
+    it is in a session of its own, so a signal to its parent's process group misses it."""
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os.killpg(0, signal.SIGKILL)
+
+
 def _cpu_limit(seconds: float, lifetime: int) -> None:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     used = usage.ru_utime + usage.ru_stime
@@ -45,6 +56,7 @@ def _reward(value: object) -> float:
 
 def main() -> None:
     limits = json.loads(sys.argv[1])
+    threading.Thread(target=_die_with_parent, args=(int(limits["parent"]),), daemon=True).start()
     network = _leave_network()
     memory = int(limits["memory_mb"]) * 1024 * 1024
     resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
