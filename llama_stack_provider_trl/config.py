@@ -221,6 +221,13 @@ class TrlPostTrainingConfig(BaseModel):
         "between them. auto: one per visible GPU (1 without a GPU).",
         json_schema_extra=PER_JOB,
     )
+    max_num_processes: int | None = Field(
+        default=None,
+        ge=1,
+        description="Most training processes (ranks, Ray workers) one job may start; a job asking for more is refused "
+        "(HTTP 400). Locally a job is also held to the visible GPUs (CUDA) or usable cores (CPU), on Ray to the "
+        "cluster's workers. null: only those limits.",
+    )
     distributed_strategy: Literal["ddp", "fsdp2", "auto"] = Field(
         default="auto",
         description="With several processes: ddp (every process holds the whole model, gradients are averaged) or "

@@ -452,3 +452,20 @@ def test_a_paused_two_process_job_stops_both_ranks_at_one_step_and_resumes_to_th
         assert (done.step, done.attempts) == (3, 2)
     finally:
         jobs.shutdown()
+
+
+@pytest.mark.slow
+def test_a_ray_job_asking_for_more_workers_than_the_cluster_has_fails_saying_so_instead_of_waiting(
+    ray_client: LlamaStackClient, tiny_model: Path, preference_rows: list[dict[str, str]]
+) -> None:
+    job_uuid = unique("ray-too-many")
+    request = equivalence_request(job_uuid, tiny_model, register_rows(ray_client, preference_rows), 4)
+
+    ray_client.alpha.post_training.preference_optimize(**request)
+    status = wait_final(ray_client, job_uuid, timeout_s=300)
+
+    assert status.status == "failed"
+    assert status.resources_allocated["error"].startswith("num_processes 4: the Ray cluster at 127.0.0.1:"), (
+        status.resources_allocated["error"]
+    )
+    assert "has 2 CPUs, one for each worker; ask for at most 2 processes" in status.resources_allocated["error"]

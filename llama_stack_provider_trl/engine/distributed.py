@@ -1,11 +1,14 @@
 """How many processes train one job, with which strategy, and which combinations a strategy refuses.
 
-Decided at request time, so a job that cannot run is a 400 naming the field, not a failed launch. The processes
-themselves are started by accelerate (engine/launch.py); this module only reads the machine and the model files.
+Decided at request time, so a job that cannot run is a 400 naming the field, not a failed launch: no more processes
+than the machine has GPUs (CUDA) or usable cores (CPU), nor than the operator's max_num_processes. The processes
+themselves are started by accelerate (engine/launch.py); this module only reads the machine and the model files. On
+Ray the cluster's size is the Ray driver's to check, at launch (recipes/ray_launch.py).
 """
 
 from llama_stack_provider_trl.common.job_spec import DistributedStrategy, LoraSpec
 from llama_stack_provider_trl.config import TrlPostTrainingConfig
+from llama_stack_provider_trl.engine.cpu_threads import usable_cores
 from llama_stack_provider_trl.engine.devices import cuda_device_count, cuda_total_memory
 from llama_stack_provider_trl.engine.errors import RequestError
 from llama_stack_provider_trl.engine.job_request import Given
@@ -22,13 +25,15 @@ def resolve_num_processes(config: TrlPostTrainingConfig, device: str, batch: Giv
     ``config`` has the job's overrides applied; ``overrides`` is the caller's name for them."""
     field = f"{overrides}.num_processes"
     requested = config.num_processes
-    if config.executor == "ray":
+    if config.executor == "ray":  # the cluster's size is known to the job's Ray driver, which checks it at launch
         if requested == "auto":
             raise RequestError(field, "executor ray: give the number of Ray workers as an integer")
+        _check_operator_cap(field, requested, config.max_num_processes)
         return _split(batch, requested)
     if requested == "auto":
         requested = cuda_device_count() if device == "cuda" else 1
         requested = max(requested, 1)
+    _check_operator_cap(field, requested, config.max_num_processes)
     if requested == 1:
         return 1
     if device == "mps":
@@ -41,7 +46,19 @@ def resolve_num_processes(config: TrlPostTrainingConfig, device: str, batch: Giv
         )
     if device == "cuda" and requested > cuda_device_count():
         raise RequestError(field, f"{requested} processes need {requested} GPUs; {cuda_device_count()} are visible")
+    if device == "cpu" and requested > usable_cores():
+        raise RequestError(
+            field,
+            f"{requested} CPU processes on a server with {usable_cores()} usable cores; give at most {usable_cores()}",
+        )
     return _split(batch, requested)
+
+
+def _check_operator_cap(field: str, requested: int, cap: int | None) -> None:
+    if cap is not None and requested > cap:
+        raise RequestError(
+            field, f"{requested} processes; this server starts at most {cap} for one job (max_num_processes)"
+        )
 
 
 def _split(batch: Given[int], processes: int) -> int:

@@ -57,6 +57,17 @@ def _cause(error: TrainingFailedError) -> tuple[int | None, str]:
     return rank, f"Ray worker rank {rank} failed: {lines[0] if died else lines[-1]}"
 
 
+def _too_few_workers(address: str, workers: int, resource: str) -> str | None:
+    """Why the cluster cannot place ``workers`` workers of one ``resource`` each, or None when it can."""
+    total = int(ray.cluster_resources().get(resource, 0))
+    if workers <= total:
+        return None
+    return (
+        f"num_processes {workers}: the Ray cluster at {address} has {total} {resource}s, one for each worker; ask for "
+        f"at most {total} processes, or add nodes to the cluster"
+    )
+
+
 def main(argv: list[str]) -> int:
     die_with_parent()
     arguments = launcher_arguments(argv, "RAY_ADDRESS")
@@ -68,6 +79,11 @@ def main(argv: list[str]) -> int:
     events_path = Path(job_dir) / EVENTS_FILE
     events_before = events_size(events_path)
     ray.init(address=address, log_to_driver=True)  # the workers' output lands in the job's log
+    too_few = _too_few_workers(address, spec.num_processes, "GPU" if on_gpu else "CPU")
+    if too_few is not None:  # Ray would wait for the resources forever
+        report_rank_failure(events_path, events_before, None, too_few)
+        ray.shutdown()
+        return 1
     trainer = TorchTrainer(
         _run_recipe,
         train_loop_config={"recipe": recipe_module, "job_dir": job_dir, "args": recipe_args},
