@@ -21,10 +21,12 @@ from transformers import AutoModelForCausalLM
 
 from llama_stack_provider_trl.common.checkpoints import last_trainer_checkpoint
 from llama_stack_provider_trl.common.job_spec import PAUSE_REQUEST_FILE, TENSORBOARD_DIR, LoraSpec
+from llama_stack_provider_trl.config import TrlPostTrainingConfig
 from llama_stack_provider_trl.demo.stack_server import free_port
 from llama_stack_provider_trl.engine.cpu_threads import threads_per_process, usable_cores
-from llama_stack_provider_trl.engine.distributed import check_strategy_combination
+from llama_stack_provider_trl.engine.distributed import check_strategy_combination, resolve_num_processes
 from llama_stack_provider_trl.engine.errors import RequestError
+from llama_stack_provider_trl.engine.job_request import Given
 from llama_stack_provider_trl.engine.jobs import JobManager
 from llama_stack_provider_trl.engine.launch import (
     ACCELERATE_CONFIG_FILE,
@@ -46,6 +48,7 @@ from helpers import (
 )
 from job_fixtures import client_for, kill_server, poll, server_for, session_members
 
+CORES = usable_cores()
 TRL_ACCELERATE_CONFIGS = Path(__import__("trl").__file__).parent / "accelerate_configs"
 
 
@@ -268,6 +271,25 @@ def test_a_batch_that_does_not_split_over_the_processes_is_refused_naming_the_ba
     )
     with pytest.raises(BadRequestError, match=r"data_config\.batch_size.*multiple of 2"):
         client.alpha.post_training.preference_optimize(**request)
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ({"num_processes": CORES + 1}, f"{CORES + 1} CPU processes on a server with {CORES} usable cores"),
+        ({"num_processes": 2, "max_num_processes": 1}, r"2 processes; this server starts at most 1 for one job \(max_"),
+        (  # Ray: the operator's cap holds at request time, the cluster's size at launch
+            {"num_processes": 65536, "max_num_processes": 8, "executor": "ray", "ray_address": "h:1", "device": "cpu"},
+            r"65536 processes; this server starts at most 8 for one job \(max_num_processes\)",
+        ),
+    ],
+)
+def test_more_processes_than_the_cores_or_the_operators_cap_are_refused_naming_num_processes(
+    config: dict[str, Any], message: str
+) -> None:
+    batch = Given(config["num_processes"] * 2, "data_config.batch_size")  # splits evenly: only the count is wrong
+    with pytest.raises(RequestError, match=rf"^hyperparam_search_config\.num_processes: {message}"):
+        resolve_num_processes(TrlPostTrainingConfig(**config), "cpu", batch, "hyperparam_search_config")
 
 
 def test_fsdp2_on_a_cpu_server_is_refused_at_request_time(
