@@ -38,15 +38,20 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory, preference_rows: list[d
 
 
 def ogx_server(
-    home: Path, auth: dict[str, Any] | None = None, env: dict[str, str] | None = None, **trl_config: Any
+    home: Path,
+    auth: dict[str, Any] | None = None,
+    env: dict[str, str] | None = None,
+    serving: dict[str, Any] | None = None,
+    **trl_config: Any,
 ) -> StackServer:
     """`ogx run ogx-run.yaml` of this venv, its state under ``home`` (again: a restarted server); ``auth``: its
-    ``server.auth`` section, ``env``: variables added to its environment, ``trl_config``: provider config fields
-    set over the file's."""
+    ``server.auth`` section, ``env``: variables added to its environment, ``serving``: serving provider config
+    fields, ``trl_config``: fine-tuning provider config fields, each set over the file's."""
     config_path = OGX_RUN_YAML
-    if auth is not None or trl_config:
+    if auth is not None or trl_config or serving:
         config = yaml.safe_load(OGX_RUN_YAML.read_text())
         config["providers"]["fine_tuning"][0]["config"].update(trl_config)
+        config["providers"]["inference"][0]["config"].update(serving or {})
         if auth is not None:
             config["server"]["auth"] = auth
         home.mkdir(parents=True, exist_ok=True)

@@ -6,12 +6,12 @@ import sys
 
 TRAINING_LIBRARIES = ("torch", "transformers", "trl", "peft", "datasets")
 LLAMA_STACK = ("llama_stack", "llama_stack_api", "llama_stack_client")
-# What `ogx run ogx-run.yaml` imports from us: the API module, the provider, the engine, the graders, the shared
-# code.
+# What `ogx run ogx-run.yaml` imports from us: the API module, the providers (fine-tuning, serving), the engine, the
+# graders, the shared code. The models served run in the generation process (generation/), which does load torch.
 OGX_SIDE = """
 import importlib, json, pkgutil, sys
-from llama_stack_provider_trl import common, engine, graders, ogx
-for room in (ogx, engine, common, graders):
+from llama_stack_provider_trl import common, engine, graders, ogx, serving
+for room in (ogx, serving, engine, common, graders):
     for module in pkgutil.iter_modules(room.__path__, room.__name__ + "."):
         importlib.import_module(module.name)
 print(json.dumps(sorted(m for m in %r if m in sys.modules)))
@@ -36,6 +36,20 @@ def test_the_ogx_face_imports_neither_llama_stack_nor_the_training_libraries() -
     loaded = _loaded(OGX_SIDE, (*LLAMA_STACK, *TRAINING_LIBRARIES, "ogx_api"))
 
     assert loaded == ["ogx_api"]  # it does see what it imports
+
+
+def test_the_generation_process_does_load_torch_and_peft() -> None:
+    """The same check sees the libraries where the served models run: it does not pass by looking away."""
+    loaded = _loaded(GENERATION_SIDE, TRAINING_LIBRARIES)
+
+    assert {"torch", "transformers", "peft"} <= set(loaded)
+
+
+GENERATION_SIDE = """
+import json, sys
+import llama_stack_provider_trl.generation.worker
+print(json.dumps(sorted(m for m in %r if m in sys.modules)))
+"""
 
 
 def test_the_cli_on_ogx_imports_openai_and_neither_llama_stack_client_nor_the_server() -> None:

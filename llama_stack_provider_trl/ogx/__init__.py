@@ -17,6 +17,6 @@ async def get_provider_impl(config: TrlPostTrainingConfig, deps: dict[Any, Any],
 
     from llama_stack_provider_trl.ogx.fine_tuning import TrlFineTuningImpl
 
-    impl = TrlFineTuningImpl(config, deps[Api.files], policy)
+    impl = TrlFineTuningImpl(config, deps[Api.files], policy, deps.get(Api.models))
     await impl.initialize()
     return impl

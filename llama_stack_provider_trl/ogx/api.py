@@ -278,6 +278,8 @@ class FineTuning(Protocol):
         self, job_id: str, after: str | None, limit: int
     ) -> FineTuningJobCheckpointList: ...
 
+    async def delete_fine_tuned_model(self, model: str) -> dict[str, Any]: ...
+
 
 def available_providers() -> list[ProviderSpec]:
     return [
@@ -288,6 +290,7 @@ def available_providers() -> list[ProviderSpec]:
             module="llama_stack_provider_trl.ogx",
             config_class="llama_stack_provider_trl.config.TrlPostTrainingConfig",
             api_dependencies=[Api.files],
+            optional_api_dependencies=[Api.models],  # with an inference API: succeeded jobs' models are served
             description="OpenAI-compatible fine-tuning (DPO) with Hugging Face TRL, one OS process per job.",
         )
     ]
@@ -303,7 +306,27 @@ def _metadata_filter(request: Request) -> dict[str, str] | None:
     return found or None
 
 
+class DeletedModel(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    deleted: bool
+
+
 def create_router(impl: FineTuning) -> APIRouter:
+    root = APIRouter()
+    root.include_router(_jobs_router(impl))
+    # OpenAI's "delete a fine-tuned model", which OGX's models API lacks (it only lists and reads)
+    models = APIRouter(prefix="/v1/models", tags=["Models"], route_class=OpenAIErrorRoute)
+
+    @models.delete("/{model:path}", response_model=DeletedModel)
+    async def delete_model(model: str) -> DeletedModel:
+        return DeletedModel.model_validate(await impl.delete_fine_tuned_model(model))
+
+    root.include_router(models)
+    return root
+
+
+def _jobs_router(impl: FineTuning) -> APIRouter:
     router = APIRouter(prefix="/v1/fine_tuning/jobs", tags=["Fine Tuning"], route_class=OpenAIErrorRoute)
 
     @router.post("", response_model=FineTuningJob)

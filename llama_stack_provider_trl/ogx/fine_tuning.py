@@ -73,6 +73,7 @@ from llama_stack_provider_trl.ogx.api import (
     OpenAIError,
     SupervisedMethod,
 )
+from llama_stack_provider_trl.ogx.fine_tuned_models import FineTunedModels
 from llama_stack_provider_trl.ogx.job_access import acting_as, job_access
 from llama_stack_provider_trl.ogx.training_files import preference_rows, supervised_rows
 
@@ -124,13 +125,16 @@ class OpenAIJob(BaseModel):
     fine_tuned_model: str
     integrations: list[dict[str, Any]] = []
     result_files: list[str] = []
+    model_registered: bool = False  # fine_tuned_model entered OGX's models table (once: a deleted one stays deleted)
 
     def write(self, job_dir: Path) -> None:
         (job_dir / OPENAI_JOB_FILE).write_text(self.model_dump_json(indent=2))
 
 
 class TrlFineTuningImpl:
-    def __init__(self, config: TrlPostTrainingConfig, files: Files, policy: list[AccessRule] | None = None) -> None:
+    def __init__(
+        self, config: TrlPostTrainingConfig, files: Files, policy: list[AccessRule] | None = None, models: Any = None
+    ) -> None:
         self.config = config
         self.files = files
         self.access = job_access(policy or [])
@@ -140,6 +144,10 @@ class TrlFineTuningImpl:
         self._openai: dict[str, OpenAIJob] = {}
         self._results_lock = asyncio.Lock()
         self._history = EventHistory()  # each job's events.jsonl parsed once: a later read takes the new lines
+        # with OGX's models table (an inference API in ogx-run.yaml), succeeded jobs' models are served
+        self.fine_tuned_models = (
+            None if models is None else FineTunedModels(models, self.jobs, self._openai, final_checkpoint)
+        )
 
     async def initialize(self) -> None:
         self.device = start_job_manager(self.jobs, self.config, self.output_root)
@@ -150,8 +158,12 @@ class TrlFineTuningImpl:
                     self._openai[record.job_uuid] = OpenAIJob.model_validate_json(path.read_text())
                 except (OSError, ValueError):
                     logger.exception("fine_tuning: skipping job %s, its %s does not load", record.job_uuid, path)
+        if self.fine_tuned_models is not None:
+            self.fine_tuned_models.start()
 
     async def shutdown(self) -> None:
+        if self.fine_tuned_models is not None:
+            await self.fine_tuned_models.stop()
         await asyncio.to_thread(self.jobs.shutdown)
 
     # -- create -----------------------------------------------------------------------------------------------------
@@ -278,6 +290,11 @@ class TrlFineTuningImpl:
             raise OpenAIError(HTTPStatus.CONFLICT, f"job '{job_id}' is {STATUS[exc.status]}; {allowed}") from exc
         return await self._job_object(job_id)
 
+    async def delete_fine_tuned_model(self, model: str) -> dict[str, Any]:
+        if self.fine_tuned_models is None:
+            raise OpenAIError(HTTPStatus.NOT_FOUND, f"no model '{model}': this server serves no models", param="model")
+        return await self.fine_tuned_models.delete(model)
+
     # -- helpers ----------------------------------------------------------------------------------------------------
     def _get(self, job_id: str) -> tuple[JobRecord, OpenAIJob]:
         """The job, if the caller may see it; a job it may not see is answered exactly as one that does not exist."""
@@ -304,6 +321,8 @@ class TrlFineTuningImpl:
         status = STATUS[record.status]
         if status == "succeeded" and not openai_job.result_files:
             await self._attach_results(record, openai_job)
+        if status == "succeeded" and not openai_job.model_registered and self.fine_tuned_models is not None:
+            await self.fine_tuned_models.register(record)  # callable once the caller sees it succeeded
         finished = record.status in FINAL_STATES and record.completed_at is not None
         return FineTuningJob(
             id=job_id,
@@ -366,9 +385,7 @@ class TrlFineTuningImpl:
                             f"'{name}' is what job {openai_job.id} trains, and that job is {STATUS[record.status]}; "
                             "use it once the job has succeeded",
                         )
-                    final = record.spec.path / CHECKPOINTS_DIR
-                    merged = final / "final-merged"
-                    return str(merged if merged.is_dir() else final / "final")
+                    return str(final_checkpoint(record))
                 for checkpoint in record.checkpoints:
                     if _checkpoint_name(openai_job, checkpoint.step, checkpoint.identifier) == name:
                         return checkpoint.path
@@ -544,6 +561,14 @@ def _fine_tuned_name(model: str, suffix: str | None, job_id: str) -> str:
     """OpenAI's ``ft:<base model>:<suffix>:<job>``; the base is a local model's directory name."""
     base = model.split(":")[1] if model.startswith("ft:") else Path(model.rstrip("/")).name or model
     return f"ft:{base}:{suffix or 'trl'}:{job_id}"
+
+
+def final_checkpoint(record: JobRecord) -> Path:
+    """The model a succeeded job's fine_tuned_model names: its merged model when it saved one, else its final
+    checkpoint (the model, or with LoRA the adapter)."""
+    final = record.spec.path / CHECKPOINTS_DIR
+    merged = final / "final-merged"
+    return merged if merged.is_dir() else final / "final"
 
 
 # -- the objects --------------------------------------------------------------------------------------------------

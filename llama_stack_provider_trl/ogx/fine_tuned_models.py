@@ -1,0 +1,139 @@
+"""A succeeded job's ``fine_tuned_model`` as a model of OGX's models table, served by this package's inference
+provider (serving/): ``client.models.list()`` and ``.retrieve`` show it, ``client.chat.completions.create`` calls
+it, ``client.models.delete`` removes it.
+
+The model is registered as the job's owner (OGX's models table records the creator as owner), so OGX's access policy
+decides who may read, call and delete it exactly as for the job: another user gets the 404 of an unknown model. It is
+registered once, when the job is first seen succeeded (a read of the job, or the loop that looks every few seconds);
+the job's openai_job.json records that, so a deleted model stays deleted and a restart registers nothing twice (OGX
+keeps its models table in the server's kvstore).
+"""
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from http import HTTPStatus
+from typing import Any
+
+from ogx.core.access_control.access_control import AccessDeniedError
+from ogx_api import ModelNotFoundError, ModelType, RegisterModelRequest, UnregisterModelRequest
+
+from llama_stack_provider_trl.engine.job_record import JobRecord
+from llama_stack_provider_trl.engine.jobs import JobNotFound
+from llama_stack_provider_trl.ogx.api import OpenAIError
+from llama_stack_provider_trl.ogx.job_access import acting_as
+from llama_stack_provider_trl.serving.checkpoints import model_files
+from llama_stack_provider_trl.serving.protocol import ModelFiles
+
+logger = logging.getLogger(__name__)
+
+REGISTER_EVERY_S = 2.0
+
+
+class FineTunedModels:
+    """Registration of fine-tuned models with OGX's models table (``models``: its ModelsRoutingTable)."""
+
+    def __init__(
+        self,
+        models: Any,
+        jobs: Any,
+        openai_jobs: dict[str, Any],
+        final_checkpoint: Callable[[JobRecord], Any],
+    ) -> None:
+        self.models = models
+        self.jobs = jobs  # the engine's JobManager
+        self.openai_jobs = openai_jobs  # job id -> OpenAIJob (fine_tuned_model, model_registered)
+        self.final_checkpoint = final_checkpoint
+        self.provider_id: str | None = None  # the serving provider's id in ogx-run.yaml
+        self._lock = asyncio.Lock()
+        self._loop: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Hand the serving provider our lookup of model files, and register what succeeded while we were away."""
+        for provider_id, impl in getattr(self.models, "impls_by_provider_id", {}).items():
+            if hasattr(impl, "add_model_source"):
+                impl.add_model_source(self.files)
+                self.provider_id = provider_id
+                break
+        if self.provider_id is None:
+            logger.info("fine_tuning: no inline::trl inference provider; fine-tuned models are not served")
+            return
+        self._loop = asyncio.create_task(self._register_forever())
+
+    async def stop(self) -> None:
+        if self._loop is not None:
+            self._loop.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop
+
+    def files(self, name: str) -> ModelFiles | None:
+        """A fine-tuned model's files (for the serving provider, which has checked the caller against the table)."""
+        for openai_job in self.openai_jobs.values():
+            if openai_job.fine_tuned_model == name:
+                try:
+                    record = self.jobs.get(openai_job.id)
+                except JobNotFound:
+                    return None
+                return model_files(self.final_checkpoint(record)) if record.status == "completed" else None
+        return None
+
+    async def _register_forever(self) -> None:
+        while True:
+            for openai_job in list(self.openai_jobs.values()):
+                if not openai_job.model_registered:
+                    with contextlib.suppress(JobNotFound):
+                        await self.register(self.jobs.get(openai_job.id))
+            await asyncio.sleep(REGISTER_EVERY_S)
+
+    async def register(self, record: JobRecord) -> None:
+        """Register a succeeded job's model, once, as its owner."""
+        openai_job = self.openai_jobs.get(record.job_uuid)
+        if self.provider_id is None or openai_job is None or record.status != "completed":
+            return
+        async with self._lock:
+            if openai_job.model_registered:
+                return
+            request = RegisterModelRequest(
+                model_id=openai_job.fine_tuned_model,
+                provider_model_id=openai_job.fine_tuned_model,
+                provider_id=self.provider_id,
+                model_type=ModelType.llm,
+                # _unprefixed_alias: OGX's own marker for a model listed under its name, not "<provider>/<name>"
+                metadata={
+                    "_unprefixed_alias": True,
+                    "fine_tuning_job": record.job_uuid,
+                    "base_model": openai_job.model,
+                },
+            )
+            try:
+                with acting_as(record.owner):
+                    await self.models.register_model(request)
+            except Exception:
+                logger.exception("fine_tuning: job %s: its model could not be registered for serving", record.job_uuid)
+                return
+            openai_job.model_registered = True
+            try:
+                openai_job.write(record.spec.path)
+            except OSError:
+                logger.exception("fine_tuning: job %s: cannot record that its model is registered", record.job_uuid)
+            logger.info("fine_tuning: %s serves as %s", record.job_uuid, openai_job.fine_tuned_model)
+
+    async def delete(self, model_id: str) -> dict[str, Any]:
+        """``client.models.delete``: a fine-tuned model leaves the models table and the serving provider. Only the
+        owner (OGX's policy: the ``delete`` action) deletes; a model the caller may not read is a 404."""
+        fine_tuned = any(job.fine_tuned_model == model_id for job in self.openai_jobs.values())
+        try:
+            if not fine_tuned:
+                await self.models.get_model(model_id)  # a model the caller may see, but not a fine-tuned one
+                raise OpenAIError(
+                    HTTPStatus.FORBIDDEN, f"'{model_id}' is not a fine-tuned model; only fine-tuned models are deleted"
+                )
+            await self.models.unregister_model(UnregisterModelRequest(model_id=model_id))
+        except ModelNotFoundError as exc:
+            raise OpenAIError(
+                HTTPStatus.NOT_FOUND, f"no model '{model_id}'; client.models.list() lists them", param="model"
+            ) from exc
+        except AccessDeniedError:
+            raise
+        return {"id": model_id, "object": "model", "deleted": True}
