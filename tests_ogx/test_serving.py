@@ -3,6 +3,9 @@ trained it (the inline::trl inference provider, serving/ and generation/), throu
 owned by the job's owner, deleted, kept across a restart. One server with two users and two tiny LoRA jobs (one
 saved as an adapter, one also merged) is shared by the file."""
 
+import os
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,6 +31,7 @@ USERS = {
 }
 QUESTION = [{"role": "user", "content": "What is 2 plus 3?"}]
 # A random tiny model's answer is mostly special tokens: vLLM's skip_special_tokens (an extra field) shows them
+CLI = Path(sys.executable).with_name("llama-stack-trl")
 GREEDY: dict[str, Any] = {"temperature": 0, "max_tokens": 12, "extra_body": {"skip_special_tokens": False}}
 
 
@@ -237,3 +241,30 @@ def test_a_deleted_model_is_404_and_a_restart_keeps_every_other_registration(
     assert after == before
     with pytest.raises(openai.NotFoundError):
         alice.chat.completions.create(model=deleted, messages=QUESTION, max_tokens=2)
+
+
+def test_the_cli_chats_with_a_fine_tuned_model(
+    serving_server: StackServer, alice: openai.OpenAI, models: dict[str, Any]
+) -> None:
+    name = models["adapter"]["name"]
+    expected = alice.chat.completions.create(model=name, messages=QUESTION, temperature=0, max_tokens=12)
+    command = [
+        str(CLI),
+        "--ogx",
+        "chat",
+        name,
+        "-m",
+        QUESTION[0]["content"],
+        "--temperature",
+        "0",
+        "--max-tokens",
+        "12",
+    ]
+    env = {**os.environ, "OGX_URL": f"{serving_server.base_url}/v1", "OPENAI_API_KEY": "alice-token"}
+    said = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert said.returncode == 0, said.stderr
+    assert said.stdout == f"{expected.choices[0].message.content}\n"
+
+    env["OPENAI_API_KEY"] = "bob-token"  # not bob's model: the server's 404, in words
+    refused = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert refused.returncode == 1 and "not found" in refused.stderr

@@ -1,4 +1,5 @@
-"""The `llama-stack-trl` command: jobs, status, watch, logs, cancel, pause, resume, artifacts, train, on a Llama
+"""The `llama-stack-trl` command: jobs, status, watch, logs, cancel, pause, resume, artifacts, train (and on OGX
+chat), on a Llama
 Stack 0.6.1 server (stack.py, llama-stack-client) or, with --ogx, an OGX server (openai_jobs.py, openai). Each
 server's module is imported only when used, so either client alone is enough for its server."""
 
@@ -18,7 +19,7 @@ from llama_stack_provider_trl.cli.display import INTERRUPTED, JobView, print_out
 SERVER_ERROR = 1  # the server refused, or could not be reached; argparse exits 2 on usage errors
 USAGE_ERROR = 2
 API_VARIABLE = "LLAMA_STACK_TRL_API"  # "openai": the server is OGX, as --ogx says
-OGX_ONLY = ("pause", "resume")
+OGX_ONLY = ("pause", "resume", "chat")
 
 
 class JobsServer(Protocol):
@@ -118,6 +119,12 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_argument("config", type=Path, metavar="CONFIG.yaml")
     sub.add_argument("--watch", action="store_true", help="then watch it, exiting with its outcome")
     sub.add_argument("--interval", type=float, default=1.0, help="seconds between status polls (default 1)")
+    sub = command("chat", _chat, "OGX: a conversation with a model (a job's fine_tuned_model), its answers streamed")
+    sub.add_argument("model", metavar="MODEL")
+    sub.add_argument("-m", "--message", action="append", help="say this and exit (again: the next turn)")
+    sub.add_argument("--system", help="a system message first")
+    sub.add_argument("--max-tokens", type=int, default=256, help="tokens an answer may take (default 256)")
+    sub.add_argument("--temperature", type=float, default=0.7, help="0: greedy (default 0.7)")
     return parser
 
 
@@ -181,6 +188,33 @@ def _artifacts(server: JobsServer, args: argparse.Namespace) -> int:
     for line in server.artifacts(args.job):
         print(line)
     return 0
+
+
+def _chat(server: JobsServer, args: argparse.Namespace) -> int:
+    """Turns from -m, else lines read from stdin until an empty line or end of input; each answer streamed."""
+    messages: list[dict[str, str]] = [{"role": "system", "content": args.system}] if args.system else []
+    scripted = args.message is not None
+    turns = iter(args.message) if scripted else _typed_lines()
+    for said in turns:
+        messages.append({"role": "user", "content": said})
+        answer = []
+        for text in server.chat(args.model, messages, args.max_tokens, args.temperature):  # type: ignore[attr-defined]
+            answer.append(text)
+            print(text, end="", flush=True)
+        print()
+        messages.append({"role": "assistant", "content": "".join(answer)})
+    return 0
+
+
+def _typed_lines() -> Any:
+    interactive = sys.stdin.isatty()
+    while True:
+        if interactive:
+            print("> ", end="", flush=True)
+        line = sys.stdin.readline()
+        if not line.strip():
+            return
+        yield line.strip()
 
 
 def _train(server: JobsServer, args: argparse.Namespace) -> int:

@@ -38,6 +38,19 @@ class OpenAIJobs:
             timeout=timeout_s,
         )
 
+    def chat(self, model: str, messages: list[dict[str, str]], max_tokens: int, temperature: float) -> Iterator[str]:
+        """A model's answer to the conversation, as its pieces arrive."""
+        stream = self.client.chat.completions.create(
+            model=model,
+            messages=messages,  # type: ignore[arg-type]
+            max_tokens=max_tokens,
+            temperature=temperature,
+            stream=True,
+        )
+        for chunk in stream:
+            if chunk.choices and chunk.choices[0].delta.content:
+                yield chunk.choices[0].delta.content
+
     def view(self, job_id: str) -> JobView:
         """The job and its progress: its events from the newest back to the newest metrics event."""
         job = self.client.fine_tuning.jobs.retrieve(job_id)

