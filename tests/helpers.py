@@ -14,11 +14,13 @@ from llama_stack_provider_trl.common.job_spec import (
     TENSORBOARD_DIR,
     TRAIN_DATA_FILE,
     DPOJobSpec,
+    GRPOJobSpec,
     SFTJobSpec,
     parse_job_spec,
 )
 from llama_stack_provider_trl.demo.requests import dpo_request
 from llama_stack_provider_trl.recipes.dpo_training_single_device import main as dpo_main
+from llama_stack_provider_trl.recipes.grpo_training_single_device import main as grpo_main
 from llama_stack_provider_trl.recipes.sft_training_single_device import main as sft_main
 
 __all__ = ["dpo_request"]
@@ -84,7 +86,7 @@ def write_job(
     eval_rows: list[dict[str, Any]] | None = None,
     algorithm: str = "dpo",
     **overrides: Any,
-) -> DPOJobSpec | SFTJobSpec:
+) -> DPOJobSpec | SFTJobSpec | GRPOJobSpec:
     """A job directory as the server leaves it for the recipe: rows and job.json (small CPU defaults)."""
     job_dir.mkdir(parents=True)
     (job_dir / TRAIN_DATA_FILE).write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -117,7 +119,7 @@ def write_job(
         "num_rows": len(rows),
         "num_eval_rows": len(eval_rows or []),
     }
-    if algorithm == "sft":
+    if algorithm in ("sft", "grpo"):
         for dpo_only in ("beta", "loss_types", "reference_strategy"):
             del fields[dpo_only]
     spec = parse_job_spec({**fields, "algorithm": algorithm, **overrides})
@@ -136,7 +138,7 @@ def run_recipe(
     """Run the algorithm's training recipe in this process on a job directory under ``tmp_path``; return its
     events."""
     job_dir = write_job(tmp_path / "job", model, rows, eval_rows, algorithm, **overrides).path
-    main = sft_main if algorithm == "sft" else dpo_main
+    main = {"sft": sft_main, "grpo": grpo_main}.get(algorithm, dpo_main)
     assert main(["recipe", str(job_dir)]) == 0, (job_dir / EVENTS_FILE).read_text()
     return [json.loads(line) for line in (job_dir / EVENTS_FILE).read_text().splitlines()]
 

@@ -61,6 +61,17 @@ class Resuming(_Event):
     checkpoint: str
 
 
+class RewardStats(BaseModel):
+    """A reinforcement step's rewards, from TRL's logged numbers: what the grader gave the sampled answers."""
+
+    mean: float
+    std: float | None = None  # over every answer of the step
+    sub_rewards: dict[str, float] = Field(default_factory=dict)  # each named sub-grader's mean (a multi grader's)
+    kl: float | None = None  # against the initial model, when a KL weight (beta) is set
+    completion_length: float | None = None  # mean tokens per sampled answer
+    clipped_ratio: float | None = None  # share of answers cut at max_completion_length
+
+
 class Metrics(_Event):
     """One logging step: TRL's logged numbers and the throughput measured so far."""
 
@@ -72,6 +83,7 @@ class Metrics(_Event):
     tokens_per_s: float | None = None
     mfu: float | None = None
     padding_share: float | None = None
+    reward: RewardStats | None = None  # reinforcement jobs
 
 
 class EpochEnd(_Event):
@@ -87,6 +99,7 @@ class Evaluation(_Event):
     step: int
     metrics: dict[str, float]
     perplexity: float | None = None
+    reward: float | None = None  # reinforcement jobs: the validation prompts' mean reward
 
 
 class CheckpointSaved(_Event):
@@ -98,6 +111,8 @@ class CheckpointSaved(_Event):
     train_loss: float | None = None
     eval_loss: float | None = None
     perplexity: float | None = None
+    reward: float | None = None  # reinforcement jobs: the last logged step's mean reward
+    eval_reward: float | None = None  # and the last validation reward
 
 
 class TrainSummary(_Event):

@@ -147,22 +147,44 @@ class SFTJobSpec(JobSpecBase):
     )
 
 
+class GRPOJobSpec(JobSpecBase):
+    """Reinforcement fine-tuning: TRL's GRPOTrainer samples ``num_generations`` answers per prompt and the grader
+    scores them. ``batch_size`` counts prompts per optimizer step (each with its group of answers)."""
+
+    algorithm: Literal["grpo"] = "grpo"
+    grader: dict[str, Any] = Field(description="OpenAI's grader object, compiled into the reward function.")
+    num_generations: int = Field(description="Answers sampled per prompt (a group); at least 2.")
+    max_completion_length: int = Field(description="Longest sampled answer in tokens.")
+    temperature: float
+    top_p: float
+    beta: float = Field(description="KL weight against the initial model; 0: no reference model.")
+    loss_type: str = Field(description="TRL's GRPO loss_type.")
+    eval_steps: int | None = Field(default=None, description="Steps between validation runs; None: no validation.")
+    num_generations_eval: int = Field(default=2, description="Answers sampled per validation prompt.")
+    chat_template_kwargs: dict[str, str] = Field(
+        default_factory=dict, description="Passed to the chat template with each prompt (reasoning_effort)."
+    )
+
+
 def _algorithm(value: Any) -> str:
     # Records written before SFT existed carry no algorithm: they are DPO jobs.
     found = value.get("algorithm") if isinstance(value, dict) else getattr(value, "algorithm", None)
     return found or "dpo"
 
 
-JobSpec = Annotated[Annotated[DPOJobSpec, Tag("dpo")] | Annotated[SFTJobSpec, Tag("sft")], Discriminator(_algorithm)]
+JobSpec = Annotated[
+    Annotated[DPOJobSpec, Tag("dpo")] | Annotated[SFTJobSpec, Tag("sft")] | Annotated[GRPOJobSpec, Tag("grpo")],
+    Discriminator(_algorithm),
+]
 _JOB_SPEC: TypeAdapter[JobSpec] = TypeAdapter(JobSpec)
 
 
-def parse_job_spec(data: str | bytes | dict[str, Any]) -> DPOJobSpec | SFTJobSpec:
+def parse_job_spec(data: str | bytes | dict[str, Any]) -> DPOJobSpec | SFTJobSpec | GRPOJobSpec:
     """A job spec of whichever algorithm it names (DPO when it names none)."""
     if isinstance(data, dict):
         return _JOB_SPEC.validate_python(data)
     return _JOB_SPEC.validate_json(data)
 
 
-def read_job_spec(job_dir: str | Path) -> DPOJobSpec | SFTJobSpec:
+def read_job_spec(job_dir: str | Path) -> DPOJobSpec | SFTJobSpec | GRPOJobSpec:
     return parse_job_spec((Path(job_dir) / JOB_SPEC_FILE).read_text())

@@ -42,6 +42,7 @@ from llama_stack_provider_trl.common.events import (
     Paused,
     PeakMemory,
     Resuming,
+    RewardStats,
     SetupDone,
     Started,
     TrackerFailed,
@@ -352,6 +353,8 @@ class EventReportingCallback(TrainerCallback):
         self.epoch_train_loss: float | None = None
         self.eval_loss: float | None = None
         self.perplexity: float | None = None
+        self.reward: float | None = None  # reinforcement jobs: the last step's mean reward
+        self.eval_reward: float | None = None
 
     def set_budget(self, steps_per_epoch: int, total_steps: int) -> None:
         self._steps_per_epoch, self._total_steps = steps_per_epoch, total_steps
@@ -379,6 +382,9 @@ class EventReportingCallback(TrainerCallback):
             self._epoch_losses.append(float(logs["loss"]))
         if "num_tokens" in logs:
             self._meter.update(state.global_step, float(logs["num_tokens"]))
+        reward = reward_stats(logs)
+        if reward is not None:
+            self.reward = reward.mean
         self._events.emit(
             Metrics(
                 step=state.global_step,
@@ -388,6 +394,7 @@ class EventReportingCallback(TrainerCallback):
                 tokens_per_s=self._meter.tokens_per_s,
                 mfu=self._meter.mfu,
                 padding_share=self.padding.padding_share if self.padding else None,
+                reward=reward,
             )
         )
 
@@ -400,8 +407,15 @@ class EventReportingCallback(TrainerCallback):
         metrics = numbers(metrics or {})
         self.eval_loss = metrics.get("eval_loss")
         self.perplexity = self._perplexity(metrics)
+        self.eval_reward = metrics.get("eval_reward", self.eval_reward)
         self._events.emit(
-            Evaluation(epoch=self._epoch, step=state.global_step, metrics=metrics, perplexity=self.perplexity)
+            Evaluation(
+                epoch=self._epoch,
+                step=state.global_step,
+                metrics=metrics,
+                perplexity=self.perplexity,
+                reward=metrics.get("eval_reward"),
+            )
         )
 
     def on_save(self, args, state, control, **kwargs):
@@ -423,8 +437,34 @@ class EventReportingCallback(TrainerCallback):
                 train_loss=self.epoch_train_loss,
                 eval_loss=self.eval_loss,
                 perplexity=self.perplexity,
+                reward=self.reward,
+                eval_reward=self.eval_reward,
             )
         )
+
+
+def reward_stats(logs: dict[str, Any]) -> RewardStats | None:
+    """A reinforcement step's rewards from TRL's logged names (GRPOTrainer's ``reward``, ``reward_std``, ``kl``,
+    ``completions/*``); each named sub-grader's mean is logged as ``sub_rewards/<name>``. None for other steps."""
+    if not isinstance(logs.get("reward"), int | float):
+        return None
+
+    def number(key: str) -> float | None:
+        value = logs.get(key)
+        return float(value) if isinstance(value, int | float) and math.isfinite(value) else None
+
+    return RewardStats(
+        mean=float(logs["reward"]),
+        std=number("reward_std"),
+        sub_rewards={
+            key.removeprefix("sub_rewards/"): float(value)
+            for key, value in logs.items()
+            if key.startswith("sub_rewards/") and isinstance(value, int | float)
+        },
+        kl=number("kl"),
+        completion_length=number("completions/mean_length"),
+        clipped_ratio=number("completions/clipped_ratio"),
+    )
 
 
 class PauseOnRequest(TrainerCallback):

@@ -66,8 +66,10 @@ class PaddingCounter:
         self.real_tokens = 0
         self.padded_tokens = 0
 
-    def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
+    def __call__(self, examples: list[dict[str, Any]]) -> Any:
         batch = self._collate(examples)
+        if not isinstance(batch, dict):  # GRPO collates nothing: its rows are prompts, answers are sampled later
+            return batch
         mask = batch.get("attention_mask")
         real = int(mask.sum()) if mask is not None else batch["input_ids"].numel()  # packed by TRL: no mask
         self.real_tokens += real

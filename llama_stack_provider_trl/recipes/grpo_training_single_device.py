@@ -1,0 +1,155 @@
+"""Reinforcement fine-tuning with TRL's GRPOTrainer on one device (or one rank of several): setup, train, save,
+cleanup.
+
+The provider runs this file as its own OS process, one per job:
+
+    python -m llama_stack_provider_trl.recipes.grpo_training_single_device <job_dir> [--resume]
+
+It reads ``<job_dir>/job.json`` (a GRPOJobSpec) and the prompts in ``train.jsonl`` (and ``eval.jsonl``), one row a
+prompt: ``{"prompt": [messages ending with the user's turn], "item": {the line's other fields}}``. For each prompt
+GRPOTrainer samples ``num_generations`` answers, the job's grader scores each answer against the row's ``item``
+(the reward), and the policy moves toward the answers that scored above their group's mean. Checkpoints, the final
+model, pause, resume and progress events are the other recipes' (recipes/single_device.py); each step's metrics
+event carries the rewards (mean, spread, each sub-grader's mean, KL, answer length, clipped share), and with a
+validation file an evaluation every ``eval_steps`` steps carries the validation prompts' mean reward.
+
+The grader runs as an async reward function: TRL awaits it on its own event loop, so the samples of a step are graded
+concurrently (a model grader's requests, a python grader's sandboxed calls) rather than one after another.
+"""
+
+import json
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from datasets import Dataset
+from trl import GRPOConfig, GRPOTrainer
+
+from llama_stack_provider_trl.common.job_spec import EVAL_DATA_FILE, TRAIN_DATA_FILE, GRPOJobSpec
+from llama_stack_provider_trl.recipes import single_device
+
+# What GRPOConfig lacks of the arguments every recipe shares: answers are sampled up to max_completion_length (no
+# max_length), and generation keeps no activations to offload.
+_NOT_GRPO_ARGS = ("max_length", "activation_offloading")
+
+# (answers' texts, their rows' items, TRL's log_metric) -> one reward per answer
+RewardFunction = Callable[[list[str], list[dict[str, Any]], Callable[[str, float], None]], Awaitable[list[float]]]
+
+
+def reward_function(grader: dict[str, Any]) -> RewardFunction:
+    """The grader compiled into a reward function (llama_stack_provider_trl.graders)."""
+    from llama_stack_provider_trl.graders import reward_function as compile_grader
+
+    return compile_grader(grader)
+
+
+class StepLimitedGRPOTrainer(single_device.StepLimited, GRPOTrainer):
+    """GRPOTrainer whose epochs end at the request's step limit, with the schedule spanning the steps that run."""
+
+
+class GRPOTrainingSingleDevice(single_device.SingleDeviceRecipe):
+    """One reinforcement job: setup (model, prompts, grader, TRL config), then train, save and cleanup."""
+
+    spec: GRPOJobSpec
+
+    # -- setup ---------------------------------------------------------------------------------
+    def setup(self) -> None:
+        spec = self.spec
+        precision, master_weights, tokenizer, [model] = single_device.load_models(spec, "model")
+        if tokenizer.chat_template is None:
+            raise RuntimeError(
+                f"the prompts are conversations (lists of messages) but the tokenizer of '{spec.model}' has no chat "
+                "template to render them; choose a model with a chat template"
+            )
+        compiled_layers = single_device.compile_models([model]) if spec.torch_compile else 0
+        train_dataset = _prompts(spec, TRAIN_DATA_FILE)
+        eval_dataset = _prompts(spec, EVAL_DATA_FILE) if spec.num_eval_rows else None
+        steps_per_epoch, total_steps = grpo_step_budget(spec, len(train_dataset))
+        meter = single_device.throughput_meter(spec, model, precision, reference_forward=spec.beta > 0)
+        self.reporter = single_device.EventReportingCallback(self.events, spec.job_uuid, meter, lambda _: None)
+
+        shared = single_device.trainer_args(spec, precision, packed=False, evaluates=eval_dataset is not None)
+        for name in _NOT_GRPO_ARGS:
+            del shared[name]
+        prompts_per_rank = spec.batch_size // spec.num_processes
+        args = GRPOConfig(
+            **{
+                **shared,
+                # TRL's batch counts answers: each prompt of the step brings its group of num_generations
+                "per_device_train_batch_size": prompts_per_rank * spec.num_generations,
+                "per_device_eval_batch_size": max(prompts_per_rank, 1) * spec.num_generations_eval,
+                "eval_strategy": "steps" if eval_dataset is not None else "no",
+                "eval_steps": spec.eval_steps,
+            },
+            shuffle_dataset=spec.shuffle,
+            num_generations=spec.num_generations,
+            num_generations_eval=spec.num_generations_eval,
+            max_completion_length=spec.max_completion_length,
+            temperature=spec.temperature,
+            top_p=spec.top_p,
+            beta=spec.beta,
+            loss_type=spec.loss_type,
+            chat_template_kwargs=spec.chat_template_kwargs or None,
+        )
+        self.trainer = StepLimitedGRPOTrainer(
+            model=model,
+            reward_funcs=[graded(reward_function(spec.grader))],
+            args=args,
+            train_dataset=train_dataset,
+            eval_dataset=eval_dataset,
+            processing_class=tokenizer,  # without it TRL fetches a tokenizer from the Hub
+            peft_config=single_device.lora_config(spec.lora) if spec.lora else None,
+            callbacks=self.callbacks(),
+        )
+        self.limit_steps(steps_per_epoch, total_steps)
+        single_device.finish_setup(
+            self.trainer,
+            self.reporter,
+            self.events,
+            spec,
+            False,
+            master_weights,
+            precision=precision,
+            compiled_layers=compiled_layers,
+            total_steps=total_steps,
+            steps_per_epoch=steps_per_epoch,
+            train_rows=len(train_dataset),
+            eval_rows=len(eval_dataset) if eval_dataset is not None else 0,
+        )
+
+
+def grpo_step_budget(spec: GRPOJobSpec, num_prompts: int) -> tuple[int, int]:
+    """(optimizer steps per epoch, total): TRL's sampler leaves out the prompts that do not fill a last batch."""
+    full_epoch = max(num_prompts // (spec.batch_size * spec.gradient_accumulation_steps), 1)
+    per_epoch = min(full_epoch, spec.max_steps_per_epoch or full_epoch)
+    return per_epoch, per_epoch * spec.n_epochs
+
+
+def graded(grade: RewardFunction) -> Callable[..., Awaitable[list[float]]]:
+    """The grader as TRL's async reward function: the answers' texts and each row's item in, one reward per answer."""
+
+    async def grader(
+        prompts: list[Any], completions: list[Any], item: list[str], log_metric: Callable[[str, float], None], **_: Any
+    ) -> list[float]:
+        texts = [c if isinstance(c, str) else c[-1]["content"] for c in completions]
+        return await grade(texts, [json.loads(row) for row in item], log_metric)
+
+    grader.__name__ = "grader"  # TRL logs rewards/<name>/mean
+    return grader
+
+
+def _prompts(spec: GRPOJobSpec, name: str) -> Dataset:
+    """The prompts as TRL reads them: ``prompt`` (messages) and the item as JSON text, so items of different shapes
+    share one column."""
+    rows = [
+        {"prompt": row["prompt"], "item": json.dumps(row["item"])} for row in single_device.read_jsonl(spec.path / name)
+    ]
+    return single_device.rows_dataset(spec, name, rows)
+
+
+def main(argv: list[str]) -> int:
+    return single_device.run_recipe(argv, GRPOTrainingSingleDevice)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

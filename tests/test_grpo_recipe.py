@@ -1,0 +1,79 @@
+"""The GRPO recipe run in-process on the tiny model, with a stand-in grader: the mean reward rises, the metrics events
+carry the rewards, and a validation file is scored every eval_steps steps."""
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from llama_stack_provider_trl.recipes import grpo_training_single_device
+
+from helpers import events_of, final_checkpoint, run_recipe
+
+PROMPTS = [
+    {"prompt": [{"role": "user", "content": f"What is {a} plus {b}?"}], "item": {"token": "5"}}
+    for a, b in [(1, 2), (3, 4), (2, 2), (6, 1), (0, 9), (4, 4), (7, 2), (5, 3)]
+]
+
+
+def _contains_token(grader: dict[str, Any]) -> Callable[..., Any]:
+    """Stand-in for OpenAI's string_check (operation like '%{{item.token}}%'): 1 when the answer holds the token."""
+
+    async def grade(texts: list[str], items: list[dict[str, Any]], log_metric: Callable[[str, float], None]):
+        rewards = [1.0 if item["token"] in text else 0.0 for text, item in zip(texts, items, strict=True)]
+        log_metric("sub_rewards/has_token", sum(rewards) / len(rewards))
+        return rewards
+
+    return grade
+
+
+@pytest.fixture(autouse=True)
+def stand_in_grader(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(grpo_training_single_device, "reward_function", _contains_token)
+
+
+def _grpo(**spec: Any) -> dict[str, Any]:
+    return {
+        "grader": {"type": "string_check", "name": "has_token"},
+        "num_generations": 8,
+        "max_completion_length": 16,
+        "temperature": 1.0,
+        "top_p": 1.0,
+        "beta": 0.0,
+        "loss_type": "dapo",
+        "batch_size": 2,
+        "learning_rate": 5e-3,
+        "save_every_epoch": False,
+        **spec,
+    }
+
+
+def test_grpo_raises_the_mean_reward_of_the_graded_answers(tmp_path: Path, tiny_model: Path) -> None:
+    events = run_recipe(tmp_path, tiny_model, PROMPTS, algorithm="grpo", **_grpo(n_epochs=8, shuffle=True))
+    [setup] = events_of(events, "setup_done")
+    assert (setup["steps_per_epoch"], setup["total_steps"]) == (4, 32)  # 8 prompts, 2 a step
+    rewards = [e["reward"] for e in events_of(events, "metrics") if e["reward"]]
+    first, last = rewards[:4], rewards[-4:]
+    mean = lambda stats: sum(s["mean"] for s in stats) / len(stats)  # noqa: E731
+    assert mean(last) > mean(first) + 0.3, [r["mean"] for r in rewards]
+    assert set(last[-1]["sub_rewards"]) == {"has_token"}
+    assert last[-1]["completion_length"] > 0 and last[-1]["clipped_ratio"] is not None
+    assert final_checkpoint(events)["reward"] == rewards[-1]["mean"]
+
+
+def test_a_validation_file_is_rewarded_every_eval_steps(tmp_path: Path, tiny_model: Path) -> None:
+    events = run_recipe(
+        tmp_path,
+        tiny_model,
+        PROMPTS,
+        eval_rows=PROMPTS[:2],
+        algorithm="grpo",
+        **_grpo(n_epochs=1, eval_steps=2, num_generations_eval=4, beta=0.1),
+    )
+    evaluations = events_of(events, "eval")
+    assert [e["step"] for e in evaluations] == [2, 4]
+    assert all(0.0 <= e["reward"] <= 1.0 for e in evaluations)
+    assert all(e["reward"]["kl"] is not None for e in events_of(events, "metrics") if e["reward"])
+    assert json.loads((tmp_path / "job" / "job.json").read_text())["num_generations_eval"] == 4
