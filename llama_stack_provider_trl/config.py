@@ -24,6 +24,10 @@ TRL_DPO_LOSS_TYPES: tuple[str, ...] = (
     "sigmoid_norm",
 )
 
+# Every GRPO loss TRL's GRPOTrainer implements at the token level (trl/trainer/grpo_config.py); luspo needs
+# sequence-level importance sampling, which no request sets.
+GrpoLossType = Literal["dapo", "grpo", "dr_grpo", "bnpo", "cispo", "sapo", "vespo"]
+
 # normalize_rewards: the loss each DPO loss runs as with length-normalized implicit rewards (per-token average
 # log-ratios). sigmoid_norm and ipo average per token already; the other losses have no such form in TRL 1.16.
 LENGTH_NORMALIZED_LOSS: dict[str, str] = {"sigmoid": "sigmoid_norm", "sigmoid_norm": "sigmoid_norm", "ipo": "ipo"}
@@ -109,6 +113,49 @@ class TrlPostTrainingConfig(BaseModel):
         description="Length-normalized implicit rewards: the policy/reference log-ratios are averaged per completion "
         "token instead of summed, so long answers do not dominate. sigmoid runs as TRL's sigmoid_norm; ipo and "
         "sigmoid_norm already average; any other loss is refused. false: standard (summed) DPO.",
+        json_schema_extra=PER_JOB,
+    )
+    num_generations: int = Field(
+        default=8,
+        ge=2,
+        le=1024,
+        description="Reinforcement jobs: answers sampled per prompt (TRL num_generations), the group whose rewards "
+        "are compared; a request's compute_multiplier scales it.",
+        json_schema_extra=PER_JOB,
+    )
+    max_completion_length: int = Field(
+        default=256,
+        ge=1,
+        le=131_072,
+        description="Reinforcement jobs: the longest sampled answer in tokens; longer answers are cut (and counted "
+        "as clipped).",
+        json_schema_extra=PER_JOB,
+    )
+    temperature: float = Field(
+        default=1.0,
+        gt=0,
+        le=10,
+        description="Reinforcement jobs: sampling temperature of the answers.",
+        json_schema_extra=PER_JOB,
+    )
+    top_p: float = Field(
+        default=1.0,
+        gt=0,
+        le=1,
+        description="Reinforcement jobs: nucleus sampling of the answers.",
+        json_schema_extra=PER_JOB,
+    )
+    grpo_beta: float = Field(
+        default=0.0,
+        ge=0,
+        le=1_000,
+        description="Reinforcement jobs: weight of the KL penalty against the initial model (TRL beta). 0: no "
+        "reference model is loaded or run.",
+        json_schema_extra=PER_JOB,
+    )
+    grpo_loss_type: GrpoLossType = Field(
+        default="dapo",
+        description="Reinforcement jobs: TRL's GRPO loss_type (how token losses are aggregated or clipped).",
         json_schema_extra=PER_JOB,
     )
     max_seq_length: int = Field(

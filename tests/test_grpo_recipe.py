@@ -1,14 +1,9 @@
-"""The GRPO recipe run in-process on the tiny model, with a stand-in grader: the mean reward rises, the metrics events
+"""The GRPO recipe run in-process on the tiny model with OpenAI's graders: the mean reward rises, the metrics events
 carry the rewards, and a validation file is scored every eval_steps steps."""
 
 import json
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-
-import pytest
-
-from llama_stack_provider_trl.recipes import grpo_training_single_device
 
 from helpers import events_of, final_checkpoint, run_recipe
 
@@ -18,25 +13,26 @@ PROMPTS = [
 ]
 
 
-def _contains_token(grader: dict[str, Any]) -> Callable[..., Any]:
-    """Stand-in for OpenAI's string_check (operation like '%{{item.token}}%'): 1 when the answer holds the token."""
-
-    async def grade(texts: list[str], items: list[dict[str, Any]], log_metric: Callable[[str, float], None]):
-        rewards = [1.0 if item["token"] in text else 0.0 for text, item in zip(texts, items, strict=True)]
-        log_metric("sub_rewards/has_token", sum(rewards) / len(rewards))
-        return rewards
-
-    return grade
-
-
-@pytest.fixture(autouse=True)
-def stand_in_grader(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(grpo_training_single_device, "reward_function", _contains_token)
+# OpenAI's multi grader over one string_check: reward 1 when the answer holds the item's token
+GRADER = {
+    "type": "multi",
+    "name": "score",
+    "graders": {
+        "has_token": {
+            "type": "string_check",
+            "name": "has_token",
+            "input": "{{sample.output_text}}",
+            "reference": "%{{item.token}}%",
+            "operation": "like",
+        }
+    },
+    "calculate_output": "has_token",
+}
 
 
 def _grpo(**spec: Any) -> dict[str, Any]:
     return {
-        "grader": {"type": "string_check", "name": "has_token"},
+        "grader": GRADER,
         "num_generations": 8,
         "max_completion_length": 16,
         "temperature": 1.0,

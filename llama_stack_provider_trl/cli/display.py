@@ -24,7 +24,7 @@ INTERRUPTED = 130
 @dataclass(frozen=True)
 class JobView:
     """What the CLI shows of a job. ``metrics`` holds TRL's names (loss, rewards/margins, rewards/accuracies,
-    mean_token_accuracy); ``times``, ``settings``, ``files`` and ``trackers`` are labelled lines of the summary,
+    mean_token_accuracy, reward); ``times``, ``settings``, ``files`` and ``trackers`` are labelled lines of the summary,
     ``results`` those of the outcome, in order."""
 
     id: str
@@ -59,15 +59,16 @@ def progress_fields(view: JobView, now: datetime | None = None, eta: bool = True
     parts = []
     if view.n_epochs:
         parts.append(f"epoch {view.epoch or 0}/{view.n_epochs}")
-    # DPO: the preference margin and accuracy; SFT: the token accuracy (which TRL's DPO logs too)
+    # DPO: the preference margin and accuracy; SFT: the token accuracy (which TRL's DPO logs too); RFT: the reward
     shown = ("rewards/margins", "rewards/accuracies") if "rewards/margins" in metrics else ("mean_token_accuracy",)
     for key, label, spec in (
         ("loss", "loss", ".4f"),
+        ("reward", "reward", ".3f"),
         ("rewards/margins", "margin", ".3f"),
         ("rewards/accuracies", "acc", ".2f"),
         ("mean_token_accuracy", "token acc", ".2f"),
     ):
-        if key in metrics and (key == "loss" or key in shown):
+        if key in metrics and (key in ("loss", "reward") or key in shown):
             parts.append(f"{label} {metrics[key]:{spec}}")
     if view.tokens_per_s:
         parts.append(f"{_si(view.tokens_per_s)} tok/s")

@@ -19,8 +19,8 @@ from llama_stack_provider_trl.cli.display import FINAL_STATES, JobView, timestam
 NAME = "OGX server"
 DEFAULT_URL = "http://localhost:8321/v1"
 URL_VARIABLE = "OGX_URL"
-METHODS = ("dpo", "supervised")
-KEYS = (*train_file.SHARED_KEYS, "hyperparameters", "suffix", "seed", "metadata", "integrations", "trl")
+METHODS = ("dpo", "supervised", "reinforcement")
+KEYS = (*train_file.SHARED_KEYS, "hyperparameters", "grader", "suffix", "seed", "metadata", "integrations", "trl")
 STARTED = "Fine-tuning job started"  # the event OpenAI's API (and this provider's) logs when training begins
 PAGE = 20  # events read a request while looking for the newest metrics
 JOBS_LISTED = 100  # `jobs`: the newest
@@ -124,6 +124,8 @@ class OpenAIJobs:
             "training_file": self._upload(config_path, config["dataset"]),
             "method": {"type": method, method: {"hyperparameters": config.get("hyperparameters") or {}}},
         }
+        if "grader" in config:  # reinforcement: the grader scoring the sampled answers
+            request["method"][method]["grader"] = config["grader"]
         if config.get("validation_dataset"):
             request["validation_file"] = self._upload(config_path, config["validation_dataset"])
         request |= {key: config[key] for key in ("suffix", "seed", "metadata", "integrations") if key in config}

@@ -153,6 +153,9 @@ class GRPOJobSpec(JobSpecBase):
 
     algorithm: Literal["grpo"] = "grpo"
     grader: dict[str, Any] = Field(description="OpenAI's grader object, compiled into the reward function.")
+    grader_settings: dict[str, Any] = Field(
+        default_factory=dict, description="The operator's grader settings (graders.GraderSettings), as a dict."
+    )
     num_generations: int = Field(description="Answers sampled per prompt (a group); at least 2.")
     max_completion_length: int = Field(description="Longest sampled answer in tokens.")
     temperature: float

@@ -27,7 +27,14 @@ from typing import Any, Protocol
 from pydantic import ValidationError
 
 from llama_stack_provider_trl.common.checkpoints import ADAPTER_CONFIG_FILE
-from llama_stack_provider_trl.common.job_spec import DPOJobSpec, LoraSpec, Precision, ReferenceStrategy, SFTJobSpec
+from llama_stack_provider_trl.common.job_spec import (
+    DPOJobSpec,
+    GRPOJobSpec,
+    LoraSpec,
+    Precision,
+    ReferenceStrategy,
+    SFTJobSpec,
+)
 from llama_stack_provider_trl.config import PER_JOB_FIELDS, TrlPostTrainingConfig, check_loss_type, length_normalized
 from llama_stack_provider_trl.engine.devices import check_precision
 from llama_stack_provider_trl.engine.disk_space import disk_space, estimate_checkpoints, format_bytes
@@ -39,15 +46,17 @@ from llama_stack_provider_trl.engine.distributed import (
 from llama_stack_provider_trl.engine.errors import RequestError
 from llama_stack_provider_trl.engine.job_request import Given, JobRequest, LoraRequest
 from llama_stack_provider_trl.engine.lora_targets import UnknownLoraModule, lora_target_modules
-from llama_stack_provider_trl.engine.model_files import has_chat_template, sliding_window
+from llama_stack_provider_trl.engine.model_files import chat_template, has_chat_template, sliding_window
 from llama_stack_provider_trl.engine.preference_rows import (
     SHAPE_OF_DATA_FORMAT,
     PreferenceRows,
     check_preference_rows,
 )
+from llama_stack_provider_trl.engine.prompt_rows import check_prompt_rows
 from llama_stack_provider_trl.engine.row_fields import RowError
 from llama_stack_provider_trl.engine.sft_rows import SFTRows, check_sft_rows
 from llama_stack_provider_trl.engine.trackers import check_trackers
+from llama_stack_provider_trl.graders import GraderSettings, compile_grader
 
 JOB_UUID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 MAX_MODEL_CHARS = 4_096
@@ -58,6 +67,13 @@ MAX_LORA_RANK = 1_024
 DPO_ONLY_OVERRIDES = frozenset(
     {"dpo_loss_type", "loss_weights", "use_reference_model", "normalize_rewards", "dpo_beta"}
 )
+# Provider config fields only a reinforcement job reads
+GRPO_ONLY_OVERRIDES = frozenset(
+    {"num_generations", "max_completion_length", "temperature", "top_p", "grpo_beta", "grpo_loss_type"}
+)
+MAX_COMPUTE_MULTIPLIER = 64.0
+MAX_GENERATIONS = 1_024
+REASONING_EFFORTS = ("default", "low", "medium", "high")
 MAX_LORA_ALPHA = 65_536.0
 MAX_N_EPOCHS = 10_000
 MAX_STEPS = 10_000_000  # per epoch
@@ -107,7 +123,7 @@ class Caller:
 class AdmittedJob:
     """A request that passed every check: the spec its process runs and the rows it trains and evaluates on."""
 
-    spec: DPOJobSpec | SFTJobSpec
+    spec: DPOJobSpec | SFTJobSpec | GRPOJobSpec
     train_rows: list[dict[str, Any]]
     eval_rows: list[dict[str, Any]] | None
 
@@ -143,7 +159,14 @@ async def admit(
         sft_eval = await _sft_validation_rows(request, sft_train, config, sources)
         _check_chat_template(request.dataset_id, model, sft_train.conversational, "text or prompt/completion strings")
         rows, eval_rows = sft_train.rows, sft_eval.rows if sft_eval else None
-        spec_type: type[DPOJobSpec | SFTJobSpec] = SFTJobSpec
+        spec_type: type[DPOJobSpec | SFTJobSpec | GRPOJobSpec] = SFTJobSpec
+    elif request.algorithm == "grpo":
+        rows = await _checked_rows(request.dataset_id, None, config, sources, check_prompt_rows)
+        validation = request.validation_dataset_id
+        eval_rows = await _checked_rows(validation, None, config, sources, check_prompt_rows) if validation else None
+        _check_chat_template(request.dataset_id, model, True, "conversations only: the prompts are messages")
+        settings.update(_grpo_data_settings(request, settings, model, len(rows), eval_rows is not None))
+        spec_type = GRPOJobSpec
     else:
         train = await _preference_rows(request.dataset_id, request.data_format, config, sources)
         evaluation = await _validation_rows(request, train, config, sources)
@@ -278,13 +301,15 @@ def check_request(
         "trust_remote_code": job.trust_remote_code,
         "trackers": trackers,
     }
-    if not sft:
+    if request.algorithm != "grpo":
+        _refuse_overrides(request, GRPO_ONLY_OVERRIDES, "reinforcement jobs")
+    if not sft and request.algorithm != "grpo":
         return settings
     for dpo_only in ("beta", "loss_types", "loss_weights", "reference_strategy"):
         del settings[dpo_only]
-    dpo_overrides = sorted(set(request.overrides.value) & DPO_ONLY_OVERRIDES)
-    if dpo_overrides:
-        raise RequestError(request.overrides.field, f"{dpo_overrides} apply to DPO only; leave them out of an SFT job")
+    _refuse_overrides(request, DPO_ONLY_OVERRIDES, "DPO")
+    if request.algorithm == "grpo":
+        return {**settings, **_grpo_settings(request, job, batch_size, num_processes)}
     return {
         **settings,
         "algorithm": "sft",
@@ -292,6 +317,102 @@ def check_request(
         "completion_only_loss": not _flag(request.train_on_input, default=False),
         "padding_free": _flag(request.packed, default=False) if request.packed is not None else job.padding_free,
     }
+
+
+def _refuse_overrides(request: JobRequest, only: frozenset[str], applies_to: str) -> None:
+    given = sorted(set(request.overrides.value) & only) if isinstance(request.overrides.value, dict) else []
+    if given:
+        raise RequestError(
+            request.overrides.field,
+            f"{given} apply to {applies_to} only; leave them out of this {request.algorithm} job",
+        )
+
+
+# -- reinforcement (GRPO) ---------------------------------------------------------------------------------------
+def _grpo_settings(
+    request: JobRequest, job: TrlPostTrainingConfig, batch_size: int, num_processes: int
+) -> dict[str, Any]:
+    """A reinforcement job's sampling and loss settings, from the provider config (and its per-job overrides) and
+    the request's compute_multiplier, eval_samples and grader."""
+    multiplier = (
+        1.0 if request.compute_multiplier is None else _number(request.compute_multiplier, MAX_COMPUTE_MULTIPLIER)
+    )
+    num_generations = round(job.num_generations * multiplier)
+    if num_generations < 2 or num_generations > MAX_GENERATIONS:
+        field = request.compute_multiplier.field if request.compute_multiplier else f"{request.overrides.field}"
+        raise RequestError(
+            field,
+            f"num_generations {job.num_generations} x compute_multiplier {multiplier:g} gives {num_generations} "
+            f"answers per prompt; GRPO compares a group of 2 to {MAX_GENERATIONS}",
+        )
+    if batch_size * num_generations % num_processes:
+        raise RequestError(
+            request.batch_size.field,
+            f"{batch_size} prompts x {num_generations} answers do not split evenly over {num_processes} processes; "
+            f"choose a batch_size that does",
+        )
+    eval_samples = (
+        num_generations if request.eval_samples is None else _positive_int(request.eval_samples, MAX_GENERATIONS)
+    )
+    if request.grader is None:
+        raise RequestError("grader", "a reinforcement job needs a grader: the object that scores each sampled answer")
+    grader_settings = GraderSettings.from_config(job)
+    compile_grader(request.grader.value, grader_settings, field=request.grader.field)  # as graders/validate checks it
+    return {
+        "algorithm": "grpo",
+        "grader": request.grader.value,
+        "grader_settings": grader_settings.to_dict(),
+        "num_generations": num_generations,
+        "max_completion_length": job.max_completion_length,
+        "temperature": job.temperature,
+        "top_p": job.top_p,
+        "beta": job.grpo_beta,
+        "loss_type": job.grpo_loss_type,
+        "num_generations_eval": eval_samples,
+        "padding_free": False,  # answers are sampled, then scored padded: TRL's GRPO does not pack
+    }
+
+
+def _grpo_data_settings(
+    request: JobRequest, settings: dict[str, Any], model: str, num_prompts: int, validates: bool
+) -> dict[str, Any]:
+    """What needs the prompts and the model: a full first batch, the validation interval, the reasoning effort."""
+    batch_size = settings["batch_size"]
+    if num_prompts < batch_size:
+        raise RequestError(
+            request.batch_size.field,
+            f"{batch_size} prompts a step, and {request.dataset_id.field} has {num_prompts}; give a batch_size of "
+            f"at most {num_prompts}, or more prompts",
+        )
+    eval_steps = None
+    if request.eval_interval is not None:
+        if not validates:
+            raise RequestError(
+                request.eval_interval.field, "validation runs on a validation file; give one, or leave it out"
+            )
+        eval_steps = _positive_int(request.eval_interval, MAX_STEPS)
+    elif validates:  # once an epoch
+        eval_steps = max(num_prompts // batch_size, 1)
+        if settings["max_steps_per_epoch"]:
+            eval_steps = min(eval_steps, settings["max_steps_per_epoch"])
+    return {"eval_steps": eval_steps, "chat_template_kwargs": _reasoning_effort(request.reasoning_effort, model)}
+
+
+def _reasoning_effort(given: Given[str] | None, model: str) -> dict[str, str]:
+    """OpenAI's reasoning_effort reaches the model only through a chat template that reads ``reasoning_effort`` (as
+    gpt-oss's does); for any other model there is nothing it could change, so it is refused rather than ignored."""
+    if given is None or given.value == "default":
+        return {}
+    if given.value not in REASONING_EFFORTS:
+        raise RequestError(given.field, f"{given.value!r} is not one of {', '.join(REASONING_EFFORTS)}")
+    template = chat_template(model)
+    if template is not None and "reasoning_effort" not in template:
+        raise RequestError(
+            given.field,
+            f"the chat template of '{model}' does not read reasoning_effort, so {given.value!r} could not change "
+            "what it samples; leave it out (or 'default'), or train a model whose template takes it",
+        )
+    return {"reasoning_effort": given.value}
 
 
 # -- job_uuid, model ----------------------------------------------------------------------------------------------

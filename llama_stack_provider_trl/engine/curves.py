@@ -37,11 +37,14 @@ class Panel:
     share: bool = False  # values in [0, 1], shown in percent
     noisy: bool = True  # a per-step value worth smoothing (not a schedule, nor a rate averaged already)
     sft: bool = False  # drawn for jobs without preference metrics only (TRL's DPO logs a token accuracy too)
+    spread: str | None = None  # a key of the Metrics events: the standard deviation drawn as a band around train
 
 
-# Only the panels whose series a job logged are drawn: DPO jobs fill the reward panels, SFT jobs the token one.
+# Only the panels whose series a job logged are drawn: DPO jobs fill the margin and preference panels, SFT jobs the
+# token one, reinforcement jobs the reward one (the grader's mean, its spread over the answers, validation reward).
 PANELS = (
     Panel("Loss", "loss", "loss", "eval_loss"),
+    Panel("Reward", "mean reward of the sampled answers", "reward", "eval_reward", spread="reward_std"),
     Panel("Reward margin", "reward of chosen minus rejected", "rewards/margins", "eval_rewards/margins"),
     Panel("Preference accuracy", "pairs with chosen > rejected", "rewards/accuracies", "eval_rewards/accuracies", True),
     Panel("Token accuracy", "next-token accuracy", "mean_token_accuracy", "eval_mean_token_accuracy", True, sft=True),
@@ -136,6 +139,11 @@ def _draw_panel(ax: "Axes", panel: Panel, series: Series) -> None:
             ax.plot(steps, _ema(values, span=max(len(values) // 20, 5)), color="tab:blue", label="train (smoothed)")
         else:
             ax.plot(steps, values, color="tab:blue", marker="." if len(steps) < 15 else None, label="train")
+        spread = series.train.get(panel.spread or "", {})
+        if spread:
+            low = [value - spread.get(step, 0.0) for step, value in zip(steps, values, strict=True)]
+            high = [value + spread.get(step, 0.0) for step, value in zip(steps, values, strict=True)]
+            ax.fill_between(steps, low, high, color="tab:blue", alpha=0.15, linewidth=0, label="train ± std")
     validation = series.validation.get(panel.validation or "", {})
     if validation:
         steps, values = zip(*sorted(validation.items()), strict=True)

@@ -41,6 +41,8 @@ class CheckpointRecord(BaseModel):
     train_loss: float | None = Field(default=None, description="Mean training loss over the epoch that ended here.")
     eval_loss: float | None = Field(default=None, description="Validation loss at this checkpoint, if there is a set.")
     perplexity: float | None = Field(default=None, description="Perplexity of the validation set's chosen answers.")
+    reward: float | None = Field(default=None, description="Reinforcement: the mean reward of the last logged step.")
+    eval_reward: float | None = Field(default=None, description="Reinforcement: the last validation reward.")
 
 
 class JobOwner(BaseModel):

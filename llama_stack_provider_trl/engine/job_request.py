@@ -44,7 +44,7 @@ class TrackerRequest:
 
 @dataclass(frozen=True, kw_only=True)
 class JobRequest:
-    algorithm: str = "dpo"  # dpo or sft: which recipe trains the job
+    algorithm: str = "dpo"  # dpo, sft or grpo: which recipe trains the job
     job_uuid: Given[str]
     model: Given[str]
     # DPO
@@ -52,6 +52,12 @@ class JobRequest:
     loss_type: Given[str] | None = None  # None: the provider config's dpo_loss_type
     # SFT
     lora: LoraRequest | None = None  # None: the provider config's LoRA settings (use_lora), else a full fine-tune
+    # GRPO (reinforcement fine-tuning)
+    grader: Given[dict[str, Any]] | None = None  # scores each sampled answer (llama_stack_provider_trl.graders)
+    compute_multiplier: Given[float] | None = None  # scales the provider config's num_generations; None: 1
+    eval_interval: Given[int] | None = None  # steps between validation runs; None: once an epoch
+    eval_samples: Given[int] | None = None  # answers sampled per validation prompt; None: num_generations
+    reasoning_effort: Given[str] | None = None  # for a chat template that reads it; None or default: not passed
     unsupported_algorithm: Given[str] | None = None  # an algorithm config this engine does not run (QAT)
     checkpoint_dir: Given[str] | None = None  # where to save: the engine keeps checkpoints in the job's directory
     # training loop

@@ -53,6 +53,7 @@ logger = logging.getLogger(__name__)
 RECIPE_MODULES = {
     "dpo": "llama_stack_provider_trl.recipes.dpo_training_single_device",
     "sft": "llama_stack_provider_trl.recipes.sft_training_single_device",
+    "grpo": "llama_stack_provider_trl.recipes.grpo_training_single_device",
 }
 LOG_TAIL_LINES = 15
 MAX_ATTEMPTS = 3  # launches of one job (first run + resumes) before an interrupted job is failed instead

@@ -22,15 +22,28 @@ def local_file(model: str, name: str) -> Path | None:
 
 def has_chat_template(model: str) -> bool | None:
     """Whether the model's tokenizer has a chat template; None when its files are not on this machine."""
-    if any(local_file(model, name) for name in CHAT_TEMPLATE_FILES):
-        return True
+    template = chat_template(model)
+    return None if template is None else bool(template)
+
+
+def chat_template(model: str) -> str | None:
+    """The text of the model's chat template(s) ("" when it has none); None when its files are not on this machine."""
+    texts = []
+    for name in CHAT_TEMPLATE_FILES:
+        path = local_file(model, name)
+        if path is not None:
+            try:
+                texts.append(path.read_text())
+            except OSError:
+                return None
     config_path = local_file(model, "tokenizer_config.json")
-    if config_path is None:
+    if config_path is None and not texts:
         return None
     try:
-        return bool(json.loads(config_path.read_text()).get("chat_template"))
+        in_config = json.loads(config_path.read_text()).get("chat_template") if config_path else None
     except (OSError, ValueError):
-        return None
+        return None if not texts else "".join(texts)
+    return "".join(texts) + (json.dumps(in_config) if in_config else "")
 
 
 def sliding_window(model: str) -> int | None:

@@ -55,11 +55,27 @@ class SupervisedMethod(BaseModel):
     hyperparameters: Hyperparameters | None = None
 
 
+class ReinforcementHyperparameters(Hyperparameters):
+    model_config = ConfigDict(extra="forbid")
+
+    compute_multiplier: Auto | float | None = None
+    eval_interval: Auto | int | None = None
+    eval_samples: Auto | int | None = None
+    reasoning_effort: Literal["default", "low", "medium", "high"] | None = None
+
+
+class ReinforcementMethod(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    grader: dict[str, Any]  # checked by llama_stack_provider_trl.graders
+    hyperparameters: ReinforcementHyperparameters | None = None
+
+
 class Method(BaseModel):
     type: MethodType
     dpo: DpoMethod | None = None
     supervised: SupervisedMethod | None = None
-    reinforcement: dict[str, Any] | None = None
+    reinforcement: ReinforcementMethod | None = None
 
 
 class JobError(BaseModel):
@@ -109,6 +125,8 @@ class CheckpointMetrics(BaseModel):
     valid_mean_token_accuracy: float | None = None
     full_valid_loss: float | None = None
     full_valid_mean_token_accuracy: float | None = None
+    train_reward: float | None = None  # reinforcement jobs
+    valid_reward: float | None = None
 
 
 class FineTuningJobCheckpoint(BaseModel):

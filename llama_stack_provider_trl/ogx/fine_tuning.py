@@ -71,11 +71,13 @@ from llama_stack_provider_trl.ogx.api import (
     Method,
     MethodType,
     OpenAIError,
+    ReinforcementHyperparameters,
+    ReinforcementMethod,
     SupervisedMethod,
 )
 from llama_stack_provider_trl.ogx.fine_tuned_models import FineTunedModels
 from llama_stack_provider_trl.ogx.job_access import acting_as, job_access
-from llama_stack_provider_trl.ogx.training_files import preference_rows, supervised_rows
+from llama_stack_provider_trl.ogx.training_files import preference_rows, reinforcement_rows, supervised_rows
 
 logger = logging.getLogger(__name__)
 
@@ -86,6 +88,9 @@ AUTO_N_EPOCHS = 3
 ORGANIZATION_ID = "local"
 OPENAI_JOB_FILE = "openai_job.json"
 RESULTS_FILENAME = "step_metrics.csv"
+# Which engine algorithm trains each OpenAI method, and the reader of its training files
+ALGORITHMS: dict[MethodType, str] = {"supervised": "sft", "dpo": "dpo", "reinforcement": "grpo"}
+ROW_READERS = {"supervised": supervised_rows, "dpo": preference_rows, "reinforcement": reinforcement_rows}
 METADATA_MAX_KEYS, METADATA_KEY_CHARS, METADATA_VALUE_CHARS = 16, 64, 512
 SUFFIX_PATTERN = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
@@ -106,7 +111,14 @@ RESULT_COLUMNS: dict[str, tuple[str, ...]] = {
     "learning_rate": ("learning_rate",),
     "valid_loss": ("eval_loss",),
     "valid_accuracy": ("eval_rewards/accuracies", "eval_mean_token_accuracy"),
+    "train_reward": ("reward",),  # reinforcement: the grader's mean over the step's answers, and its spread
+    "train_reward_std": ("reward_std",),
+    "train_kl": ("kl",),
+    "completion_length": ("completions/mean_length",),
+    "clipped_ratio": ("completions/clipped_ratio",),
+    "valid_reward": ("eval_reward",),
 }
+SUB_REWARD = re.compile(r"^grader/(?!errors/)(.+)/mean$")  # each named sub-grader's mean: train_sub_reward_<name>
 
 
 class OpenAIJob(BaseModel):
@@ -169,6 +181,7 @@ class TrlFineTuningImpl:
     # -- create -----------------------------------------------------------------------------------------------------
     async def create_fine_tuning_job(self, request: CreateFineTuningJobRequest) -> FineTuningJob:
         method, hyperparameters, named = _method(request)
+        grader = _grader(request.method)
         _check_options(request)
         job_id = f"ftjob-{secrets.token_hex(12)}"
         owner = self.access.caller()
@@ -177,8 +190,9 @@ class TrlFineTuningImpl:
         n_epochs = _given_or(hyperparameters.n_epochs, AUTO_N_EPOCHS)
         multiplier = _lr_multiplier(hyperparameters.learning_rate_multiplier, f"{named}.learning_rate_multiplier")
         beta = hyperparameters.beta if isinstance(hyperparameters, DpoHyperparameters) else None
+        reinforcement = hyperparameters if isinstance(hyperparameters, ReinforcementHyperparameters) else None
         job_request = JobRequest(
-            algorithm="sft" if method == "supervised" else "dpo",
+            algorithm=ALGORITHMS[method],
             job_uuid=Given(job_id, "id"),
             model=Given(request.model, "model"),
             beta=_number_or_auto(beta, f"{named}.beta"),
@@ -191,6 +205,7 @@ class TrlFineTuningImpl:
             learning_rate=Given(multiplier * self.config.learning_rate, f"{named}.learning_rate_multiplier"),
             overrides=Given(_overrides(request), "trl"),
             trackers=_trackers(request.integrations),
+            **(_reinforcement_fields(reinforcement, grader, named) if reinforcement else {}),
         )
         job = await admit(
             job_request,
@@ -198,7 +213,7 @@ class TrlFineTuningImpl:
             output_root=self.output_root,
             device=self.device,
             job_exists=self.jobs.exists,
-            sources=_UploadedFiles(self, supervised_rows if method == "supervised" else preference_rows),
+            sources=_UploadedFiles(self, ROW_READERS[method]),
             caller=self.access.admission_caller(self.jobs, owner),
         )
         resolved = Hyperparameters(batch_size=batch_size, learning_rate_multiplier=multiplier, n_epochs=n_epochs)
@@ -208,7 +223,7 @@ class TrlFineTuningImpl:
             model=request.model,
             training_file=request.training_file,
             validation_file=request.validation_file,
-            method=_resolved_method(method, resolved, getattr(job.spec, "beta", None)),
+            method=_resolved_method(method, resolved, job.spec, reinforcement, grader),
             hyperparameters=resolved,
             seed=job.spec.seed,
             suffix=request.suffix,
@@ -448,29 +463,32 @@ def _check_file_size(file: Given[str], size: int, limit: int) -> None:
 def _method(request: CreateFineTuningJobRequest) -> tuple[MethodType, Hyperparameters, str]:
     """The method (OpenAI's default: supervised), its hyperparameters and the parameter that named them."""
     method = request.method or Method(type="supervised")
-    if method.type == "reinforcement":
-        raise OpenAIError(
-            HTTPStatus.BAD_REQUEST,
-            "reinforcement fine-tuning (graders scoring sampled answers) is not something this provider runs; "
-            "use method.type 'supervised' or 'dpo'",
-            param="method.type",
-        )
     others = {"dpo": method.dpo, "supervised": method.supervised, "reinforcement": method.reinforcement}
     extra = sorted(name for name, given in others.items() if given is not None and name != method.type)
     if extra:
         raise OpenAIError(
             HTTPStatus.BAD_REQUEST, f"method.type is '{method.type}': give only method.{method.type}", param="method"
         )
+    if method.type != "supervised" and request.hyperparameters is not None:
+        raise OpenAIError(
+            HTTPStatus.BAD_REQUEST,
+            "the top-level hyperparameters are OpenAI's deprecated form for supervised jobs; give them in "
+            f"method.{method.type}.hyperparameters",
+            param="hyperparameters",
+        )
     if method.type == "dpo":
-        if request.hyperparameters is not None:
-            raise OpenAIError(
-                HTTPStatus.BAD_REQUEST,
-                "the top-level hyperparameters are OpenAI's deprecated form for supervised jobs; give them in "
-                "method.dpo.hyperparameters",
-                param="hyperparameters",
-            )
         given = method.dpo.hyperparameters if method.dpo else None
         return "dpo", given or DpoHyperparameters(), "method.dpo.hyperparameters"
+    if method.type == "reinforcement":
+        if method.reinforcement is None:
+            raise OpenAIError(
+                HTTPStatus.BAD_REQUEST,
+                'a reinforcement job needs method.reinforcement with its grader: {"grader": {...}, '
+                '"hyperparameters": {...}}',
+                param="method.reinforcement",
+            )
+        reinforcement = method.reinforcement.hyperparameters or ReinforcementHyperparameters()
+        return "reinforcement", reinforcement, "method.reinforcement.hyperparameters"
     given = method.supervised.hyperparameters if method.supervised else None
     if given is not None and request.hyperparameters is not None:
         raise OpenAIError(
@@ -483,11 +501,55 @@ def _method(request: CreateFineTuningJobRequest) -> tuple[MethodType, Hyperparam
     return "supervised", given or Hyperparameters(), "method.supervised.hyperparameters"
 
 
-def _resolved_method(method: MethodType, resolved: Hyperparameters, beta: float | None) -> Method:
-    """The method with every "auto" replaced by the value the job runs with (``beta``: DPO's)."""
+def _resolved_method(
+    method: MethodType,
+    resolved: Hyperparameters,
+    spec: Any,
+    reinforcement: ReinforcementHyperparameters | None,
+    grader: dict[str, Any] | None,
+) -> Method:
+    """The method with every "auto" replaced by the value the job runs with (the job spec's: DPO's beta,
+    reinforcement's validation interval and samples)."""
     if method == "dpo":
-        return Method(type="dpo", dpo=DpoMethod(hyperparameters=DpoHyperparameters(**resolved.model_dump(), beta=beta)))
+        hyperparameters = DpoHyperparameters(**resolved.model_dump(), beta=spec.beta)
+        return Method(type="dpo", dpo=DpoMethod(hyperparameters=hyperparameters))
+    if method == "reinforcement":
+        assert reinforcement is not None and grader is not None
+        multiplier = reinforcement.compute_multiplier
+        rft = ReinforcementHyperparameters(
+            **resolved.model_dump(),
+            compute_multiplier=1.0 if multiplier in (None, "auto") else multiplier,
+            eval_interval=spec.eval_steps,
+            eval_samples=spec.num_generations_eval if spec.eval_steps else None,
+            reasoning_effort=reinforcement.reasoning_effort or "default",
+        )
+        return Method(type="reinforcement", reinforcement=ReinforcementMethod(grader=grader, hyperparameters=rft))
     return Method(type="supervised", supervised=SupervisedMethod(hyperparameters=resolved))
+
+
+def _grader(method: Method | None) -> dict[str, Any] | None:
+    """A reinforcement job's grader, checked as the graders endpoints check one (a 400 naming its field)."""
+    if method is None or method.reinforcement is None:
+        return None
+    return method.reinforcement.grader
+
+
+def _reinforcement_fields(
+    hyperparameters: ReinforcementHyperparameters, grader: dict[str, Any] | None, named: str
+) -> dict[str, Any]:
+    """The JobRequest fields of OpenAI's reinforcement hyperparameters and grader ("auto" leaves the engine's)."""
+
+    def given(name: str) -> Given[Any] | None:
+        value = getattr(hyperparameters, name)
+        return None if value is None or value == "auto" else Given(value, f"{named}.{name}")
+
+    return {
+        "grader": Given(grader, "method.reinforcement.grader"),
+        "compute_multiplier": given("compute_multiplier"),
+        "eval_interval": given("eval_interval"),
+        "eval_samples": given("eval_samples"),
+        "reasoning_effort": given("reasoning_effort"),
+    }
 
 
 def _check_options(request: CreateFineTuningJobRequest) -> None:
@@ -613,6 +675,8 @@ def _checkpoint_object(
             train_loss=checkpoint.train_loss,
             valid_loss=checkpoint.eval_loss,
             full_valid_loss=checkpoint.eval_loss,
+            train_reward=checkpoint.reward,
+            valid_reward=checkpoint.eval_reward,
         ),
         step_number=checkpoint.step,
     )
@@ -669,7 +733,11 @@ def _describe(event: JobEvent) -> tuple[str, str, dict[str, Any] | None] | None:
             message = f"Step {event.step}/{event.total_steps}" + (
                 f": training loss={loss:.4f}" if loss is not None else ""
             )
+            if event.reward is not None:
+                message += f", reward={event.reward.mean:.4f}"
             return "info", message, data
+        case Evaluation() if event.reward is not None:
+            return "info", f"Validation reward at step {event.step}: {event.reward:.4f}", None
         case Evaluation():
             return "info", f"Validation loss at step {event.step}: {event.metrics.get('eval_loss')}", None
         case CheckpointSaved() if event.identifier.endswith(("-final", "-final-merged")):
@@ -700,12 +768,14 @@ def _results_csv(job_events: list[JobEvent]) -> str:
     for event in job_events:
         if isinstance(event, Metrics | Evaluation) and "train_runtime" not in event.metrics:
             rows.setdefault(event.step, {}).update(event.metrics)
+    sub_rewards = sorted({match[1] for metrics in rows.values() for key in metrics if (match := SUB_REWARD.match(key))})
+    columns = {**RESULT_COLUMNS, **{f"train_sub_reward_{name}": (f"grader/{name}/mean",) for name in sub_rewards}}
     out = io.StringIO()
     writer = csv.writer(out)
-    writer.writerow(["step", *RESULT_COLUMNS])
+    writer.writerow(["step", *columns])
     for step in sorted(rows):
         metrics = rows[step]
         writer.writerow(
-            [step, *(next((metrics[s] for s in sources if s in metrics), "") for sources in RESULT_COLUMNS.values())]
+            [step, *(next((metrics[s] for s in sources if s in metrics), "") for sources in columns.values())]
         )
     return out.getvalue()

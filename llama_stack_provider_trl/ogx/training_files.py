@@ -9,7 +9,10 @@ OpenAI's preference format, one JSON object a line::
 becomes TRL's conversational row ``{"prompt": messages, "chosen": preferred, "rejected": non_preferred}``. A line
 already in one of TRL's preference formats (``prompt``/``chosen``/``rejected``, strings or messages) passes as
 it is; the engine checks those rows (engine/preference_rows.py). OpenAI's supervised format (``{"messages"}``)
-is ``method.type: supervised``'s (``supervised_rows``), which also passes TRL's SFT formats on.
+is ``method.type: supervised``'s (``supervised_rows``), which also passes TRL's SFT formats on. OpenAI's
+reinforcement format (``reinforcement_rows``) is one prompt a line, ``{"messages": [... ending with the user's turn],
+<any other fields>}``: the other fields are the item the grader reads (``{{item.<field>}}``), and the row becomes
+``{"prompt": messages, "item": {other fields}}`` (engine/prompt_rows.py).
 
 Every problem is a RequestError on the caller's field (``training_file`` or ``validation_file``) naming the file,
 the 1-based line and the JSON field, as OpenAI answers a bad file. A file is read line by line and only up to the
@@ -40,6 +43,12 @@ def supervised_rows(file: Given[str], content: bytes, limit: int) -> list[dict[s
     """At most ``limit`` rows of a supervised file: OpenAI's ``{"messages": [...]}`` (each assistant message may
     carry ``weight`` 1; 0 is refused, as TRL trains on every assistant turn), or one of TRL's SFT formats as is."""
     return _rows(file, content, limit, _supervised_row)
+
+
+def reinforcement_rows(file: Given[str], content: bytes, limit: int) -> list[dict[str, Any]]:
+    """At most ``limit`` prompts of a reinforcement file: ``{"messages": [...]}`` ending with the user's turn, the
+    line's other fields as the grader's item."""
+    return _rows(file, content, limit, _prompt_row)
 
 
 def _rows(file: Given[str], content: bytes, limit: int, row_of: RowReader) -> list[dict[str, Any]]:
@@ -79,6 +88,28 @@ def _supervised_row(file: Given[str], number: int, row: dict[str, Any]) -> dict[
     if OPENAI_PREFERENCE_KEYS & row.keys() or {"chosen", "rejected"} <= row.keys():
         raise _bad(file, number, 'a preference pair; method supervised needs {"messages": [...]} examples')
     return row  # TRL's formats (text, prompt/completion, ...): the engine checks them
+
+
+def _prompt_row(file: Given[str], number: int, row: dict[str, Any]) -> dict[str, Any]:
+    if "messages" not in row:
+        hint = " (a preference pair: that is method dpo's format)" if OPENAI_PREFERENCE_KEYS & row.keys() else ""
+        raise _bad(
+            file,
+            number,
+            f"field 'messages' is missing{hint}; a reinforcement prompt is "
+            '{"messages": [..., {"role": "user", "content": ...}], <fields the grader reads>}',
+        )
+    if row.get("tools") or row.get("functions"):
+        raise _bad(file, number, "tool definitions are not supported; send conversations of text messages")
+    prompt = _messages(file, number, "messages", row["messages"])
+    if prompt[-1]["role"] != "user":
+        raise _bad(
+            file,
+            number,
+            f"field 'messages[{len(prompt) - 1}].role' is '{prompt[-1]['role']}'; the last message is the user's, "
+            "which the model answers",
+        )
+    return {"prompt": prompt, "item": {key: value for key, value in row.items() if key != "messages"}}
 
 
 def _conversation(file: Given[str], number: int, row: dict[str, Any]) -> list[dict[str, str]]:

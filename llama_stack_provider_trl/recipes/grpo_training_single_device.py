@@ -13,34 +13,24 @@ model, pause, resume and progress events are the other recipes' (recipes/single_
 event carries the rewards (mean, spread, each sub-grader's mean, KL, answer length, clipped share), and with a
 validation file an evaluation every ``eval_steps`` steps carries the validation prompts' mean reward.
 
-The grader runs as an async reward function: TRL awaits it on its own event loop, so the samples of a step are graded
-concurrently (a model grader's requests, a python grader's sandboxed calls) rather than one after another.
+The grader is compiled into TRL's reward function (llama_stack_provider_trl.graders), which grades a step's answers
+concurrently (a model grader's requests in flight together, a python grader's warm sandbox processes); TRL itself
+waits for the rewards before it computes the advantages, so grading is on the step's path, not overlapped with it.
 """
 
 import json
 import sys
-from collections.abc import Awaitable, Callable
-from typing import Any
 
 from datasets import Dataset
 from trl import GRPOConfig, GRPOTrainer
 
 from llama_stack_provider_trl.common.job_spec import EVAL_DATA_FILE, TRAIN_DATA_FILE, GRPOJobSpec
+from llama_stack_provider_trl.graders import ITEM_COLUMN, reward_function
 from llama_stack_provider_trl.recipes import single_device
 
 # What GRPOConfig lacks of the arguments every recipe shares: answers are sampled up to max_completion_length (no
 # max_length), and generation keeps no activations to offload.
 _NOT_GRPO_ARGS = ("max_length", "activation_offloading")
-
-# (answers' texts, their rows' items, TRL's log_metric) -> one reward per answer
-RewardFunction = Callable[[list[str], list[dict[str, Any]], Callable[[str, float], None]], Awaitable[list[float]]]
-
-
-def reward_function(grader: dict[str, Any]) -> RewardFunction:
-    """The grader compiled into a reward function (llama_stack_provider_trl.graders)."""
-    from llama_stack_provider_trl.graders import reward_function as compile_grader
-
-    return compile_grader(grader)
 
 
 class StepLimitedGRPOTrainer(single_device.StepLimited, GRPOTrainer):
@@ -93,7 +83,7 @@ class GRPOTrainingSingleDevice(single_device.SingleDeviceRecipe):
         )
         self.trainer = StepLimitedGRPOTrainer(
             model=model,
-            reward_funcs=[graded(reward_function(spec.grader))],
+            reward_funcs=[reward_function(spec.grader, spec.grader_settings)],
             args=args,
             train_dataset=train_dataset,
             eval_dataset=eval_dataset,
@@ -125,24 +115,12 @@ def grpo_step_budget(spec: GRPOJobSpec, num_prompts: int) -> tuple[int, int]:
     return per_epoch, per_epoch * spec.n_epochs
 
 
-def graded(grade: RewardFunction) -> Callable[..., Awaitable[list[float]]]:
-    """The grader as TRL's async reward function: the answers' texts and each row's item in, one reward per answer."""
-
-    async def grader(
-        prompts: list[Any], completions: list[Any], item: list[str], log_metric: Callable[[str, float], None], **_: Any
-    ) -> list[float]:
-        texts = [c if isinstance(c, str) else c[-1]["content"] for c in completions]
-        return await grade(texts, [json.loads(row) for row in item], log_metric)
-
-    grader.__name__ = "grader"  # TRL logs rewards/<name>/mean
-    return grader
-
-
 def _prompts(spec: GRPOJobSpec, name: str) -> Dataset:
     """The prompts as TRL reads them: ``prompt`` (messages) and the item as JSON text, so items of different shapes
-    share one column."""
+    share one column, which TRL hands the reward function."""
     rows = [
-        {"prompt": row["prompt"], "item": json.dumps(row["item"])} for row in single_device.read_jsonl(spec.path / name)
+        {"prompt": row["prompt"], ITEM_COLUMN: json.dumps(row["item"])}
+        for row in single_device.read_jsonl(spec.path / name)
     ]
     return single_device.rows_dataset(spec, name, rows)
 

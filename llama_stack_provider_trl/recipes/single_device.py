@@ -445,7 +445,7 @@ class EventReportingCallback(TrainerCallback):
 
 def reward_stats(logs: dict[str, Any]) -> RewardStats | None:
     """A reinforcement step's rewards from TRL's logged names (GRPOTrainer's ``reward``, ``reward_std``, ``kl``,
-    ``completions/*``); each named sub-grader's mean is logged as ``sub_rewards/<name>``. None for other steps."""
+    ``completions/*``); each named sub-grader's mean is logged as ``grader/<name>/mean``. None for other steps."""
     if not isinstance(logs.get("reward"), int | float):
         return None
 
@@ -457,9 +457,9 @@ def reward_stats(logs: dict[str, Any]) -> RewardStats | None:
         mean=float(logs["reward"]),
         std=number("reward_std"),
         sub_rewards={
-            key.removeprefix("sub_rewards/"): float(value)
+            key.removeprefix("grader/").removesuffix("/mean"): float(value)
             for key, value in logs.items()
-            if key.startswith("sub_rewards/") and isinstance(value, int | float)
+            if key.startswith("grader/") and key.endswith("/mean") and isinstance(value, int | float)
         },
         kl=number("kl"),
         completion_length=number("completions/mean_length"),

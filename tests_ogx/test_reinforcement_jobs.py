@@ -1,0 +1,123 @@
+"""Reinforcement fine-tuning (OpenAI's method.type reinforcement) on a real `ogx run` through the openai client: a
+grader's mean reward rises on the tiny model, the job object returns its method resolved, the events, checkpoints
+and result file carry the rewards; a running job pauses, resumes and cancels like any other; bad requests are 400s
+naming the parameter."""
+
+import csv
+import io
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+
+from helpers import upload, wait_final, wait_for
+
+# The task: answers holding the item's token. The tiny model's random answers hold it now and then; GRPO makes it
+# every answer within a few dozen steps.
+PROMPTS = [
+    {"messages": [{"role": "user", "content": f"What is {a} plus {b}?"}], "token": "5"}
+    for a, b in [(1, 2), (3, 4), (2, 2), (6, 1), (0, 9), (4, 4), (7, 2), (5, 3)]
+]
+GRADER = {
+    "type": "multi",
+    "name": "score",
+    "graders": {
+        "has_token": {
+            "type": "string_check",
+            "name": "has_token",
+            "input": "{{sample.output_text}}",
+            "reference": "%{{item.token}}%",
+            "operation": "like",
+        }
+    },
+    "calculate_output": "has_token",
+}
+SETTINGS = {"num_generations": 8, "max_completion_length": 16, "save_every_epoch": False}
+
+
+def reinforcement(grader: dict[str, Any] = GRADER, **hyperparameters: Any) -> dict[str, Any]:
+    """method= for a reinforcement job; the multiplier scales the provider's base learning rate (1e-6)."""
+    given = {"batch_size": 2, "n_epochs": 1, "learning_rate_multiplier": 5000, **hyperparameters}
+    return {"type": "reinforcement", "reinforcement": {"grader": grader, "hyperparameters": given}}
+
+
+def step_rewards(client: openai.OpenAI, job_id: str) -> dict[int, float]:
+    events = client.fine_tuning.jobs.list_events(job_id, limit=1000).data
+    return {e.data["step"]: e.data["reward"] for e in events if e.type == "metrics"}  # type: ignore[index]
+
+
+@pytest.fixture(scope="module")
+def trained(client: openai.OpenAI, tiny_model: Path) -> str:
+    job = client.fine_tuning.jobs.create(
+        model=str(tiny_model),
+        training_file=upload(client, PROMPTS),
+        validation_file=upload(client, PROMPTS[:2]),
+        method=reinforcement(n_epochs=8, eval_interval=16, eval_samples=4),
+        extra_body={"trl": SETTINGS},
+    )
+    assert wait_final(client, job.id).status == "succeeded", client.fine_tuning.jobs.retrieve(job.id).error
+    return job.id
+
+
+@pytest.mark.slow
+def test_an_rft_job_raises_the_mean_reward_its_grader_gives(client: openai.OpenAI, trained: str) -> None:
+    rewards = step_rewards(client, trained)
+    assert sorted(rewards) == list(range(1, 33))  # 8 prompts, 2 a step, 8 epochs
+    first, last = [rewards[s] for s in range(1, 5)], [rewards[s] for s in range(29, 33)]
+    assert sum(last) / 4 > sum(first) / 4 + 0.3, rewards
+    messages = [e.message for e in client.fine_tuning.jobs.list_events(trained, limit=1000)]
+    assert any(m.startswith("Validation reward at step 16: ") for m in messages)
+
+
+@pytest.mark.slow
+def test_the_rft_job_object_returns_its_method_resolved_with_the_grader(client: openai.OpenAI, trained: str) -> None:
+    job = client.fine_tuning.jobs.retrieve(trained)
+    assert job.method is not None and job.method.type == "reinforcement" and job.method.reinforcement is not None
+    hyperparameters = job.method.reinforcement.hyperparameters
+    assert hyperparameters is not None
+    assert (hyperparameters.batch_size, hyperparameters.n_epochs, hyperparameters.learning_rate_multiplier) == (
+        2,
+        8,
+        5000,
+    )
+    assert (hyperparameters.compute_multiplier, hyperparameters.eval_interval, hyperparameters.eval_samples) == (
+        1.0,
+        16,
+        4,
+    )
+    assert hyperparameters.reasoning_effort == "default"
+    assert job.method.reinforcement.grader.to_dict()["graders"]["has_token"]["reference"] == "%{{item.token}}%"
+
+
+@pytest.mark.slow
+def test_checkpoints_and_the_result_file_carry_the_rewards(client: openai.OpenAI, trained: str) -> None:
+    [final] = client.fine_tuning.jobs.checkpoints.list(trained).data
+    assert final.metrics.to_dict()["train_reward"] > 0.5 and final.metrics.to_dict()["valid_reward"] is not None
+    job = client.fine_tuning.jobs.retrieve(trained)
+    [result] = job.result_files
+    rows = list(csv.DictReader(io.StringIO(client.files.content(result).text)))
+    assert [int(row["step"]) for row in rows] == list(range(1, 33))
+    assert {"train_reward", "train_reward_std", "completion_length", "clipped_ratio", "valid_reward"} <= set(rows[0])
+    assert [row["step"] for row in rows if row["valid_reward"]] == ["16", "32"]
+    assert rows[-1]["train_sub_reward_has_token"] and float(rows[-1]["train_reward"]) > 0.5
+
+
+@pytest.mark.slow
+def test_an_rft_job_pauses_resumes_from_its_checkpoint_and_cancels(client: openai.OpenAI, tiny_model: Path) -> None:
+    job = client.fine_tuning.jobs.create(
+        model=str(tiny_model),
+        training_file=upload(client, PROMPTS),
+        method=reinforcement(n_epochs=500, learning_rate_multiplier=1),  # 2000 steps: still running when paused
+        extra_body={"trl": SETTINGS},
+    )
+    wait_for(client, job.id, lambda _: step_rewards(client, job.id))
+    client.fine_tuning.jobs.pause(job.id)
+    wait_for(client, job.id, lambda j: j.status == "paused")
+    [checkpoint] = client.fine_tuning.jobs.checkpoints.list(job.id).data
+    step = checkpoint.step_number
+    client.fine_tuning.jobs.resume(job.id)
+    wait_for(client, job.id, lambda _: max(step_rewards(client, job.id)) > step)
+    assert min(s for s in step_rewards(client, job.id) if s > step) == step + 1
+    client.fine_tuning.jobs.cancel(job.id)
+    assert wait_final(client, job.id).status == "cancelled"
