@@ -111,7 +111,7 @@ def test_a_bad_supervised_file_is_refused_naming_the_file_line_and_field(
 @pytest.mark.parametrize(
     ("method", "param", "says"),
     [
-        ({"type": "reinforcement", "reinforcement": {"grader": {}}}, "method.type", "not something this provider runs"),
+        ({"type": "reinforcement"}, "method.reinforcement", "needs method.reinforcement with its grader"),
         ({"type": "dpo", "supervised": {}}, "method", "give only method.dpo"),
         ({"type": "supervised"}, "training_file", "line 1: a preference pair; method supervised needs"),
         (dpo(batch_size=0), "method.dpo.hyperparameters.batch_size", "must be a positive integer"),

@@ -24,7 +24,7 @@ from helpers import dpo, step_losses, upload, wait_final
 def finished_job(server: StackServer, tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> str:
     """The README's "Quickstart: on OGX" example, run as written on the tiny model; the id of the job it trained."""
     readme = (REPO_ROOT / "README.md").read_text()
-    section = readme.split("\n## Quickstart: on OGX\n", 1)[1].split("\n## ", 1)[0]
+    section = readme.split("\n## Quickstart: on OGX\n", 1)[1].split("\n## ", 1)[0].split("\n### ", 1)[0]
     [example] = re.findall(r"```python\n(.*?)```", section, flags=re.DOTALL)
     script = tmp_path_factory.mktemp("readme") / "example.py"
     script.write_text(example)

@@ -5,12 +5,19 @@ naming the parameter."""
 
 import csv
 import io
+import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import openai
 import pytest
 
+from llama_stack_provider_trl.demo.stack_server import StackServer
+
+from conftest import REPO_ROOT
 from helpers import upload, wait_final, wait_for
 
 # The task: answers holding the item's token. The tiny model's random answers hold it now and then; GRPO makes it
@@ -33,6 +40,7 @@ GRADER = {
     },
     "calculate_output": "has_token",
 }
+HP = "method.reinforcement.hyperparameters"
 SETTINGS = {"num_generations": 8, "max_completion_length": 16, "save_every_epoch": False}
 
 
@@ -104,9 +112,20 @@ def test_checkpoints_and_the_result_file_carry_the_rewards(client: openai.OpenAI
 
 
 @pytest.mark.slow
-def test_an_rft_job_pauses_resumes_from_its_checkpoint_and_cancels(client: openai.OpenAI, tiny_model: Path) -> None:
-    job = client.fine_tuning.jobs.create(
+def test_an_rft_job_from_an_sft_model_pauses_resumes_from_its_checkpoint_and_cancels(
+    client: openai.OpenAI, tiny_model: Path
+) -> None:
+    chats = [{"messages": [*line["messages"], {"role": "assistant", "content": "5."}]} for line in PROMPTS]
+    sft = client.fine_tuning.jobs.create(
         model=str(tiny_model),
+        training_file=upload(client, chats),
+        method={"type": "supervised", "supervised": {"hyperparameters": {"batch_size": 8, "n_epochs": 1}}},
+        extra_body={"trl": {"save_every_epoch": False}},
+    )
+    sft_model = wait_final(client, sft.id).fine_tuned_model
+    assert sft_model is not None
+    job = client.fine_tuning.jobs.create(
+        model=sft_model,  # SFT, then reinforcement from what it learned
         training_file=upload(client, PROMPTS),
         method=reinforcement(n_epochs=500, learning_rate_multiplier=1),  # 2000 steps: still running when paused
         extra_body={"trl": SETTINGS},
@@ -121,3 +140,53 @@ def test_an_rft_job_pauses_resumes_from_its_checkpoint_and_cancels(client: opena
     assert min(s for s in step_rewards(client, job.id) if s > step) == step + 1
     client.fine_tuning.jobs.cancel(job.id)
     assert wait_final(client, job.id).status == "cancelled"
+
+
+USER = {"role": "user", "content": "What is 2 plus 3?"}
+
+
+@pytest.mark.parametrize(
+    ("lines", "method", "param", "says"),
+    [
+        (
+            [{"messages": [USER, {"role": "assistant", "content": "5"}]}],
+            reinforcement(),
+            "training_file",
+            "line 1: field 'messages[1].role' is 'assistant'",
+        ),
+        (
+            [{"input": {"messages": [USER]}}],
+            reinforcement(),
+            "training_file",
+            "line 1: field 'messages' is missing (a preference pair",
+        ),
+        (PROMPTS, reinforcement(compute_multiplier=0), f"{HP}.compute_multiplier", "must be a finite number > 0"),
+        (PROMPTS, reinforcement(reasoning_effort="extreme"), f"{HP}.reasoning_effort", "Input should be"),
+        (PROMPTS, reinforcement(reasoning_effort="high"), f"{HP}.reasoning_effort", "does not read reasoning_effort"),
+        (PROMPTS, reinforcement(batch_size=9), f"{HP}.batch_size", "training_file has 8"),
+        (PROMPTS, reinforcement(eval_interval=2), f"{HP}.eval_interval", "give one, or leave it out"),
+        (PROMPTS, reinforcement(seeds=1), f"{HP}.seeds", "Extra inputs are not permitted"),
+        (PROMPTS, reinforcement(grader={"type": "string_check"}), "method.reinforcement.grader.name", ""),
+    ],
+)
+def test_bad_reinforcement_requests_are_refused_naming_the_parameter(
+    client: openai.OpenAI, tiny_model: Path, lines: list[Any], method: dict[str, Any], param: str, says: str
+) -> None:
+    with pytest.raises(openai.BadRequestError) as error:
+        client.fine_tuning.jobs.create(model=str(tiny_model), training_file=upload(client, lines), method=method)
+    assert error.value.param == param and says in error.value.message
+
+
+@pytest.mark.slow
+def test_the_readme_rft_example_runs_as_written(server: StackServer, tiny_model: Path, tmp_path: Path) -> None:
+    readme = (REPO_ROOT / "README.md").read_text()
+    section = readme.split("\n### Reinforcement fine-tuning\n", 1)[1].split("\n## ", 1)[0]
+    [example] = re.findall(r"```python\n(.*?)```", section, flags=re.DOTALL)
+    script = tmp_path / "example.py"
+    script.write_text(example)
+    env = {**os.environ, "OGX_URL": f"{server.base_url}/v1", "MODEL": str(tiny_model)}
+    result = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("succeeded ftjob-") and lines[0].endswith(f":trl:{lines[0].split()[1]}")
+    assert [line.split()[1] for line in lines[1:]] == ["1", "2", "3", "4"]  # 8 prompts, 4 a step, 2 epochs
