@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -203,7 +204,7 @@ def test_a_model_server_that_is_unreachable_gives_reward_zero_and_the_server_err
 
 
 def test_python_graders_reuse_warm_workers_across_batches() -> None:
-    source = "import os\ndef grade(sample, item):\n    return os.getpid()\n"
+    source = "import random\nWORKER = random.random()\ndef grade(sample, item):\n    return WORKER\n"
     grader = compile_grader({"type": "python", "name": "pid", "source": source}, GraderSettings(python_workers=2))
     first = {result.reward for result in grader.grade_batch(["a"] * 8, [{}] * 8)}
     second = {result.reward for result in grader.grade_batch(["a"] * 8, [{}] * 8)}
@@ -257,18 +258,19 @@ def test_the_reward_function_reads_the_items_fields_from_columns_without_an_item
     assert broken == [0.0] and reward.last_metrics()["grader/errors/invalid_variable_error"] == 1.0
 
 
-def test_a_python_grader_that_kills_its_process_flags_that_sample_and_a_new_worker_grades_the_rest() -> None:
+def test_a_python_grader_that_crashes_its_process_flags_that_sample_and_a_new_worker_grades_the_rest() -> None:
     source = (
-        "import os, signal\n"
+        "import ctypes, random\n"
+        "WORKER = random.random()\n"
         "def grade(sample, item):\n"
-        "    if sample['output_text'] == 'die':\n        os.kill(os.getpid(), signal.SIGKILL)\n"
-        "    return os.getpid()\n"
+        "    if sample['output_text'] == 'crash':\n        ctypes.string_at(0)\n"
+        "    return WORKER\n"
     )
     grader = compile_grader({"type": "python", "name": "p", "source": source}, GraderSettings(python_workers=1))
-    results = grader.grade_batch(["ok", "die", "ok"], [{}] * 3)
+    results = grader.grade_batch(["ok", "crash", "ok"], [{}] * 3)
     assert results[1].reward == 0.0 and results[1].errors.flags == {"python_grader_runtime_error"}
-    assert "SIGKILL" in results[1].to_openai()["metadata"]["errors"]["python_grader_runtime_error_details"]
-    assert results[0].reward != results[2].reward  # the second answer came from a new process
+    assert "SIGSEGV" in results[1].to_openai()["metadata"]["errors"]["python_grader_runtime_error_details"]
+    assert results[0].reward != results[2].reward  # the third answer came from a new process
     assert results[0].errors.flags == results[2].errors.flags == set()
 
 
@@ -290,27 +292,53 @@ def test_a_python_grader_whose_module_fails_to_load_flags_every_sample_with_the_
 
 PARENT = """
 from llama_stack_provider_trl.graders import GraderSettings, compile_grader
-source = "import os, time\\ndef grade(sample, item):\\n    time.sleep(600 * len(sample['output_text']))\\n"
-source += "    return os.getpid()"
+source = "import time\\ndef grade(sample, item):\\n    time.sleep(600 * len(sample['output_text']))\\n    return 1"
 settings = GraderSettings(python_workers=1, python_timeout_s=600)
 grader = compile_grader({"type": "python", "name": "p", "source": source}, settings)
-print(int(grader.grade("").reward), flush=True)
+grader.grade("")
+print("ready", flush=True)
 grader.grade("wait")
 """
 
 
+def workers_of(parent: int) -> list[int]:
+    """The sandbox processes a process started (their command line carries its pid)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            command = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"sandbox_worker.py" in command and f'"parent": {parent}'.encode() in command:
+            found.append(int(entry.name))
+    return found
+
+
 def test_python_grader_workers_end_with_the_process_that_started_them() -> None:
     parent = subprocess.Popen([sys.executable, "-c", PARENT], stdout=subprocess.PIPE, text=True)
-    assert parent.stdout is not None
-    worker = int(parent.stdout.readline())
-    os.kill(worker, 0)  # alive, grading the sample that waits
+    assert parent.stdout is not None and parent.stdout.readline() == "ready\n"
+    assert len(workers_of(parent.pid)) == 2  # the namespace's waiting parent, and the process grading
     parent.kill()
     parent.wait()
     for _ in range(100):
-        try:
-            os.kill(worker, 0)
-        except ProcessLookupError:
+        if not workers_of(parent.pid):
             break
         time.sleep(0.1)
-    with pytest.raises(ProcessLookupError):
-        os.kill(worker, 0)
+    assert workers_of(parent.pid) == []
+
+
+def test_a_python_grader_writes_only_in_its_own_directory(tmp_path: Path) -> None:
+    source = (
+        "import os\n"
+        "def grade(sample, item):\n"
+        "    open('mine.txt', 'w').write('ok')\n"
+        "    try:\n"
+        "        open(item['outside'], 'w').write('escaped')\n"
+        "        return 1.0\n"
+        "    except OSError:\n"
+        "        return 0.5\n"
+    )
+    outside = tmp_path / "server-file.txt"
+    result = compile_grader({"type": "python", "name": "p", "source": source}).grade("x", {"outside": str(outside)})
+    assert (result.reward, result.errors.flags) == (0.5, set())
+    assert not outside.exists()

@@ -248,10 +248,16 @@ def test_a_runaway_python_grader_is_stopped_with_reward_zero_and_the_server_answ
 
 
 def test_a_python_grader_sees_none_of_the_servers_environment(graders: Any) -> None:
+    """Neither in its own environment nor in any process's /proc/<pid>/environ (the server's among them)."""
     source = (
-        "import os\n"
+        "import glob, os\n"
         "def grade(sample, item):\n"
         "    leaked = [k for k, v in os.environ.items() if 's3cret' in v or 'judge-key' in v or 'SECRET' in k]\n"
+        "    for path in glob.glob('/proc/*/environ'):\n"
+        "        try:\n"
+        "            leaked += [path] if b's3cret' in open(path, 'rb').read() else []\n"
+        "        except OSError:\n"
+        "            pass\n"
         "    return 1.0 if leaked else 0.5\n"
     )
     answer = run(graders, python(source), "x")

@@ -1,5 +1,5 @@
 """python: the caller's ``grade(sample, item)`` in warm worker processes (sandbox_worker.py), a few per grader
-source, each with no server environment, its own temporary working directory, no network where the OS allows,
+source, each with no server environment, its own temporary working directory, its own namespaces where the OS allows,
 and limits on address space, CPU time and wall time. A batch is one round trip to each worker it is split over;
 a worker that dies or overruns its time is killed and replaced, its sample flagged, the rest of its share sent to
 the new worker."""
@@ -38,6 +38,7 @@ MAX_SOURCE_CHARS = 256_000
 # Variables the worker starts with: none of the server's; one thread per numeric library.
 WORKER_ENVIRONMENT = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "LC_ALL": "C.UTF-8"}
 START_TIMEOUT_S = 60.0
+FULLY_ISOLATED = "network, processes, /proc, files"
 MAX_POOLS = 8
 
 
@@ -84,7 +85,7 @@ class Worker:
         self.selector.register(self.process.stdout, selectors.EVENT_READ)
         self._send({"source": source})
         ready = json.loads(self._line(START_TIMEOUT_S, "starting"))
-        self.network: str = ready["network"]
+        self.isolated: str = ready["isolated"]
 
     def _send(self, message: dict[str, Any]) -> None:
         assert self.process.stdin is not None
@@ -120,8 +121,8 @@ class Worker:
             self.kill()
             code = self.process.returncode
         why = f"exit status {code}"
-        if code is not None and code < 0:
-            name = signal.Signals(-code).name
+        if code is not None and (code < 0 or 128 < code < 128 + signal.NSIG):  # a signal, or the namespace's
+            name = signal.Signals(-code if code < 0 else code - 128).name  # first process mirroring one
             why = {"SIGXCPU": f"SIGXCPU: over the {self.settings.python_cpu_s:g} s CPU time limit"}.get(name, name)
         self.kill()
         return f"the grader's process {what}: {why}"
@@ -162,7 +163,7 @@ class WorkerPool:
         self.idle: list[Worker] = []
         self.lock = threading.Lock()
         self.closed = False
-        self.network: str | None = None
+        self.isolated: str | None = None
 
     def _take(self) -> Worker:
         with self.lock:
@@ -172,9 +173,9 @@ class WorkerPool:
                     return worker
                 worker.kill()
         worker = Worker(self.source, self.settings)
-        if worker.network != "isolated" and self.network is None:
-            logger.warning("python graders run with the network: %s", worker.network)
-        self.network = worker.network
+        if self.isolated is None and worker.isolated != FULLY_ISOLATED:
+            logger.warning("python graders are isolated from: %s (not all of %s)", worker.isolated, FULLY_ISOLATED)
+        self.isolated = worker.isolated
         return worker
 
     def _give_back(self, worker: Worker) -> None:
