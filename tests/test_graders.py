@@ -13,6 +13,7 @@ import pytest
 
 from llama_stack_provider_trl.engine.errors import RequestError
 from llama_stack_provider_trl.graders import GraderSettings, compile_grader, reward_function
+from llama_stack_provider_trl.graders.python_grader import sandbox_isolation
 from llama_stack_provider_trl.graders.text_metrics import METRICS
 
 CAT = ("the cat sat on the mat today", "the cat is sitting on the mat today")
@@ -317,7 +318,7 @@ def workers_of(parent: int) -> list[int]:
 def test_python_grader_workers_end_with_the_process_that_started_them() -> None:
     parent = subprocess.Popen([sys.executable, "-c", PARENT], stdout=subprocess.PIPE, text=True)
     assert parent.stdout is not None and parent.stdout.readline() == "ready\n"
-    assert len(workers_of(parent.pid)) == 2  # the namespace's waiting parent, and the process grading
+    assert workers_of(parent.pid)  # with a PID namespace: its waiting parent, and the process grading
     parent.kill()
     parent.wait()
     for _ in range(100):
@@ -328,6 +329,8 @@ def test_python_grader_workers_end_with_the_process_that_started_them() -> None:
 
 
 def test_a_python_grader_writes_only_in_its_own_directory(tmp_path: Path) -> None:
+    if "files" not in sandbox_isolation():
+        pytest.skip(f"this OS lets the sandbox isolate only: {sandbox_isolation()}")
     source = (
         "import os\n"
         "def grade(sample, item):\n"

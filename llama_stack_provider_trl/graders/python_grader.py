@@ -243,6 +243,13 @@ def pool_for(source: str, settings: GraderSettings) -> WorkerPool:
         return pool
 
 
+def sandbox_isolation() -> str:
+    """What the sandbox isolates on this machine (FULLY_ISOLATED where the OS allows it all): one worker asked."""
+    pool = pool_for("def grade(sample, item):\n    return 0\n", GraderSettings(python_workers=1))
+    pool.grade([({}, None)])
+    return pool.isolated or "nothing"
+
+
 def close_pools() -> None:
     """Every worker process stopped (at exit, and by a test that counts processes)."""
     with _pools_lock:
