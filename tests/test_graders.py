@@ -5,7 +5,9 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -345,3 +347,33 @@ def test_a_python_grader_writes_only_in_its_own_directory(tmp_path: Path) -> Non
     result = compile_grader({"type": "python", "name": "p", "source": source}).grade("x", {"outside": str(outside)})
     assert (result.reward, result.errors.flags) == (0.5, set())
     assert not outside.exists()
+
+
+class Embeddings(BaseHTTPRequestHandler):
+    """An embeddings model stand-in: each text as its counts of the letters a, b and c."""
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        rows = [{"index": i, "embedding": [text.count(c) for c in "abc"]} for i, text in enumerate(body["input"])]
+        data = json.dumps({"model": body["model"], "data": rows, "usage": {"prompt_tokens": 4, "total_tokens": 4}})
+        self.send_response(200 if self.path == "/v1/embeddings" and body["model"] == "letters" else 404)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data.encode())
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_cosine_compares_the_configured_embeddings_models_vectors() -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Embeddings)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/v1"
+        grader = compile_grader(similarity("cosine"), GraderSettings(embedding_model="letters", embedding_base_url=url))
+        result = grader.grade("aab", {"reference": "abc"})  # (2, 1, 0) against (1, 1, 1)
+        assert result.reward == pytest.approx(3 / (5**0.5 * 3**0.5))
+        assert result.token_usage_per_model["letters"].total_tokens == 4
+        assert grader.grade("ccc", {"reference": "aaa"}).reward == 0.0
+    finally:
+        server.shutdown()
