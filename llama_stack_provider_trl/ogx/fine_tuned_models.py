@@ -25,6 +25,7 @@ from llama_stack_provider_trl.ogx.api import OpenAIError
 from llama_stack_provider_trl.ogx.job_access import acting_as
 from llama_stack_provider_trl.serving.checkpoints import model_files
 from llama_stack_provider_trl.serving.protocol import ModelFiles
+from llama_stack_provider_trl.serving.vllm_lora import VllmAdapters, VllmLoraError
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +47,7 @@ class FineTunedModels:
         self.openai_jobs = openai_jobs  # job id -> OpenAIJob (fine_tuned_model, model_registered)
         self.final_checkpoint = final_checkpoint
         self.provider_id: str | None = None  # the serving provider's id in ogx-run.yaml
+        self.vllm_provider_id: str | None = None  # a remote::vllm provider that serves LoRA adapters (docs/serving.md)
         self._lock = asyncio.Lock()
         self._loop: asyncio.Task[None] | None = None
 
@@ -55,11 +57,27 @@ class FineTunedModels:
             if hasattr(impl, "add_model_source"):
                 impl.add_model_source(self.files)
                 self.provider_id = provider_id
+                self.vllm_provider_id = impl.config.vllm_provider_id
                 break
         if self.provider_id is None:
             logger.info("fine_tuning: no inline::trl inference provider; fine-tuned models are not served")
             return
         self._loop = asyncio.create_task(self._register_forever())
+
+    def _vllm(self, provider_id: str | None) -> VllmAdapters | None:
+        provider = getattr(self.models, "impls_by_provider_id", {}).get(provider_id) if provider_id else None
+        return None if provider is None else VllmAdapters.of_provider(provider)
+
+    async def _reload_vllm_adapters(self) -> None:
+        """A restarted vLLM has forgotten its adapters: load those registered there again (once, at start)."""
+        for openai_job in list(self.openai_jobs.values()):
+            vllm = self._vllm(openai_job.served_by) if openai_job.served_by != self.provider_id else None
+            files = self.files(openai_job.fine_tuned_model) if vllm is not None else None
+            if vllm is not None and files is not None and files.adapter is not None:
+                try:
+                    await vllm.load(openai_job.fine_tuned_model, files.adapter)
+                except VllmLoraError as exc:
+                    logger.warning("fine_tuning: %s: %s", openai_job.fine_tuned_model, exc)
 
     async def stop(self) -> None:
         if self._loop is not None:
@@ -79,6 +97,7 @@ class FineTunedModels:
         return None
 
     async def _register_forever(self) -> None:
+        await self._reload_vllm_adapters()
         while True:
             for openai_job in list(self.openai_jobs.values()):
                 if not openai_job.model_registered:
@@ -94,10 +113,11 @@ class FineTunedModels:
         async with self._lock:
             if openai_job.model_registered:
                 return
+            provider_id = await self._serving_provider(openai_job.fine_tuned_model)
             request = RegisterModelRequest(
                 model_id=openai_job.fine_tuned_model,
                 provider_model_id=openai_job.fine_tuned_model,
-                provider_id=self.provider_id,
+                provider_id=provider_id,
                 model_type=ModelType.llm,
                 # _unprefixed_alias: OGX's own marker for a model listed under its name, not "<provider>/<name>"
                 metadata={
@@ -112,12 +132,26 @@ class FineTunedModels:
             except Exception:
                 logger.exception("fine_tuning: job %s: its model could not be registered for serving", record.job_uuid)
                 return
-            openai_job.model_registered = True
+            openai_job.model_registered, openai_job.served_by = True, provider_id
             try:
                 openai_job.write(record.spec.path)
             except OSError:
                 logger.exception("fine_tuning: job %s: cannot record that its model is registered", record.job_uuid)
-            logger.info("fine_tuning: %s serves as %s", record.job_uuid, openai_job.fine_tuned_model)
+            logger.info("fine_tuning: %s serves as %s on %s", record.job_uuid, openai_job.fine_tuned_model, provider_id)
+
+    async def _serving_provider(self, name: str) -> str | None:
+        """This package's provider, or for a LoRA adapter the configured vLLM, once it has loaded the adapter (a
+        vLLM that refuses leaves the adapter served here, saying why in the log)."""
+        files = self.files(name)
+        vllm = self._vllm(self.vllm_provider_id)
+        if vllm is None or files is None or files.adapter is None:
+            return self.provider_id
+        try:
+            await vllm.load(name, files.adapter)
+        except VllmLoraError as exc:
+            logger.error("fine_tuning: %s stays on %s: %s", name, self.provider_id, exc)
+            return self.provider_id
+        return self.vllm_provider_id
 
     async def delete(self, model_id: str) -> dict[str, Any]:
         """``client.models.delete``: a fine-tuned model leaves the models table and the serving provider. Only the
@@ -130,6 +164,7 @@ class FineTunedModels:
                     HTTPStatus.FORBIDDEN, f"'{model_id}' is not a fine-tuned model; only fine-tuned models are deleted"
                 )
             await self.models.unregister_model(UnregisterModelRequest(model_id=model_id))
+            await self._unload_from_vllm(model_id)
         except ModelNotFoundError as exc:
             raise OpenAIError(
                 HTTPStatus.NOT_FOUND, f"no model '{model_id}'; client.models.list() lists them", param="model"
@@ -137,3 +172,12 @@ class FineTunedModels:
         except AccessDeniedError:
             raise
         return {"id": model_id, "object": "model", "deleted": True}
+
+    async def _unload_from_vllm(self, name: str) -> None:
+        served_by = next((job.served_by for job in self.openai_jobs.values() if job.fine_tuned_model == name), None)
+        vllm = self._vllm(served_by) if served_by != self.provider_id else None
+        if vllm is not None:
+            try:
+                await vllm.unload(name)
+            except VllmLoraError as exc:  # it is out of OGX's table all the same: nothing routes to it
+                logger.warning("fine_tuning: %s: %s", name, exc)

@@ -138,6 +138,7 @@ class OpenAIJob(BaseModel):
     integrations: list[dict[str, Any]] = []
     result_files: list[str] = []
     model_registered: bool = False  # fine_tuned_model entered OGX's models table (once: a deleted one stays deleted)
+    served_by: str | None = None  # the inference provider serving it: this package's, or a remote::vllm one
 
     def write(self, job_dir: Path) -> None:
         (job_dir / OPENAI_JOB_FILE).write_text(self.model_dump_json(indent=2))

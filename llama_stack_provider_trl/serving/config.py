@@ -35,6 +35,12 @@ class TrlServingConfig(BaseModel):
         ge=1,
         description="Tokens generated for a request that sets neither max_tokens nor max_completion_tokens.",
     )
+    vllm_provider_id: str | None = Field(
+        default=None,
+        description="The provider_id of a remote::vllm inference provider in the same run config: a succeeded LoRA "
+        "job's adapter is loaded into that vLLM (its dynamic LoRA loading) and served there under the same name. "
+        "null: every fine-tuned model is served here.",
+    )
     models: dict[str, str] = Field(
         default_factory=dict,
         description="Local models every user may call, by name: {name: model directory}. Fine-tuned models need no "
