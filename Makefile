@@ -57,7 +57,7 @@ bench: install install-ogx
 		--variant ddp2=num_processes=2,distributed_strategy=ddp
 	$(BIN)/python bench/sft_bench.py --steps 20 --bs 8 --reps 2
 # Serving: OGX's chat completions against raw generate on the same model and prompts, then 4 clients at once
-	$(BIN_OGX)/python bench/serving_bench.py --shape small --tokens 64 --prompts 4 --clients 4
+	$(BIN_OGX)/python bench/serving_bench.py --shape small --tokens 32 --prompts 2 --clients 4
 
 # The llama-stack-client 0.7.0 that matches this server's post_training paths is refused with HTTP 426
 # unless the server skips its client-version check.

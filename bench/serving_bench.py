@@ -194,12 +194,9 @@ def server_arms(
             "ttft_s": statistics.median(r[1] for r in every),
             "tokens": sum(r[0] for r in every),
         }
-        loaded = [
-            line
-            for line in (home / "server.log").read_text().splitlines()
-            if "serving:" in line and " loaded, " in line
-        ]
-        found["loaded"] = loaded[-1].split("serving: ", 1)[1] if loaded else "not reported"
+        # OGX's log line of the generation process's report: "serving: model loaded ... mib=515.1 ..."
+        log = (home / "server.log").read_text()
+        found["loaded_mib"] = float(log.rsplit("mib=", 1)[1].split()[0]) if "serving: model loaded" in log else None
     return found
 
 
@@ -240,10 +237,10 @@ def main() -> None:
     results.update(server_arms(model_dir, workdir, args.prompts, args.tokens, args.clients, args.threads))
     print(f"serving: {args.shape} model, {args.prompts} prompts x {args.tokens} tokens, {args.threads} CPU threads")
     for arm, found in results.items():
-        if arm != "loaded":
+        if arm != "loaded_mib":
             rate, ttft = found["tokens_per_s"], found["ttft_s"] * 1000
             print(f"{arm:>14}: {rate:8.1f} generated tokens/s, time to first token {ttft:7.1f} ms")
-    print(f"loaded model: {results['loaded']}")
+    print(f"loaded model: {results['loaded_mib']} MiB (the server's log: serving: model loaded)")
     if args.json_out is not None:
         args.json_out.write_text(json.dumps(results, indent=2))
     many, one, raw_rate = f"server_{args.clients}", results["server_1"]["tokens_per_s"], results["raw_generate"]

@@ -28,6 +28,7 @@ from helpers import dpo, openai_preferences, upload, wait_final
 USERS = {
     "alice-token": {"principal": "alice", "attributes": {"roles": ["alice-team"]}},
     "bob-token": {"principal": "bob", "attributes": {"roles": ["bob-team"]}},
+    "carol-token": {"principal": "carol", "attributes": {"projects": ["shared"]}},
 }
 QUESTION = [{"role": "user", "content": "What is 2 plus 3?"}]
 # A random tiny model's answer is mostly special tokens: vLLM's skip_special_tokens (an extra field) shows them
@@ -61,6 +62,11 @@ def alice(serving_server: StackServer) -> openai.OpenAI:
 @pytest.fixture(scope="module")
 def bob(serving_server: StackServer) -> openai.OpenAI:
     return _as(serving_server, "bob-token")
+
+
+@pytest.fixture(scope="module")
+def carol(serving_server: StackServer) -> openai.OpenAI:
+    return _as(serving_server, "carol-token")
 
 
 @pytest.fixture(scope="module")
@@ -217,6 +223,28 @@ def test_status_calls_stay_answered_while_a_long_generation_runs(alice: openai.O
     assert alice.fine_tuning.jobs.list().data and name in [m.id for m in alice.models.list()]
     reader.join(timeout=120)
     assert answered and answered[0] > 8
+
+
+def test_an_owner_shares_a_model_with_a_project_through_checkpoint_permissions(
+    alice: openai.OpenAI, bob: openai.OpenAI, carol: openai.OpenAI, models: dict[str, Any]
+) -> None:
+    name = models["adapter"]["name"]
+    permissions = alice.fine_tuning.checkpoints.permissions
+    with pytest.raises(openai.NotFoundError):
+        carol.chat.completions.create(model=name, messages=QUESTION, **GREEDY)
+
+    [permission] = permissions.create(name, project_ids=["shared"]).data
+    assert permission.project_id == "shared" and permission.object == "checkpoint.permission"
+    assert carol.chat.completions.create(model=name, messages=QUESTION, **GREEDY).choices  # carol is in "shared"
+    assert name in [model.id for model in carol.models.list()]
+    assert [p.id for p in permissions.retrieve(name).data] == [permission.id]
+    with pytest.raises(openai.NotFoundError):  # not bob's to share: as for a model he cannot see
+        bob.fine_tuning.checkpoints.permissions.create(name, project_ids=["bob-team"])
+
+    assert permissions.delete(permission.id, fine_tuned_model_checkpoint=name).deleted
+    with pytest.raises(openai.NotFoundError):
+        carol.chat.completions.create(model=name, messages=QUESTION, **GREEDY)
+    assert permissions.retrieve(name).data == []
 
 
 def test_a_deleted_model_is_404_and_a_restart_keeps_every_other_registration(

@@ -4,8 +4,10 @@ Started by the server (serving/worker_client.py) as ``python -m llama_stack_prov
 requests from stdin and writes replies to stdout, one JSON object a line (serving/protocol.py). A thread reads stdin
 so that a cancel reaches a batch while it generates; the main thread generates. Requests waiting together for the
 same model and sampling settings generate as one batch (left-padded, each row stopping on its own: its end of
-sequence, its ``max_tokens``, its ``stop`` strings, or its client gone). Greedy requests batch with any others of
-their model; a seeded sampling request runs alone, so its seed decides its tokens.
+sequence, its ``max_tokens``, its ``stop`` strings, or its client gone); requests arriving within ``GATHER_S`` of
+an idle process's first one count as together. Greedy requests batch with any others of their model; a seeded
+sampling request runs alone, so its seed decides its tokens. A request that arrives while a batch runs waits for
+the next batch.
 
 Each model loads on first use, in float32 on CPU and bfloat16 (float16 where bfloat16 is missing) on a GPU, and stays
 until the server unloads it. LoRA adapters load over their base model (peft), so adapters of one base share its
@@ -33,6 +35,9 @@ from llama_stack_provider_trl.common.parent_watch import die_with_parent
 from llama_stack_provider_trl.serving.protocol import Cancel, FinishReason, Generate, ModelFiles, Unload
 
 BatchKey = tuple[str, str | None, Any]
+# After a request arrives with nothing running, wait this long for others sent at the same moment (clients that
+# start together) so that they generate in one batch rather than one after the other.
+GATHER_S = 0.02
 
 
 class Replies:
@@ -166,14 +171,16 @@ class Worker:
     def run(self) -> None:
         waiting: deque[Generate] = deque()
         while True:
+            gather = 0.0
             if not waiting:
                 message = self.inbox.get()
                 if message is None:
                     return
                 self._take(message, waiting)
-            while True:  # everything that arrived meanwhile joins the queue
+                gather = GATHER_S
+            while True:  # everything that arrived meanwhile (or within the gathering window) joins the queue
                 try:
-                    message = self.inbox.get_nowait()
+                    message = self.inbox.get(timeout=gather) if gather else self.inbox.get_nowait()
                 except queue.Empty:
                     break
                 if message is None:

@@ -298,6 +298,12 @@ class FineTuning(Protocol):
 
     async def delete_fine_tuned_model(self, model: str) -> dict[str, Any]: ...
 
+    async def share_fine_tuned_model(self, model: str, project_ids: list[str]) -> list[dict[str, Any]]: ...
+
+    async def fine_tuned_model_permissions(self, model: str) -> list[dict[str, Any]]: ...
+
+    async def unshare_fine_tuned_model(self, model: str, permission_id: str) -> dict[str, Any]: ...
+
 
 def available_providers() -> list[ProviderSpec]:
     return [
@@ -341,7 +347,63 @@ def create_router(impl: FineTuning) -> APIRouter:
         return DeletedModel.model_validate(await impl.delete_fine_tuned_model(model))
 
     root.include_router(models)
+    root.include_router(_permissions_router(impl))
     return root
+
+
+class CheckpointPermission(BaseModel):
+    id: str
+    object: Literal["checkpoint.permission"] = "checkpoint.permission"
+    created_at: int
+    project_id: str
+
+
+class CheckpointPermissionList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[CheckpointPermission]
+    has_more: bool = False
+    first_id: str | None = None
+    last_id: str | None = None
+
+
+class CreateCheckpointPermissionRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    project_ids: list[str] = Field(min_length=1)
+
+
+class DeletedCheckpointPermission(BaseModel):
+    id: str
+    object: Literal["checkpoint.permission"] = "checkpoint.permission"
+    deleted: bool
+
+
+def _permissions_router(impl: FineTuning) -> APIRouter:
+    """OpenAI's checkpoint permissions, on a succeeded job's fine_tuned_model: a project's users may call it."""
+    router = APIRouter(prefix="/v1/fine_tuning/checkpoints", tags=["Fine Tuning"], route_class=OpenAIErrorRoute)
+
+    def listed(permissions: list[dict[str, Any]]) -> CheckpointPermissionList:
+        data = [CheckpointPermission.model_validate(p) for p in permissions]
+        return CheckpointPermissionList(
+            data=data, first_id=data[0].id if data else None, last_id=data[-1].id if data else None
+        )
+
+    @router.post("/{checkpoint:path}/permissions", response_model=CheckpointPermissionList)
+    async def create(checkpoint: str, request: CreateCheckpointPermissionRequest) -> CheckpointPermissionList:
+        return listed(await impl.share_fine_tuned_model(checkpoint, request.project_ids))
+
+    @router.get("/{checkpoint:path}/permissions", response_model=CheckpointPermissionList)
+    async def retrieve(checkpoint: str, project_id: str | None = None) -> CheckpointPermissionList:
+        permissions = await impl.fine_tuned_model_permissions(checkpoint)
+        return listed([p for p in permissions if project_id is None or p["project_id"] == project_id])
+
+    @router.delete("/{checkpoint:path}/permissions/{permission_id}", response_model=DeletedCheckpointPermission)
+    async def delete(checkpoint: str, permission_id: str) -> DeletedCheckpointPermission:
+        return DeletedCheckpointPermission.model_validate(
+            await impl.unshare_fine_tuned_model(checkpoint, permission_id)
+        )
+
+    return router
 
 
 def _jobs_router(impl: FineTuning) -> APIRouter:

@@ -12,6 +12,8 @@ keeps its models table in the server's kvstore).
 import asyncio
 import contextlib
 import logging
+import secrets
+import time
 from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any
@@ -172,6 +174,46 @@ class FineTunedModels:
         except AccessDeniedError:
             raise
         return {"id": model_id, "object": "model", "deleted": True}
+
+    # -- checkpoint permissions: OpenAI's way to share a fine-tuned model -------------------------------------------
+    async def share(self, openai_job: Any, record: JobRecord, project_ids: list[str]) -> list[dict[str, Any]]:
+        """Users in each project may read and call the model: its owner in OGX's models table gains the projects,
+        which OGX's default access policy matches against the user's ``projects`` attribute."""
+        if record.owner is None:
+            raise OpenAIError(
+                HTTPStatus.BAD_REQUEST,
+                "this model has no owner (a server without server.auth): every user may call it already",
+                param="project_ids",
+            )
+        created = []
+        for project_id in project_ids:
+            if not project_id or any(p["project_id"] == project_id for p in openai_job.permissions):
+                continue
+            permission = {"id": f"cp_{secrets.token_hex(12)}", "created_at": int(time.time()), "project_id": project_id}
+            openai_job.permissions.append(permission)
+            created.append(permission)
+        await self._apply_permissions(openai_job, record)
+        return created
+
+    async def unshare(self, openai_job: Any, record: JobRecord, permission_id: str) -> dict[str, Any]:
+        kept = [p for p in openai_job.permissions if p["id"] != permission_id]
+        if len(kept) == len(openai_job.permissions):
+            raise OpenAIError(
+                HTTPStatus.NOT_FOUND, f"no permission '{permission_id}' on this model", param="permission_id"
+            )
+        openai_job.permissions = kept
+        await self._apply_permissions(openai_job, record)
+        return {"id": permission_id, "object": "checkpoint.permission", "deleted": True}
+
+    async def _apply_permissions(self, openai_job: Any, record: JobRecord) -> None:
+        openai_job.write(record.spec.path)
+        registered = await self.models.dist_registry.get("model", openai_job.fine_tuned_model)
+        if registered is None or registered.owner is None or record.owner is None:
+            return  # deleted from the table: nothing serves it to share
+        own = list(record.owner.attributes.get("projects", []))
+        shared = [p["project_id"] for p in openai_job.permissions]
+        registered.owner.attributes = {**record.owner.attributes, "projects": list(dict.fromkeys(own + shared))}
+        await self.models.dist_registry.update(registered)
 
     async def _unload_from_vllm(self, name: str) -> None:
         served_by = next((job.served_by for job in self.openai_jobs.values() if job.fine_tuned_model == name), None)

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from http import HTTPStatus
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import UploadFile
 from ogx.core.access_control.datatypes import AccessRule
@@ -139,6 +139,7 @@ class OpenAIJob(BaseModel):
     result_files: list[str] = []
     model_registered: bool = False  # fine_tuned_model entered OGX's models table (once: a deleted one stays deleted)
     served_by: str | None = None  # the inference provider serving it: this package's, or a remote::vllm one
+    permissions: list[dict[str, Any]] = []  # checkpoint permissions: {id, created_at, project_id}
 
     def write(self, job_dir: Path) -> None:
         (job_dir / OPENAI_JOB_FILE).write_text(self.model_dump_json(indent=2))
@@ -305,6 +306,37 @@ class TrlFineTuningImpl:
         except WrongJobState as exc:
             raise OpenAIError(HTTPStatus.CONFLICT, f"job '{job_id}' is {STATUS[exc.status]}; {allowed}") from exc
         return await self._job_object(job_id)
+
+    async def share_fine_tuned_model(self, model: str, project_ids: list[str]) -> list[dict[str, Any]]:
+        openai_job, record = self._owned_model(model)
+        return await self._models().share(openai_job, record, project_ids)
+
+    async def fine_tuned_model_permissions(self, model: str) -> list[dict[str, Any]]:
+        openai_job, _ = self._owned_model(model, action="read")
+        return list(openai_job.permissions)
+
+    async def unshare_fine_tuned_model(self, model: str, permission_id: str) -> dict[str, Any]:
+        openai_job, record = self._owned_model(model)
+        return await self._models().unshare(openai_job, record, permission_id)
+
+    def _owned_model(self, model: str, action: Literal["read", "update"] = "update") -> tuple[OpenAIJob, JobRecord]:
+        """The job whose fine_tuned_model is ``model``: 404 unless the caller may read the job, OGX's 403 unless it
+        may ``action`` it (sharing is the owner's)."""
+        found = next((job for job in self._openai.values() if job.fine_tuned_model == model), None)
+        record = None if found is None else self.jobs.get(found.id)
+        if found is None or record is None or record.status != "completed" or not self.access.may_read(record):
+            raise OpenAIError(
+                HTTPStatus.NOT_FOUND,
+                f"no fine-tuned model '{model}'; a succeeded job's fine_tuned_model names one",
+                param="fine_tuned_model_checkpoint",
+            )
+        self.access.require(action, found.id, record.owner)
+        return found, record
+
+    def _models(self) -> FineTunedModels:
+        if self.fine_tuned_models is None:
+            raise OpenAIError(HTTPStatus.NOT_FOUND, "this server serves no models (no inference API in its run config)")
+        return self.fine_tuned_models
 
     async def delete_fine_tuned_model(self, model: str) -> dict[str, Any]:
         if self.fine_tuned_models is None:

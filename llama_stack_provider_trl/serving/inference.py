@@ -11,7 +11,6 @@ The models run in the generation process (worker_client.py); this side checks th
 (budget.py) and turns the process's replies into OpenAI's objects and chunks.
 """
 
-import logging
 import secrets
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
@@ -20,6 +19,7 @@ from typing import Any
 
 import httpx
 import openai
+from ogx.log import get_logger
 from ogx_api import (
     InferenceProvider,
     Model,
@@ -50,7 +50,7 @@ from llama_stack_provider_trl.serving.config import TrlServingConfig
 from llama_stack_provider_trl.serving.protocol import Generate, ModelFiles
 from llama_stack_provider_trl.serving.worker_client import GenerationWorker, WorkerGone
 
-logger = logging.getLogger(__name__)
+logger = get_logger(name=__name__, category="inference")  # OGX's own: its log shows these
 
 MAX_STOP_SEQUENCES = 4  # OpenAI's limit
 ModelSource = Callable[[str], ModelFiles | None]  # a registered model's name -> its files, None if not this source's
@@ -109,7 +109,7 @@ class TrlInferenceImpl(InferenceProvider):
         base, size = reply["base"], int(reply["bytes"])
         self.loaded_bytes[base] = size
         self.budget.measured(base, size)
-        logger.info("serving: %s loaded, %.1f MiB with %d adapter(s)", base, size / 2**20, len(reply["adapters"]))
+        logger.info("serving: model loaded", model=base, mib=round(size / 2**20, 1), adapters=len(reply["adapters"]))
 
     # -- the models table -----------------------------------------------------------------------------------------
     async def should_refresh_models(self) -> bool:
@@ -202,8 +202,11 @@ class TrlInferenceImpl(InferenceProvider):
             if len(prompt) != 1:
                 raise ServingRequestError("prompt", "give one prompt a request (a string or a list of token ids)")
             prompt = prompt[0]
-        if params.echo or params.logprobs or params.suffix or (params.best_of or 1) > 1:
-            raise ServingRequestError("echo", "echo, logprobs, suffix and best_of are not available from this provider")
+        given = {"echo": params.echo, "logprobs": params.logprobs, "suffix": params.suffix}
+        given["best_of"] = (params.best_of or 1) > 1
+        for field, value in given.items():
+            if value:
+                raise ServingRequestError(field, "not available from this provider; send the request without it")
         request = await self._request(params, prompt=prompt)  # type: ignore[arg-type]
         replies = await self._replies(request)
         completion_id = f"cmpl-{secrets.token_hex(12)}"
@@ -250,7 +253,7 @@ class TrlInferenceImpl(InferenceProvider):
         refusal is an error response and not a broken stream."""
         assert self.worker is not None
         for evicted in self.budget.use(request.model.base, weight_bytes(request.model.base)):
-            logger.info("serving: unloading %s to stay within memory_budget_gb", evicted)
+            logger.info("serving: unloading a model to stay within memory_budget_gb", model=evicted)
             await self.worker.unload(evicted)
         replies = self.worker.generate(request)
         try:

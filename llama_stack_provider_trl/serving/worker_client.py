@@ -9,16 +9,17 @@ new one (its models load again).
 import asyncio
 import contextlib
 import json
-import logging
 import os
 import sys
 from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
+from ogx.log import get_logger
+
 from llama_stack_provider_trl.common.parent_watch import PARENT_PID_ENV
 from llama_stack_provider_trl.serving.protocol import Cancel, Generate, Unload
 
-logger = logging.getLogger(__name__)
+logger = get_logger(name=__name__, category="inference")
 
 WORKER_MODULE = "llama_stack_provider_trl.generation.worker"
 READY_TIMEOUT_S = 300
@@ -70,7 +71,7 @@ class GenerationWorker:
                 env=env,
                 limit=LINE_LIMIT,
             )
-            logger.info("serving: generation process %s started on %s", self._process.pid, self.device)
+            logger.info("serving: generation process started", pid=self._process.pid, device=self.device)
             self._reader = asyncio.create_task(self._read(self._process, self._ready))
             await asyncio.wait_for(asyncio.shield(self._ready), READY_TIMEOUT_S)
             return self._process
@@ -87,7 +88,7 @@ class GenerationWorker:
             elif (found := self._queues.get(reply.get("id", ""))) is not None:
                 found.put_nowait(reply)
         code = await process.wait()
-        logger.warning("serving: generation process %s exited with %s", process.pid, code)
+        logger.warning("serving: generation process exited", pid=process.pid, code=code)
         if not ready.done():
             ready.set_exception(WorkerGone(f"the generation process exited with {code} before it was ready"))
         for pending in self._queues.values():
