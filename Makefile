@@ -56,6 +56,8 @@ bench: install install-ogx
 	$(BIN)/python bench/dpo_bench.py tiny --varlen --steps 20 --bs 8 --seq 64 --reps 2 --arms provider,ddp2 \
 		--variant ddp2=num_processes=2,distributed_strategy=ddp
 	$(BIN)/python bench/sft_bench.py --steps 20 --bs 8 --reps 2
+# Reinforcement: an OGX RFT job against raw GRPOTrainer, completion tokens a second
+	$(BIN_OGX)/python bench/grpo_bench.py --steps 20 --bs 2 --generations 8 --tokens 16 --reps 2
 # Serving: OGX's chat completions against raw generate on the same model and prompts, then 4 clients at once
 	$(BIN_OGX)/python bench/serving_bench.py --shape small --tokens 32 --prompts 2 --clients 4
 

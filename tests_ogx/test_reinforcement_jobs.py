@@ -112,6 +112,25 @@ def test_checkpoints_and_the_result_file_carry_the_rewards(client: openai.OpenAI
 
 
 @pytest.mark.slow
+def test_watch_shows_the_reward_in_its_bar(server: StackServer, trained: str) -> None:
+    watch = subprocess.run(
+        [str(Path(sys.executable).with_name("llama-stack-trl")), "--ogx", "watch", trained],
+        env={
+            **os.environ,
+            "OGX_URL": f"{server.base_url}/v1",
+            "TTY_COMPATIBLE": "1",
+            "NO_COLOR": "1",
+            "COLUMNS": "120",
+        },
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    drawn = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", watch.stdout)
+    assert watch.returncode == 0 and "32/32 steps 100%" in drawn and " · reward " in drawn, drawn
+
+
+@pytest.mark.slow
 def test_an_rft_job_from_an_sft_model_pauses_resumes_from_its_checkpoint_and_cancels(
     client: openai.OpenAI, tiny_model: Path
 ) -> None:
