@@ -1,6 +1,6 @@
 """Provider spec, found by Llama Stack through ``module: llama_stack_provider_trl`` in run.yaml."""
 
-from llama_stack_provider_trl.stack_api import Api, InlineProviderSpec, ProviderSpec
+from llama_stack_provider_trl.llama_stack.stack_api import Api, InlineProviderSpec, ProviderSpec
 
 
 def get_provider_spec() -> ProviderSpec:

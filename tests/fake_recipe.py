@@ -15,6 +15,7 @@ import signal
 import sys
 import time
 
+from llama_stack_provider_trl.algorithms.dpo import DPOJobSpec
 from llama_stack_provider_trl.common.events import (
     CheckpointSaved,
     Completed,
@@ -24,7 +25,7 @@ from llama_stack_provider_trl.common.events import (
     SetupDone,
     Started,
 )
-from llama_stack_provider_trl.common.job_spec import CHECKPOINTS_DIR, EVENTS_FILE, DPOJobSpec
+from llama_stack_provider_trl.common.job_spec import CHECKPOINTS_DIR, EVENTS_FILE
 from llama_stack_provider_trl.common.parent_watch import die_with_parent
 from llama_stack_provider_trl.common.recipe_process import STANDBY_FLAG, wait_for_job
 from llama_stack_provider_trl.common.storage_errors import describe_write_error

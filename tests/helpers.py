@@ -8,16 +8,11 @@ from typing import Any
 import torch
 from llama_stack_client import LlamaStackClient
 
-from llama_stack_provider_trl.common.job_spec import (
-    EVAL_DATA_FILE,
-    EVENTS_FILE,
-    TENSORBOARD_DIR,
-    TRAIN_DATA_FILE,
-    DPOJobSpec,
-    GRPOJobSpec,
-    SFTJobSpec,
-    parse_job_spec,
-)
+from llama_stack_provider_trl.algorithms import parse_job_spec
+from llama_stack_provider_trl.algorithms.dpo import DPOJobSpec
+from llama_stack_provider_trl.algorithms.grpo import GRPOJobSpec
+from llama_stack_provider_trl.algorithms.sft import SFTJobSpec
+from llama_stack_provider_trl.common.job_spec import EVAL_DATA_FILE, EVENTS_FILE, TENSORBOARD_DIR, TRAIN_DATA_FILE
 from llama_stack_provider_trl.demo.requests import dpo_request
 from llama_stack_provider_trl.recipes.dpo_training_single_device import main as dpo_main
 from llama_stack_provider_trl.recipes.grpo_training_single_device import main as grpo_main

@@ -11,7 +11,8 @@ from typing import Any
 import yaml
 from llama_stack_client import LlamaStackClient
 
-from llama_stack_provider_trl.common.job_spec import EVENTS_FILE, DPOJobSpec
+from llama_stack_provider_trl.algorithms.dpo import DPOJobSpec
+from llama_stack_provider_trl.common.job_spec import EVENTS_FILE
 from llama_stack_provider_trl.demo.stack_server import StackServer
 
 from conftest import RUN_YAML

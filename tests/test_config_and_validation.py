@@ -10,13 +10,13 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from llama_stack_provider_trl.common.job_spec import DPOJobSpec
+from llama_stack_provider_trl.algorithms.dpo import DPOJobSpec
 from llama_stack_provider_trl.config import PER_JOB_FIELDS, TRL_DPO_LOSS_TYPES, TrlPostTrainingConfig
 from llama_stack_provider_trl.engine.admission import admit, job_dir_for
 from llama_stack_provider_trl.engine.errors import RequestError
 from llama_stack_provider_trl.engine.job_request import Given
-from llama_stack_provider_trl.stack_api import PreferenceOptimizeRequest
-from llama_stack_provider_trl.stack_requests import dpo_job_request
+from llama_stack_provider_trl.llama_stack.stack_api import PreferenceOptimizeRequest
+from llama_stack_provider_trl.llama_stack.stack_requests import dpo_job_request
 
 from helpers import dpo_request
 
@@ -77,7 +77,7 @@ def test_normalize_rewards_with_a_loss_that_has_no_normalized_form_is_refused_na
 
 def test_dpo_beta_is_the_beta_of_a_request_that_carries_none(tmp_path: Path) -> None:
     request = dpo_job_request(PreferenceOptimizeRequest.model_validate(dpo_request("job", "org/model", "ds")))
-    without_beta = dataclasses.replace(request, beta=None)
+    without_beta = dataclasses.replace(request, method=dataclasses.replace(request.method, beta=None))
     admitted = admit(
         without_beta,
         TrlPostTrainingConfig(dpo_beta=0.25),

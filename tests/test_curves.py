@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from llama_stack_provider_trl.algorithms import ALGORITHMS
 from llama_stack_provider_trl.common import events as events_module
 from llama_stack_provider_trl.common.events import EpochEnd, Evaluation, EventWriter, Metrics, SetupDone
 from llama_stack_provider_trl.common.job_spec import CURVES_FILE, EVENTS_FILE
@@ -33,7 +34,7 @@ def test_a_dpo_job_is_drawn_with_its_loss_margin_accuracy_lr_throughput_and_vali
     metrics = {"loss": 0.69, "rewards/margins": 0.1, "rewards/accuracies": 0.6, "learning_rate": 1e-5, "grad_norm": 2.0}
     write_events(tmp_path, 60, metrics, eval_keys=("eval_loss", "eval_rewards/margins"))
 
-    path = draw_curves(tmp_path, "job-1: completed, step 60/60 (tiny)")
+    path = draw_curves(tmp_path, "job-1: completed, step 60/60 (tiny)", ALGORITHMS["dpo"].metrics.panels)
 
     assert path == tmp_path / CURVES_FILE
     with Image.open(path) as picture:
@@ -46,7 +47,7 @@ def test_a_dpo_job_is_drawn_with_its_loss_margin_accuracy_lr_throughput_and_vali
 def test_an_sft_job_gets_token_accuracy_and_no_reward_panels(tmp_path: Path) -> None:
     write_events(tmp_path, 8, {"loss": 2.0, "mean_token_accuracy": 0.4}, eval_keys=("eval_loss",))
 
-    with Image.open(draw_curves(tmp_path, "sft")) as picture:
+    with Image.open(draw_curves(tmp_path, "sft", ALGORITHMS["sft"].metrics.panels)) as picture:
         assert picture.text["panels"] == "Loss, Token accuracy"
 
 

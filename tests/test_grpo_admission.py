@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from llama_stack_provider_trl.common.job_spec import GRPOJobSpec
+from llama_stack_provider_trl.algorithms.grpo import GRPOJobSpec, GRPORequest
 from llama_stack_provider_trl.config import TrlPostTrainingConfig
 from llama_stack_provider_trl.engine.admission import admit
 from llama_stack_provider_trl.engine.errors import RequestError
@@ -36,16 +36,20 @@ class Prompts:
         return [PROMPT] * 4
 
 
+METHOD_FIELDS = ("grader", "compute_multiplier", "eval_interval", "eval_samples", "reasoning_effort")
+
+
 def _admit(root: Path, model: str = "org/model", **fields: Any) -> GRPOJobSpec:
+    method = {"grader": Given(GRADER, "method.reinforcement.grader")}
+    method |= {name: value for name, value in fields.items() if name in METHOD_FIELDS}
     given = {
-        "algorithm": "grpo",
         "job_uuid": Given("job", "id"),
         "model": Given(model, "model"),
+        "method": GRPORequest(**method),
         "n_epochs": Given(1, f"{HP}.n_epochs"),
         "dataset_id": Given("file-train", "training_file"),
         "batch_size": Given(2, f"{HP}.batch_size"),
-        "grader": Given(GRADER, "method.reinforcement.grader"),
-        **fields,
+        **{name: value for name, value in fields.items() if name not in METHOD_FIELDS},
     }
     admitted = admit(
         JobRequest(**given),

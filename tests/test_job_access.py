@@ -10,8 +10,8 @@ from llama_stack.core.request_headers import RequestProviderDataContext
 
 from llama_stack_provider_trl.config import TrlPostTrainingConfig
 from llama_stack_provider_trl.engine.job_record import JobOwner, JobRecord
-from llama_stack_provider_trl.job_access import job_access
-from llama_stack_provider_trl.stack_api import AccessDeniedError, AccessRule, Action, User
+from llama_stack_provider_trl.llama_stack.access import job_access
+from llama_stack_provider_trl.llama_stack.stack_api import AccessDeniedError, AccessRule, Action, User
 
 from conftest import REPO_ROOT
 from job_fixtures import make_spec

@@ -17,9 +17,10 @@ from pathlib import Path
 
 import pytest
 
+from llama_stack_provider_trl.algorithms.dpo import DPOJobSpec
 from llama_stack_provider_trl.common.checkpoints import last_trainer_checkpoint
 from llama_stack_provider_trl.common.events import CheckpointSaved, EventReader, EventWriter, Metrics
-from llama_stack_provider_trl.common.job_spec import EVENTS_FILE, DPOJobSpec
+from llama_stack_provider_trl.common.job_spec import EVENTS_FILE
 from llama_stack_provider_trl.common.recipe_process import THREAD_VARIABLES
 from llama_stack_provider_trl.engine.cpu_threads import threads_per_process, usable_cores
 from llama_stack_provider_trl.engine.job_record import JobOwner, JobRecord

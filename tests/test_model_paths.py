@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from llama_stack_provider_trl.config import TrlPostTrainingConfig
-from llama_stack_provider_trl.engine.admission import Caller, check_model
 from llama_stack_provider_trl.engine.errors import RequestError
-from llama_stack_provider_trl.engine.job_request import Given
+from llama_stack_provider_trl.engine.job_request import Caller, Given
+from llama_stack_provider_trl.engine.model_source import check_model
 
 MINE = Caller(may_read_job=lambda job_uuid: job_uuid == "mine")
 

@@ -33,11 +33,32 @@ def test_readme_client_example_runs_as_written(stack: StackServer, tiny_model: P
     assert all((Path(path) / "config.json").is_file() for path in checkpoints)
 
 
-def test_the_layout_section_names_every_module_of_the_package() -> None:
+def _drawn_paths(tree: str) -> list[str]:
+    """The paths the Layout's tree draws under the package, each from its indentation ("├── " at depth 1, "│   ├── "
+    at depth 2); a folder ends with "/"."""
+    paths, folders = [], []
+    for line in tree.splitlines():
+        branch = max(line.find("├── "), line.find("└── "))
+        if branch < 0:
+            continue  # the package's own line, a continuation, or something beside the package
+        depth = branch // 4
+        name = line[branch + 4 :].split()[0]
+        del folders[depth:]
+        path = "".join(folders) + name
+        paths.append(path)
+        if name.endswith("/"):
+            folders.append(name)
+    return paths
+
+
+def test_the_layout_section_draws_every_module_of_the_package_where_it_is() -> None:
     readme = (REPO_ROOT / "README.md").read_text()
     [layout] = re.findall(r"## Layout\n.*?```text\n(.*?)```", readme, flags=re.DOTALL)
     package = REPO_ROOT / "llama_stack_provider_trl"
-    # demo/ is drawn as a folder; the subpackages' __init__.py files are empty
+    drawn = _drawn_paths(layout)
+    # demo/ is drawn as a folder; a folder's __init__.py goes with the folder
     modules = [p.relative_to(package) for p in package.rglob("*.py")]
     modules = [m for m in modules if m.parts[0] != "demo" and (m.name != "__init__.py" or len(m.parts) == 1)]
-    assert [str(m) for m in modules if m.name not in layout] == []
+
+    assert sorted(str(m) for m in modules if str(m) not in drawn) == []
+    assert [path for path in drawn if not (package / path).exists()] == []

@@ -7,14 +7,14 @@ from typing import Any
 
 import pytest
 
-from llama_stack_provider_trl.common.job_spec import SFTJobSpec
+from llama_stack_provider_trl.algorithms.sft import SFTJobSpec
 from llama_stack_provider_trl.config import TrlPostTrainingConfig
 from llama_stack_provider_trl.demo.requests import dpo_request, sft_request
 from llama_stack_provider_trl.engine.admission import admit
 from llama_stack_provider_trl.engine.errors import RequestError
 from llama_stack_provider_trl.engine.job_request import Given
-from llama_stack_provider_trl.stack_api import PreferenceOptimizeRequest, SupervisedFineTuneRequest
-from llama_stack_provider_trl.stack_requests import dpo_job_request, sft_job_request
+from llama_stack_provider_trl.llama_stack.stack_api import PreferenceOptimizeRequest, SupervisedFineTuneRequest
+from llama_stack_provider_trl.llama_stack.stack_requests import dpo_job_request, sft_job_request
 
 
 class Rows:

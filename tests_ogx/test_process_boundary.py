@@ -10,8 +10,8 @@ LLAMA_STACK = ("llama_stack", "llama_stack_api", "llama_stack_client")
 # graders, the shared code. The models served run in the generation process (generation/), which does load torch.
 OGX_SIDE = """
 import importlib, json, pkgutil, sys
-from llama_stack_provider_trl import common, engine, graders, ogx, serving
-for room in (ogx, serving, engine, common, graders):
+from llama_stack_provider_trl import algorithms, common, engine, graders, ogx, serving
+for room in (ogx, serving, engine, common, graders, algorithms):
     for module in pkgutil.iter_modules(room.__path__, room.__name__ + "."):
         importlib.import_module(module.name)
 print(json.dumps(sorted(m for m in %r if m in sys.modules)))

@@ -28,3 +28,25 @@ def last_trainer_checkpoint(job_dir: str | Path) -> Path | None:
     except OSError:
         return None
     return max(candidates)[1] if candidates else None
+
+
+# The model a finished job leaves: ``final`` (the model, or with LoRA the adapter) and, when the adapter is merged,
+# ``final-merged`` (a full model). Their identifiers in the job's record end with the directory's name.
+FINAL_DIR = "final"
+FINAL_MERGED_DIR = "final-merged"
+
+
+def final_identifier(job_uuid: str, directory: str) -> str:
+    """``<job_uuid>-final`` or ``<job_uuid>-final-merged``: how a final checkpoint is named in the job's record."""
+    return f"{job_uuid}-{directory}"
+
+
+def is_final(identifier: str) -> bool:
+    return identifier.endswith((f"-{FINAL_DIR}", f"-{FINAL_MERGED_DIR}"))
+
+
+def final_model_dir(job_dir: str | Path) -> Path:
+    """The full model a completed job trained: ``final-merged`` when the adapter was merged, else ``final``."""
+    checkpoints = Path(job_dir) / CHECKPOINTS_DIR
+    merged = checkpoints / FINAL_MERGED_DIR
+    return merged if merged.is_dir() else checkpoints / FINAL_DIR

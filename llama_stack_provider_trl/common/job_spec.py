@@ -5,12 +5,13 @@ only plain values, so the recipe never imports Llama Stack.
 """
 
 from pathlib import Path
-from typing import Annotated, Any, Literal, Self
+from typing import Literal, Self, get_args
 
-from pydantic import BaseModel, Discriminator, Field, Tag, TypeAdapter
+from pydantic import BaseModel, Field
 
 Precision = Literal["auto", "bf16", "fp16", "fp32"]
 OptimizerName = Literal["adamw", "adam", "sgd"]
+OPTIMIZERS: tuple[str, ...] = get_args(OptimizerName)
 # frozen_copy: a second, frozen model; adapters_disabled: the LoRA model with its adapters off (no copy);
 # precomputed_log_probs: the initial model scores every row once before training (no reference while training).
 ReferenceStrategy = Literal["frozen_copy", "adapters_disabled", "precomputed_log_probs"]
@@ -64,7 +65,10 @@ class TrackersSpec(BaseModel):
 
 
 class JobSpecBase(BaseModel):
-    """What every training job needs, whichever algorithm it runs."""
+    """What every training job needs, whichever algorithm it runs; each algorithm's spec adds its own fields
+    (algorithms/<name>.py). ``JobSpecBase.read`` reads any job's shared part."""
+
+    algorithm: str = Field(default="dpo", description="Its algorithm (algorithms/); none in job.json: a DPO job.")
 
     job_uuid: str
     model: str = Field(description="Hub id or local directory of the model to train.")
@@ -128,66 +132,3 @@ class JobSpecBase(BaseModel):
     @classmethod
     def read(cls, job_dir: str | Path) -> Self:
         return cls.model_validate_json((Path(job_dir) / JOB_SPEC_FILE).read_text())
-
-
-class DPOJobSpec(JobSpecBase):
-    algorithm: Literal["dpo"] = "dpo"
-    beta: float
-    loss_types: list[str] = Field(description="TRL loss_type: one or more DPO losses, summed with loss_weights.")
-    loss_weights: list[float] | None = None
-    reference_strategy: ReferenceStrategy
-
-
-class SFTJobSpec(JobSpecBase):
-    algorithm: Literal["sft"] = "sft"
-    completion_only_loss: bool = Field(
-        default=True,
-        description="Loss on the completion / assistant tokens only (TRL's completion-only and assistant-only "
-        "losses); False: on every token of the sequence.",
-    )
-
-
-class GRPOJobSpec(JobSpecBase):
-    """Reinforcement fine-tuning: TRL's GRPOTrainer samples ``num_generations`` answers per prompt and the grader
-    scores them. ``batch_size`` counts prompts per optimizer step (each with its group of answers)."""
-
-    algorithm: Literal["grpo"] = "grpo"
-    grader: dict[str, Any] = Field(description="OpenAI's grader object, compiled into the reward function.")
-    grader_settings: dict[str, Any] = Field(
-        default_factory=dict, description="The operator's grader settings (graders.GraderSettings), as a dict."
-    )
-    num_generations: int = Field(description="Answers sampled per prompt (a group); at least 2.")
-    max_completion_length: int = Field(description="Longest sampled answer in tokens.")
-    temperature: float
-    top_p: float
-    beta: float = Field(description="KL weight against the initial model; 0: no reference model.")
-    loss_type: str = Field(description="TRL's GRPO loss_type.")
-    eval_steps: int | None = Field(default=None, description="Steps between validation runs; None: no validation.")
-    num_generations_eval: int = Field(default=2, description="Answers sampled per validation prompt.")
-    chat_template_kwargs: dict[str, str] = Field(
-        default_factory=dict, description="Passed to the chat template with each prompt (reasoning_effort)."
-    )
-
-
-def _algorithm(value: Any) -> str:
-    # Records written before SFT existed carry no algorithm: they are DPO jobs.
-    found = value.get("algorithm") if isinstance(value, dict) else getattr(value, "algorithm", None)
-    return found or "dpo"
-
-
-JobSpec = Annotated[
-    Annotated[DPOJobSpec, Tag("dpo")] | Annotated[SFTJobSpec, Tag("sft")] | Annotated[GRPOJobSpec, Tag("grpo")],
-    Discriminator(_algorithm),
-]
-_JOB_SPEC: TypeAdapter[JobSpec] = TypeAdapter(JobSpec)
-
-
-def parse_job_spec(data: str | bytes | dict[str, Any]) -> DPOJobSpec | SFTJobSpec | GRPOJobSpec:
-    """A job spec of whichever algorithm it names (DPO when it names none)."""
-    if isinstance(data, dict):
-        return _JOB_SPEC.validate_python(data)
-    return _JOB_SPEC.validate_json(data)
-
-
-def read_job_spec(job_dir: str | Path) -> DPOJobSpec | SFTJobSpec | GRPOJobSpec:
-    return parse_job_spec((Path(job_dir) / JOB_SPEC_FILE).read_text())

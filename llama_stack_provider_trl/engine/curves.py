@@ -12,6 +12,7 @@ import logging
 import math
 import os
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -36,18 +37,14 @@ class Panel:
     validation: str | None = None  # a key of the Evaluation events
     share: bool = False  # values in [0, 1], shown in percent
     noisy: bool = True  # a per-step value worth smoothing (not a schedule, nor a rate averaged already)
-    sft: bool = False  # drawn for jobs without preference metrics only (TRL's DPO logs a token accuracy too)
+    zero_line: bool = False  # a line at 0 (a reward margin: above, the policy prefers the chosen answers)
     spread: str | None = None  # a key of the Metrics events: the standard deviation drawn as a band around train
 
 
-# Only the panels whose series a job logged are drawn: DPO jobs fill the margin and preference panels, SFT jobs the
-# token one, reinforcement jobs the reward one (the grader's mean, its spread over the answers, validation reward).
-PANELS = (
-    Panel("Loss", "loss", "loss", "eval_loss"),
-    Panel("Reward", "mean reward of the sampled answers", "reward", "eval_reward", spread="reward_std"),
-    Panel("Reward margin", "reward of chosen minus rejected", "rewards/margins", "eval_rewards/margins"),
-    Panel("Preference accuracy", "pairs with chosen > rejected", "rewards/accuracies", "eval_rewards/accuracies", True),
-    Panel("Token accuracy", "next-token accuracy", "mean_token_accuracy", "eval_mean_token_accuracy", True, sft=True),
+# Every job's panels; the algorithm's own (its MetricNames.panels) go after the loss. Only the panels whose series
+# a job logged are drawn.
+LOSS = Panel("Loss", "loss", "loss", "eval_loss")
+SHARED_PANELS = (
     Panel("Learning rate", "learning rate", "learning_rate", noisy=False),
     Panel("Throughput", "tokens/s (real, no padding)", "tokens_per_s", noisy=False),  # the mean since step 3
     Panel("Gradient norm", "gradient L2 norm", "grad_norm"),
@@ -88,18 +85,18 @@ class Series:
         return series
 
 
-def draw_curves(job_dir: Path, title: str, history: EventHistory | None = None) -> Path | None:
+def draw_curves(
+    job_dir: Path, title: str, algorithm_panels: Sequence[Panel] = (), history: EventHistory | None = None
+) -> Path | None:
     """Draw ``<job_dir>/curves.png`` from the job's events; None while it has logged nothing to draw. ``history``:
     where the events parsed for earlier pictures are kept, so only new lines are read.
 
     The picture is written next to its final name and moved there, so a reader never sees half a file."""
     series = Series.of((history or EventHistory(kept_jobs=1)).events(job_dir))
-    preference = "rewards/margins" in series.train
     panels = [
         p
-        for p in PANELS
-        if (series.train.get(p.train) or (p.validation and series.validation.get(p.validation)))
-        and not (p.sft and preference)
+        for p in (LOSS, *algorithm_panels, *SHARED_PANELS)
+        if series.train.get(p.train) or (p.validation and series.validation.get(p.validation))
     ]
     if not panels:
         return None
@@ -150,8 +147,8 @@ def _draw_panel(ax: "Axes", panel: Panel, series: Series) -> None:
         ax.plot(steps, values, color="tab:orange", marker="o", label="validation")
     for step, epoch in sorted(series.epoch_ends.items()):
         ax.axvline(step, color="grey", linestyle=":", linewidth=1, label="epoch end" if epoch == 1 else None)
-    if panel.train == "rewards/margins":
-        ax.axhline(0, color="black", linewidth=0.6)  # above: the policy prefers the chosen answers
+    if panel.zero_line:
+        ax.axhline(0, color="black", linewidth=0.6)
     if panel.share:
         ax.set_ylim(-0.02, 1.02)
         ax.yaxis.set_major_formatter(PercentFormatter(1.0))
@@ -180,7 +177,7 @@ class CurvesPainter:
     burst of epoch ends costs one drawing."""
 
     def __init__(self) -> None:
-        self._pending: dict[Path, str] = {}  # job_dir -> title, in request order
+        self._pending: dict[Path, tuple[str, Sequence[Panel]]] = {}  # job_dir -> title, panels; in request order
         self._lock = threading.Condition()
         self._closed = False
         self._unavailable = False
@@ -188,11 +185,11 @@ class CurvesPainter:
         self._thread = threading.Thread(target=self._run, name="trl-curves", daemon=True)
         self._thread.start()
 
-    def request(self, job_dir: Path, title: str) -> None:
+    def request(self, job_dir: Path, title: str, algorithm_panels: Sequence[Panel] = ()) -> None:
         with self._lock:
             if self._closed or self._unavailable:
                 return
-            self._pending[job_dir] = title
+            self._pending[job_dir] = (title, algorithm_panels)
             self._lock.notify()
 
     def close(self, timeout_s: float = 2.0) -> None:
@@ -210,12 +207,12 @@ class CurvesPainter:
                 if not self._pending:
                     return
                 job_dir = next(iter(self._pending))
-                title = self._pending.pop(job_dir)
-            self._draw(job_dir, title)
+                title, panels = self._pending.pop(job_dir)
+            self._draw(job_dir, title, panels)
 
-    def _draw(self, job_dir: Path, title: str) -> None:
+    def _draw(self, job_dir: Path, title: str, panels: Sequence[Panel]) -> None:
         try:
-            draw_curves(job_dir, title, self._history)
+            draw_curves(job_dir, title, panels, self._history)
         except ImportError as exc:  # matplotlib is not installed: no pictures, say so once
             logger.warning("no curves.png for jobs: %s (pip install matplotlib)", exc)
             with self._lock:

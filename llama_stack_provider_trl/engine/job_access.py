@@ -18,8 +18,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from llama_stack_provider_trl.engine.admission import Caller
 from llama_stack_provider_trl.engine.job_record import JobOwner, JobRecord, same_user
+from llama_stack_provider_trl.engine.job_request import Caller
 from llama_stack_provider_trl.engine.jobs import JobManager, JobNotFound
 
 # The frameworks' Action enums are StrEnums: these strings are their members' values.

@@ -6,6 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from llama_stack_provider_trl.algorithms import JobSpec
 from llama_stack_provider_trl.common.events import (
     CheckpointSaved,
     Completed,
@@ -23,7 +24,7 @@ from llama_stack_provider_trl.common.events import (
     TrainingStarted,
     TrainSummary,
 )
-from llama_stack_provider_trl.common.job_spec import LOG_FILE, JobSpec
+from llama_stack_provider_trl.common.job_spec import LOG_FILE
 
 # paused: stopped on request with a resumable checkpoint; it waits, out of the queue, until resumed.
 JobState = Literal["scheduled", "in_progress", "paused", "completed", "failed", "cancelled"]

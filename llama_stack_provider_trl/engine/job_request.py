@@ -1,16 +1,19 @@
-"""A training request in no front door's terms: what admission checks and turns into a job spec.
+"""A training request in no front door's terms: what admission checks and turns into a job spec, and what
+admission reads through the front door (``RequestSources``) and knows of the caller (``Caller``).
 
-A front door (the Llama Stack 0.6.1 face in ``stack_requests.py``; OGX's fine-tuning API next) fills one from
-its API's request. Every value travels with the caller's name for it (``Given.field``: 0.6.1 says
+A front door (``llama_stack/stack_requests.py``, ``ogx/fine_tuning.py``) fills one from its API's request. Every
+value travels with the caller's name for it (``Given.field``: 0.6.1 says
 ``training_config.data_config.batch_size``), so each refusal names the field the caller sent. ``None`` means the
 caller did not set the value, and the provider config's default applies: a front door sets only what its caller
 really asked for, not what its schema fills in.
 
-Fields are listed in the order admission checks them. A second algorithm adds its own fields beside the DPO ones.
+Fields are listed in the order admission checks them. The fields of one algorithm are its own ``MethodRequest``
+(algorithms/<name>.py), in ``method``.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar, Protocol
 
 
 @dataclass(frozen=True)
@@ -22,16 +25,10 @@ class Given[T]:
 
 
 @dataclass(frozen=True, kw_only=True)
-class LoraRequest:
-    """SFT's LoRA as Llama Stack asks for it (LoraFinetuningConfig): attention layers in torchtune's names."""
+class MethodRequest:
+    """The request's fields of one algorithm: each algorithm's module defines its own, named by ``algorithm``."""
 
-    rank: Given[int]
-    alpha: Given[float]
-    attn_modules: Given[list[str]]  # q_proj, k_proj, v_proj, output_proj (or the model's own layer names)
-    mlp: Given[bool]  # every linear layer of the MLP blocks too
-    output: Given[bool]  # the output head (lm_head) too
-    use_dora: Given[bool] | None = None
-    quantize_base: Given[bool] | None = None  # QLoRA: the frozen base in 4-bit
+    algorithm: ClassVar[str]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -44,22 +41,9 @@ class TrackerRequest:
 
 @dataclass(frozen=True, kw_only=True)
 class JobRequest:
-    algorithm: str = "dpo"  # dpo, sft or grpo: which recipe trains the job
     job_uuid: Given[str]
     model: Given[str]
-    # DPO
-    beta: Given[float] | None = None  # None: the provider config's dpo_beta
-    loss_type: Given[str] | None = None  # None: the provider config's dpo_loss_type
-    # SFT
-    lora: LoraRequest | None = None  # None: the provider config's LoRA settings (use_lora), else a full fine-tune
-    # GRPO (reinforcement fine-tuning)
-    grader: Given[dict[str, Any]] | None = None  # scores each sampled answer (llama_stack_provider_trl.graders)
-    compute_multiplier: Given[float] | None = None  # scales the provider config's num_generations; None: 1
-    eval_interval: Given[int] | None = None  # steps between validation runs; None: once an epoch
-    eval_samples: Given[int] | None = None  # answers sampled per validation prompt; None: num_generations
-    reasoning_effort: Given[str] | None = None  # for a chat template that reads it; None or default: not passed
-    unsupported_algorithm: Given[str] | None = None  # an algorithm config this engine does not run (QAT)
-    checkpoint_dir: Given[str] | None = None  # where to save: the engine keeps checkpoints in the job's directory
+    method: MethodRequest  # the algorithm (which recipe trains the job) and its own fields
     # training loop
     n_epochs: Given[int]
     max_steps_per_epoch: Given[int] | None = None  # None: every batch of every epoch
@@ -70,8 +54,6 @@ class JobRequest:
     shuffle: Given[bool] | None = None  # None: shuffled
     data_format: Given[str] | None = None  # instruct (strings) or dialog (messages); None: read from the rows
     validation_dataset_id: Given[str] | None = None
-    packed: Given[bool] | None = None  # several pairs packed into one row: not a DPO option
-    train_on_input: Given[bool] | None = None  # a loss on the prompt: not a DPO option
     # optimizer: None takes the provider config's value
     optimizer: Given[str] | None = None  # adamw, adam or sgd; None: adamw
     learning_rate: Given[float] | None = None
@@ -85,3 +67,28 @@ class JobRequest:
     # provider config fields marked PER_JOB, overridden for this job only
     overrides: Given[dict[str, Any]] = Given({}, "hyperparam_search_config")
     trackers: tuple[TrackerRequest, ...] = ()  # experiment trackers (engine/trackers.py)
+
+
+class RequestSources(Protocol):
+    """What admission reads through the front door: its stack's registered models and datasets."""
+
+    async def registered_model_path(self, model: str) -> str | None:
+        """The files of the model registered as ``model`` (a directory or a Hub id); None if none is."""
+        ...
+
+    async def dataset_rows(self, dataset_id: Given[str], limit: int) -> list[dict[str, Any]]:
+        """Up to ``limit`` rows of the dataset; raises the front door's not-found error naming the field."""
+        ...
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who sends the request, as far as admission needs to know: whose earlier jobs it may train from, and how many
+    of its jobs wait in the queue. The front door answers both from its own authentication and access control. The
+    default knows no users: every job is readable and none counts against a per-user queue limit."""
+
+    may_read_job: Callable[[str], bool] = lambda _: True
+    queued_jobs: Callable[[], int] = lambda: 0
+
+
+NO_USERS = Caller()

@@ -25,9 +25,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from llama_stack_provider_trl.algorithms import ALGORITHMS, JobSpec
 from llama_stack_provider_trl.common.checkpoints import last_trainer_checkpoint
 from llama_stack_provider_trl.common.events import Completed, EpochEnd, Evaluation, EventReader, Failed, Metrics, Paused
-from llama_stack_provider_trl.common.job_spec import EVENTS_FILE, PAUSE_REQUEST_FILE, JobSpec
+from llama_stack_provider_trl.common.job_spec import EVENTS_FILE, PAUSE_REQUEST_FILE
 from llama_stack_provider_trl.common.parent_watch import PARENT_PID_ENV
 from llama_stack_provider_trl.common.recipe_process import RESUME_FLAG, STANDBY_FLAG, handoff_line
 from llama_stack_provider_trl.common.storage_errors import describe_write_error
@@ -49,12 +50,6 @@ from llama_stack_provider_trl.engine.log_tail import tail_lines
 
 logger = logging.getLogger(__name__)
 
-# The training process of each algorithm (JobSpec.algorithm)
-RECIPE_MODULES = {
-    "dpo": "llama_stack_provider_trl.recipes.dpo_training_single_device",
-    "sft": "llama_stack_provider_trl.recipes.sft_training_single_device",
-    "grpo": "llama_stack_provider_trl.recipes.grpo_training_single_device",
-}
 LOG_TAIL_LINES = 15
 MAX_ATTEMPTS = 3  # launches of one job (first run + resumes) before an interrupted job is failed instead
 PROGRESS_WRITE_INTERVAL_S = 1.0  # metric-only updates are written at most this often; state changes always
@@ -129,7 +124,7 @@ class JobManager:
         self._grace_s = cancel_grace_period_s
         self._store = store
         self._resume = resume_interrupted_jobs
-        self._recipe_module = recipe_module  # None: each algorithm's own (RECIPE_MODULES)
+        self._recipe_module = recipe_module  # None: each algorithm's own (algorithms/)
         self._standby_module = self._module_for("dpo")  # the next standby imports the last launched job's recipe
         self._poll_s = poll_interval_s
         self._curves = curves
@@ -372,7 +367,7 @@ class JobManager:
         )
 
     def _module_for(self, algorithm: str) -> str:
-        return self._recipe_module or RECIPE_MODULES[algorithm]
+        return self._recipe_module or ALGORITHMS[algorithm].recipe_module
 
     def _launch(self, record: JobRecord) -> None:
         spec = record.spec
@@ -598,7 +593,8 @@ class JobManager:
             return
         progress = f"step {record.step}/{record.total_steps}" if record.total_steps else record.phase
         model = Path(record.spec.model).name
-        self._curves.request(record.spec.path, f"{record.job_uuid}: {record.status}, {progress} ({model})")
+        title = f"{record.job_uuid}: {record.status}, {progress} ({model})"
+        self._curves.request(record.spec.path, title, ALGORITHMS[record.spec.algorithm].metrics.panels)
 
     def _persist(self, record: JobRecord) -> None:
         if self._store is not None:

@@ -15,14 +15,14 @@ from typing import Any
 
 import yaml
 
-from llama_stack_provider_trl.common.job_spec import DPOJobSpec
+from llama_stack_provider_trl.common.job_spec import JobSpecBase
 
 LAUNCHER_MODULE = "llama_stack_provider_trl.recipes.accelerate_launch"
 RAY_LAUNCHER_MODULE = "llama_stack_provider_trl.recipes.ray_launch"
 ACCELERATE_CONFIG_FILE = "accelerate_config.yaml"
 
 
-def accelerate_config(spec: DPOJobSpec) -> dict[str, Any]:
+def accelerate_config(spec: JobSpecBase) -> dict[str, Any]:
     """TRL's multi_gpu.yaml or fsdp2.yaml with this job's process count. On a CPU the DDP shape runs as well:
     torchrun starts the processes and each one joins a gloo group (the recipe trains with use_cpu)."""
     config: dict[str, Any] = {
@@ -59,7 +59,7 @@ def accelerate_config(spec: DPOJobSpec) -> dict[str, Any]:
     return config
 
 
-def launch_command(spec: DPOJobSpec, recipe_module: str, recipe_args: Sequence[str]) -> list[str]:
+def launch_command(spec: JobSpecBase, recipe_module: str, recipe_args: Sequence[str]) -> list[str]:
     """The job's command line; with several processes it also writes their accelerate config to the job dir."""
     if spec.ray_address is not None:
         driver = [sys.executable, "-m", RAY_LAUNCHER_MODULE, spec.ray_address]

@@ -23,8 +23,8 @@ from ogx_api import ModelNotFoundError, ModelType, RegisterModelRequest, Unregis
 
 from llama_stack_provider_trl.engine.job_record import JobRecord
 from llama_stack_provider_trl.engine.jobs import JobNotFound
+from llama_stack_provider_trl.ogx.access import acting_as
 from llama_stack_provider_trl.ogx.api import OpenAIError
-from llama_stack_provider_trl.ogx.job_access import acting_as
 from llama_stack_provider_trl.serving.checkpoints import model_files
 from llama_stack_provider_trl.serving.protocol import ModelFiles
 from llama_stack_provider_trl.serving.vllm_lora import VllmAdapters, VllmLoraError

@@ -4,7 +4,7 @@ A job is admitted by the engine (engine/admission.py) from a JobRequest whose fi
 refusal names the parameter the caller sent. What OpenAI's job object holds beyond the engine's record (the request
 as the caller gave it, the resolved hyperparameters, the result file) is kept in ``openai_job.json`` in the job's
 directory, so a restarted server serves the same objects. Each job belongs to the authenticated user who created it
-(the engine's record keeps the owner); OGX's access policy decides who else may see and change it (ogx/job_access.py).
+(the engine's record keeps the owner); OGX's access policy decides who else may see and change it (ogx/access.py).
 """
 
 import asyncio
@@ -31,6 +31,12 @@ from ogx_api.files.models import (
 )
 from pydantic import BaseModel
 
+from llama_stack_provider_trl.algorithms import ALGORITHMS
+from llama_stack_provider_trl.algorithms.algorithm import MetricNames
+from llama_stack_provider_trl.algorithms.dpo import DPORequest
+from llama_stack_provider_trl.algorithms.grpo import GRPORequest
+from llama_stack_provider_trl.algorithms.sft import SFTRequest
+from llama_stack_provider_trl.common.checkpoints import is_final
 from llama_stack_provider_trl.common.events import (
     CheckpointSaved,
     Completed,
@@ -43,17 +49,15 @@ from llama_stack_provider_trl.common.events import (
     SetupDone,
     Started,
 )
-from llama_stack_provider_trl.common.job_spec import CHECKPOINTS_DIR
 from llama_stack_provider_trl.config import TrlPostTrainingConfig
-from llama_stack_provider_trl.engine.admission import admit
+from llama_stack_provider_trl.engine.admission import AdmittedJob
 from llama_stack_provider_trl.engine.disk_space import format_bytes
+from llama_stack_provider_trl.engine.engine import Engine
 from llama_stack_provider_trl.engine.errors import RequestError
-from llama_stack_provider_trl.engine.event_history import EventHistory
-from llama_stack_provider_trl.engine.intake import submit_job, write_job
 from llama_stack_provider_trl.engine.job_record import FINAL_STATES, CheckpointRecord, JobRecord
-from llama_stack_provider_trl.engine.job_request import Given, JobRequest, TrackerRequest
+from llama_stack_provider_trl.engine.job_request import Given, JobRequest, MethodRequest, TrackerRequest
 from llama_stack_provider_trl.engine.jobs import JobAlreadyFinished, JobNotFound, WrongJobState
-from llama_stack_provider_trl.engine.service import open_job_manager, start_job_manager
+from llama_stack_provider_trl.ogx.access import acting_as, job_access
 from llama_stack_provider_trl.ogx.api import (
     CheckpointMetrics,
     CreateFineTuningJobRequest,
@@ -76,7 +80,6 @@ from llama_stack_provider_trl.ogx.api import (
     SupervisedMethod,
 )
 from llama_stack_provider_trl.ogx.fine_tuned_models import FineTunedModels
-from llama_stack_provider_trl.ogx.job_access import acting_as, job_access
 from llama_stack_provider_trl.ogx.training_files import preference_rows, reinforcement_rows, supervised_rows
 
 logger = logging.getLogger(__name__)
@@ -88,8 +91,7 @@ AUTO_N_EPOCHS = 3
 ORGANIZATION_ID = "local"
 OPENAI_JOB_FILE = "openai_job.json"
 RESULTS_FILENAME = "step_metrics.csv"
-# Which engine algorithm trains each OpenAI method, and the reader of its training files
-ALGORITHMS: dict[MethodType, str] = {"supervised": "sft", "dpo": "dpo", "reinforcement": "grpo"}
+# The reader of each OpenAI method's training files
 ROW_READERS = {"supervised": supervised_rows, "dpo": preference_rows, "reinforcement": reinforcement_rows}
 METADATA_MAX_KEYS, METADATA_KEY_CHARS, METADATA_VALUE_CHARS = 16, 64, 512
 SUFFIX_PATTERN = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -102,23 +104,6 @@ STATUS: dict[str, JobStatus] = {
     "failed": "failed",
     "cancelled": "cancelled",
 }
-# The per-step CSV of a succeeded job (result_files): TRL's logged metrics under OpenAI-like column names, each from
-# the first of its sources the job logs (DPO's or SFT's).
-RESULT_COLUMNS: dict[str, tuple[str, ...]] = {
-    "train_loss": ("loss",),
-    "train_accuracy": ("rewards/accuracies", "mean_token_accuracy"),
-    "train_reward_margin": ("rewards/margins",),
-    "learning_rate": ("learning_rate",),
-    "valid_loss": ("eval_loss",),
-    "valid_accuracy": ("eval_rewards/accuracies", "eval_mean_token_accuracy"),
-    "train_reward": ("reward",),  # reinforcement: the grader's mean over the step's answers, and its spread
-    "train_reward_std": ("reward_std",),
-    "train_kl": ("kl",),
-    "completion_length": ("completions/mean_length",),
-    "clipped_ratio": ("completions/clipped_ratio",),
-    "valid_reward": ("eval_reward",),
-}
-SUB_REWARD = re.compile(r"^grader/(?!errors/)(.+)/mean$")  # each named sub-grader's mean: train_sub_reward_<name>
 
 
 class OpenAIJob(BaseModel):
@@ -151,21 +136,17 @@ class TrlFineTuningImpl:
     ) -> None:
         self.config = config
         self.files = files
-        self.access = job_access(policy or [])
-        self.output_root = Path(config.output_dir).expanduser().resolve()
-        self.jobs = open_job_manager(config)
-        self.device = "cpu"
+        self.engine = Engine(config, job_access(policy or []))
         self._openai: dict[str, OpenAIJob] = {}
         self._results_lock = asyncio.Lock()
-        self._history = EventHistory()  # each job's events.jsonl parsed once: a later read takes the new lines
         # with OGX's models table (an inference API in ogx-run.yaml), succeeded jobs' models are served
         self.fine_tuned_models = (
-            None if models is None else FineTunedModels(models, self.jobs, self._openai, final_checkpoint)
+            None if models is None else FineTunedModels(models, self.engine.jobs, self._openai, self.engine.final_model)
         )
 
     async def initialize(self) -> None:
-        self.device = start_job_manager(self.jobs, self.config, self.output_root)
-        for record in self.jobs.list():
+        self.engine.start()
+        for record in self.engine.jobs.list():
             path = record.spec.path / OPENAI_JOB_FILE
             if path.is_file():  # jobs without one came through another front door
                 try:
@@ -178,7 +159,7 @@ class TrlFineTuningImpl:
     async def shutdown(self) -> None:
         if self.fine_tuned_models is not None:
             await self.fine_tuned_models.stop()
-        await asyncio.to_thread(self.jobs.shutdown)
+        await self.engine.shutdown()
 
     # -- create -----------------------------------------------------------------------------------------------------
     async def create_fine_tuning_job(self, request: CreateFineTuningJobRequest) -> FineTuningJob:
@@ -186,18 +167,21 @@ class TrlFineTuningImpl:
         grader = _grader(request.method)
         _check_options(request)
         job_id = f"ftjob-{secrets.token_hex(12)}"
-        owner = self.access.caller()
-        self.access.require("create", job_id, owner)
         batch_size = _given_or(hyperparameters.batch_size, AUTO_BATCH_SIZE)
         n_epochs = _given_or(hyperparameters.n_epochs, AUTO_N_EPOCHS)
         multiplier = _lr_multiplier(hyperparameters.learning_rate_multiplier, f"{named}.learning_rate_multiplier")
-        beta = hyperparameters.beta if isinstance(hyperparameters, DpoHyperparameters) else None
         reinforcement = hyperparameters if isinstance(hyperparameters, ReinforcementHyperparameters) else None
+        algorithm: MethodRequest
+        if isinstance(hyperparameters, DpoHyperparameters):
+            algorithm = DPORequest(beta=_number_or_auto(hyperparameters.beta, f"{named}.beta"))
+        elif reinforcement is not None:
+            algorithm = _reinforcement_request(reinforcement, grader, named)
+        else:
+            algorithm = SFTRequest()
         job_request = JobRequest(
-            algorithm=ALGORITHMS[method],
             job_uuid=Given(job_id, "id"),
             model=Given(request.model, "model"),
-            beta=_number_or_auto(beta, f"{named}.beta"),
+            method=algorithm,
             n_epochs=Given(n_epochs, f"{named}.n_epochs"),
             dataset_id=Given(request.training_file, "training_file"),
             batch_size=Given(batch_size, f"{named}.batch_size"),
@@ -207,40 +191,36 @@ class TrlFineTuningImpl:
             learning_rate=Given(multiplier * self.config.learning_rate, f"{named}.learning_rate_multiplier"),
             overrides=Given(_overrides(request), "trl"),
             trackers=_trackers(request.integrations),
-            **(_reinforcement_fields(reinforcement, grader, named) if reinforcement else {}),
-        )
-        job = await admit(
-            job_request,
-            self.config,
-            output_root=self.output_root,
-            device=self.device,
-            job_exists=self.jobs.exists,
-            sources=_UploadedFiles(self, ROW_READERS[method]),
-            caller=self.access.admission_caller(self.jobs, owner),
         )
         resolved = Hyperparameters(batch_size=batch_size, learning_rate_multiplier=multiplier, n_epochs=n_epochs)
-        openai_job = OpenAIJob(
-            id=job_id,
-            created_at=int(time.time()),
-            model=request.model,
-            training_file=request.training_file,
-            validation_file=request.validation_file,
-            method=_resolved_method(method, resolved, job.spec, reinforcement, grader),
-            hyperparameters=resolved,
-            seed=job.spec.seed,
-            suffix=request.suffix,
-            metadata=request.metadata,
-            fine_tuned_model=_fine_tuned_name(request.model, request.suffix, job_id),
-            integrations=request.integrations or [],
-        )
-        problem = write_job(job, "id")
-        if problem is None:
+        kept: list[OpenAIJob] = []
+
+        def keep_openai_job(job: AdmittedJob) -> str | None:
+            openai_job = OpenAIJob(
+                id=job_id,
+                created_at=int(time.time()),
+                model=request.model,
+                training_file=request.training_file,
+                validation_file=request.validation_file,
+                method=_resolved_method(method, resolved, job.spec, reinforcement, grader),
+                hyperparameters=resolved,
+                seed=job.spec.seed,
+                suffix=request.suffix,
+                metadata=request.metadata,
+                fine_tuned_model=_fine_tuned_name(request.model, request.suffix, job_id),
+                integrations=request.integrations or [],
+            )
+            kept.append(openai_job)
             try:
                 openai_job.write(job.spec.path)
             except OSError as exc:
-                problem = f"the job's {OPENAI_JOB_FILE}: {exc}"
-        submit_job(self.jobs, job, problem, "id", owner)  # a job the store cannot record is refused (507) here
-        self._openai[job_id] = openai_job
+                return f"the job's {OPENAI_JOB_FILE}: {exc}"
+            return None
+
+        # a job the store cannot record is refused (507) by create: only a recorded job is remembered here
+        sources = _UploadedFiles(self, ROW_READERS[method])
+        await self.engine.create(job_request, sources, before_submit=keep_openai_job)
+        self._openai[job_id] = kept[0]
         return await self._job_object(job_id)
 
     # -- read -------------------------------------------------------------------------------------------------------
@@ -250,7 +230,7 @@ class TrlFineTuningImpl:
     async def list_fine_tuning_jobs(
         self, after: str | None, limit: int, metadata: dict[str, str] | None
     ) -> FineTuningJobList:
-        visible = {record.job_uuid for record in self.access.visible(self.jobs.list())}
+        visible = {record.job_uuid for record in self.engine.visible()}
         mine = [job for job in self._openai.values() if job.id in visible]
         newest_first = sorted(mine, key=lambda job: (job.created_at, job.id), reverse=True)
         if metadata:
@@ -262,7 +242,7 @@ class TrlFineTuningImpl:
 
     async def list_fine_tuning_events(self, job_id: str, after: str | None, limit: int) -> FineTuningJobEventList:
         record, openai_job = self._get(job_id)
-        events = list(reversed(_events(record, openai_job, self._history.events(record.spec.path))))  # newest first
+        events = _events(record, openai_job, self.engine.events(record))[::-1]  # newest first, as OpenAI lists them
         page, has_more = _page(events, after, limit, "after", lambda event: event.id)
         return FineTuningJobEventList(data=page, has_more=has_more)
 
@@ -283,24 +263,24 @@ class TrlFineTuningImpl:
 
     # -- change -----------------------------------------------------------------------------------------------------
     async def cancel_fine_tuning_job(self, job_id: str) -> FineTuningJob:
-        self._may_change(job_id)
+        self._get(job_id)  # one this front door created
         try:
-            self.jobs.cancel(job_id)
+            self.engine.cancel(job_id)
         except JobAlreadyFinished as exc:
-            status = STATUS[self.jobs.get(job_id).status]
+            status = STATUS[self.engine.get(job_id).status]
             raise OpenAIError(
                 HTTPStatus.CONFLICT, f"job '{job_id}' already {status}; there is nothing to cancel"
             ) from exc
         return await self._job_object(job_id)
 
     async def pause_fine_tuning_job(self, job_id: str) -> FineTuningJob:
-        return await self._change(job_id, self.jobs.pause, "only a queued or running job pauses")
+        return await self._change(job_id, self.engine.pause, "only a queued or running job pauses")
 
     async def resume_fine_tuning_job(self, job_id: str) -> FineTuningJob:
-        return await self._change(job_id, self.jobs.resume, "only a paused job resumes")
+        return await self._change(job_id, self.engine.resume, "only a paused job resumes")
 
     async def _change(self, job_id: str, change: Callable[[str], None], allowed: str) -> FineTuningJob:
-        self._may_change(job_id)
+        self._get(job_id)  # one this front door created
         try:
             change(job_id)
         except WrongJobState as exc:
@@ -350,19 +330,11 @@ class TrlFineTuningImpl:
         try:
             if openai_job is None:
                 raise JobNotFound(job_id)
-            record = self.jobs.get(job_id)
-            if not self.access.may_read(record):
-                raise JobNotFound(job_id)
-            return record, openai_job
+            return self.engine.get(job_id), openai_job
         except JobNotFound as exc:
             raise OpenAIError(
                 HTTPStatus.NOT_FOUND, f"no fine-tuning job '{job_id}'; client.fine_tuning.jobs.list() lists them"
             ) from exc
-
-    def _may_change(self, job_id: str) -> None:
-        """Cancel, pause, resume: 404 for a job the caller may not see, OGX's 403 for one it may only read."""
-        record, _ = self._get(job_id)
-        self.access.require("update", job_id, record.owner)
 
     async def _job_object(self, job_id: str) -> FineTuningJob:
         record, openai_job = self._get(job_id)
@@ -403,8 +375,9 @@ class TrlFineTuningImpl:
         async with self._results_lock:
             if openai_job.result_files:
                 return
-            csv_text = _results_csv(self._history.events(record.spec.path))
-            upload = UploadFile(file=io.BytesIO(csv_text.encode()), filename=RESULTS_FILENAME)
+            names = ALGORITHMS[record.spec.algorithm].metrics
+            results = _results_csv(self.engine.events(record), names).encode()
+            upload = UploadFile(file=io.BytesIO(results), filename=RESULTS_FILENAME)
             # fine-tune-results is a purpose files carry, not one a client may upload with: skip that check
             request = UploadFileRequest.model_construct(purpose=OpenAIFilePurpose.FINE_TUNE_RESULTS, expires_after=None)
             try:
@@ -423,8 +396,9 @@ class TrlFineTuningImpl:
         """The directory a fine-tuned model name (``fine_tuned_model``, ``fine_tuned_model_checkpoint``) names."""
         for openai_job in self._openai.values():
             if name == openai_job.fine_tuned_model or name.startswith(f"{openai_job.fine_tuned_model}:ckpt-"):
-                record = self.jobs.get(openai_job.id)
-                if not self.access.may_read(record):
+                try:
+                    record = self.engine.get(openai_job.id)
+                except JobNotFound:
                     break  # another user's model: answered as one this server does not have
                 if name == openai_job.fine_tuned_model:
                     if record.status != "completed":
@@ -433,7 +407,7 @@ class TrlFineTuningImpl:
                             f"'{name}' is what job {openai_job.id} trains, and that job is {STATUS[record.status]}; "
                             "use it once the job has succeeded",
                         )
-                    return str(final_checkpoint(record))
+                    return str(self.engine.final_model(record))
                 for checkpoint in record.checkpoints:
                     if _checkpoint_name(openai_job, checkpoint.step, checkpoint.identifier) == name:
                         return checkpoint.path
@@ -567,22 +541,22 @@ def _grader(method: Method | None) -> dict[str, Any] | None:
     return method.reinforcement.grader
 
 
-def _reinforcement_fields(
+def _reinforcement_request(
     hyperparameters: ReinforcementHyperparameters, grader: dict[str, Any] | None, named: str
-) -> dict[str, Any]:
-    """The JobRequest fields of OpenAI's reinforcement hyperparameters and grader ("auto" leaves the engine's)."""
+) -> GRPORequest:
+    """OpenAI's reinforcement hyperparameters and grader as GRPO's request fields ("auto" leaves the engine's)."""
 
     def given(name: str) -> Given[Any] | None:
         value = getattr(hyperparameters, name)
         return None if value is None or value == "auto" else Given(value, f"{named}.{name}")
 
-    return {
-        "grader": Given(grader, "method.reinforcement.grader"),
-        "compute_multiplier": given("compute_multiplier"),
-        "eval_interval": given("eval_interval"),
-        "eval_samples": given("eval_samples"),
-        "reasoning_effort": given("reasoning_effort"),
-    }
+    return GRPORequest(
+        grader=Given(grader, "method.reinforcement.grader") if grader is not None else None,
+        compute_multiplier=given("compute_multiplier"),
+        eval_interval=given("eval_interval"),
+        eval_samples=given("eval_samples"),
+        reasoning_effort=given("reasoning_effort"),
+    )
 
 
 def _check_options(request: CreateFineTuningJobRequest) -> None:
@@ -658,14 +632,6 @@ def _fine_tuned_name(model: str, suffix: str | None, job_id: str) -> str:
     return f"ft:{base}:{suffix or 'trl'}:{job_id}"
 
 
-def final_checkpoint(record: JobRecord) -> Path:
-    """The model a succeeded job's fine_tuned_model names: its merged model when it saved one, else its final
-    checkpoint (the model, or with LoRA the adapter)."""
-    final = record.spec.path / CHECKPOINTS_DIR
-    merged = final / "final-merged"
-    return merged if merged.is_dir() else final / "final"
-
-
 # -- the objects --------------------------------------------------------------------------------------------------
 def _page[T](
     items: list[T], after: str | None, limit: int, field: str, key: Callable[[T], str]
@@ -721,8 +687,9 @@ def _events(record: JobRecord, openai_job: OpenAIJob, job_events: list[JobEvent]
         (openai_job.created_at, "info", f"Created fine-tuning job: {openai_job.id}", None),
         (openai_job.created_at, "info", f"Validated training file: {openai_job.training_file}", None),
     ]
+    names = ALGORITHMS[record.spec.algorithm].metrics
     for event in job_events:
-        described = _describe(event)
+        described = _describe(event, names)
         if described is not None:
             found.append((event.time, *described))
     if record.completed_at is not None and record.status in FINAL_STATES:
@@ -748,7 +715,7 @@ def _events(record: JobRecord, openai_job: OpenAIJob, job_events: list[JobEvent]
     return events
 
 
-def _describe(event: JobEvent) -> tuple[str, str, dict[str, Any] | None] | None:
+def _describe(event: JobEvent, names: MetricNames) -> tuple[str, str, dict[str, Any] | None] | None:
     """(level, message, metrics data) of one training process event; None for those OpenAI's API has no word for."""
     match event:
         case Started():
@@ -759,7 +726,7 @@ def _describe(event: JobEvent) -> tuple[str, str, dict[str, Any] | None] | None:
         case Resuming():
             return "info", f"Resuming from checkpoint {Path(event.checkpoint).name}", None
         case Metrics():
-            data = {"step": event.step, "total_steps": event.total_steps, **_train_metrics(event.metrics)}
+            data = {"step": event.step, "total_steps": event.total_steps, **_train_metrics(event.metrics, names)}
             if event.tokens_per_s is not None:  # real tokens (no padding) a second since step 3, as 0.6.1's status
                 data["tokens_per_s"] = event.tokens_per_s
             loss = event.metrics.get("loss")
@@ -773,7 +740,7 @@ def _describe(event: JobEvent) -> tuple[str, str, dict[str, Any] | None] | None:
             return "info", f"Validation reward at step {event.step}: {event.reward:.4f}", None
         case Evaluation():
             return "info", f"Validation loss at step {event.step}: {event.metrics.get('eval_loss')}", None
-        case CheckpointSaved() if event.identifier.endswith(("-final", "-final-merged")):
+        case CheckpointSaved() if is_final(event.identifier):
             return "info", f"Final model saved at step {event.step}", None
         case CheckpointSaved():
             return "info", f"Checkpoint created at step {event.step}", None
@@ -786,29 +753,46 @@ def _describe(event: JobEvent) -> tuple[str, str, dict[str, Any] | None] | None:
     return None
 
 
-def _train_metrics(metrics: dict[str, float]) -> dict[str, float]:
-    named = {
-        "train_loss": metrics.get("loss"),
-        "train_mean_reward_accuracy": metrics.get("rewards/accuracies"),  # DPO
-        "train_mean_token_accuracy": metrics.get("mean_token_accuracy"),  # SFT
+def _train_metrics(metrics: dict[str, float], names: MetricNames) -> dict[str, float]:
+    named = {"train_loss": "loss", **names.event_names}
+    return {**{k: metrics[v] for k, v in named.items() if v in metrics}, **metrics}
+
+
+def _result_columns(names: MetricNames, logged: set[str]) -> dict[str, str]:
+    """The result file's columns (TRL's logged name of each): the loss, the algorithm's training metrics, the
+    learning rate, the validation loss, the algorithm's validation metrics, then those its patterns match among the
+    ``logged`` names (GRPO: each sub-grader's reward)."""
+    own = names.result_columns
+    train = {k: v for k, v in own.items() if not k.startswith("valid_")}
+    valid = {k: v for k, v in own.items() if k.startswith("valid_")}
+    matched = {
+        column.format(match[1]): name
+        for column, pattern in names.result_patterns.items()
+        for name in sorted(logged)
+        if (match := re.match(pattern, name))
     }
-    return {**{k: v for k, v in named.items() if v is not None}, **metrics}
+    return {
+        "train_loss": "loss",
+        **train,
+        "learning_rate": "learning_rate",
+        "valid_loss": "eval_loss",
+        **valid,
+        **matched,
+    }
 
 
-def _results_csv(job_events: list[JobEvent]) -> str:
+def _results_csv(job_events: list[JobEvent], names: MetricNames) -> str:
     """One row per logged step (the last run's, for a resumed job), evaluations on the step they ran at."""
     rows: dict[int, dict[str, float]] = {}
     for event in job_events:
         if isinstance(event, Metrics | Evaluation) and "train_runtime" not in event.metrics:
             rows.setdefault(event.step, {}).update(event.metrics)
-    sub_rewards = sorted({match[1] for metrics in rows.values() for key in metrics if (match := SUB_REWARD.match(key))})
-    columns = {**RESULT_COLUMNS, **{f"train_sub_reward_{name}": (f"grader/{name}/mean",) for name in sub_rewards}}
+    logged = {key for metrics in rows.values() for key in metrics}
+    columns = _result_columns(names, logged)
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow(["step", *columns])
     for step in sorted(rows):
         metrics = rows[step]
-        writer.writerow(
-            [step, *(next((metrics[s] for s in sources if s in metrics), "") for sources in columns.values())]
-        )
+        writer.writerow([step, *(metrics.get(name, "") for name in columns.values())])
     return out.getvalue()

@@ -24,8 +24,9 @@ from datasets import Dataset
 from torch.utils.data import Sampler, SequentialSampler
 from trl import DPOConfig, DPOTrainer
 
+from llama_stack_provider_trl.algorithms.dpo import DPOJobSpec
 from llama_stack_provider_trl.common.events import EventWriter
-from llama_stack_provider_trl.common.job_spec import EVAL_DATA_FILE, TRAIN_DATA_FILE, DPOJobSpec
+from llama_stack_provider_trl.common.job_spec import EVAL_DATA_FILE, TRAIN_DATA_FILE
 from llama_stack_provider_trl.recipes import single_device
 from llama_stack_provider_trl.recipes.padding_free import (
     enable_padding_free,

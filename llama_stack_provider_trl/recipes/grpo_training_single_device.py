@@ -24,7 +24,8 @@ import sys
 from datasets import Dataset
 from trl import GRPOConfig, GRPOTrainer
 
-from llama_stack_provider_trl.common.job_spec import EVAL_DATA_FILE, TRAIN_DATA_FILE, GRPOJobSpec
+from llama_stack_provider_trl.algorithms.grpo import GRPOJobSpec
+from llama_stack_provider_trl.common.job_spec import EVAL_DATA_FILE, TRAIN_DATA_FILE
 from llama_stack_provider_trl.graders import ITEM_COLUMN, reward_function
 from llama_stack_provider_trl.recipes import single_device
 

@@ -21,7 +21,7 @@ from ray.train.torch import TorchConfig, TorchTrainer
 from ray.train.v2._internal.exceptions import UserExceptionWithTraceback
 from ray.train.v2.api.exceptions import TrainingFailedError, WorkerGroupError
 
-from llama_stack_provider_trl.common.job_spec import EVENTS_FILE, DPOJobSpec
+from llama_stack_provider_trl.common.job_spec import EVENTS_FILE, JobSpecBase
 from llama_stack_provider_trl.common.parent_watch import die_with_parent
 from llama_stack_provider_trl.recipes.ranks import (
     PROCESS_GROUP_TIMEOUT_S,
@@ -74,7 +74,7 @@ def main(argv: list[str]) -> int:
     if arguments is None:
         return 2
     address, recipe_module, job_dir, recipe_args = arguments
-    spec = DPOJobSpec.read(job_dir)
+    spec = JobSpecBase.read(job_dir)  # the shared part: any algorithm's job
     on_gpu = spec.device.startswith("cuda")
     events_path = Path(job_dir) / EVENTS_FILE
     events_before = events_size(events_path)

@@ -24,7 +24,8 @@ from transformers import PreTrainedTokenizerBase
 from trl import SFTConfig, SFTTrainer
 from trl.chat_template_utils import get_training_chat_template, has_generation_markers
 
-from llama_stack_provider_trl.common.job_spec import EVAL_DATA_FILE, TRAIN_DATA_FILE, SFTJobSpec
+from llama_stack_provider_trl.algorithms.sft import SFTJobSpec
+from llama_stack_provider_trl.common.job_spec import EVAL_DATA_FILE, TRAIN_DATA_FILE
 from llama_stack_provider_trl.recipes import single_device
 from llama_stack_provider_trl.recipes.padding_free import (
     enable_packed_attention,

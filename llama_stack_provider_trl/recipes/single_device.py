@@ -30,7 +30,14 @@ from transformers import (
     TrainerCallback,
 )
 
-from llama_stack_provider_trl.common.checkpoints import ADAPTER_CONFIG_FILE, last_trainer_checkpoint
+from llama_stack_provider_trl.algorithms import read_job_spec
+from llama_stack_provider_trl.common.checkpoints import (
+    ADAPTER_CONFIG_FILE,
+    FINAL_DIR,
+    FINAL_MERGED_DIR,
+    final_identifier,
+    last_trainer_checkpoint,
+)
 from llama_stack_provider_trl.common.events import (
     CheckpointSaved,
     Completed,
@@ -55,7 +62,6 @@ from llama_stack_provider_trl.common.job_spec import (
     PAUSE_REQUEST_FILE,
     JobSpecBase,
     LoraSpec,
-    read_job_spec,
 )
 from llama_stack_provider_trl.common.parent_watch import die_with_parent
 from llama_stack_provider_trl.common.recipe_process import RESUME_FLAG, STANDBY_FLAG, THREAD_VARIABLES, wait_for_job
@@ -581,14 +587,14 @@ class SingleDeviceRecipe:
         trainer, spec, reporter = self.trainer, self.spec, self.reporter
         assert trainer is not None and reporter is not None
         step = trainer.state.global_step
-        final = spec.path / CHECKPOINTS_DIR / "final"
+        final = spec.path / CHECKPOINTS_DIR / FINAL_DIR
         trainer.save_model(str(final))
-        reporter.emit_checkpoint(f"{spec.job_uuid}-final", final, step)
+        reporter.emit_checkpoint(final_identifier(spec.job_uuid, FINAL_DIR), final, step)
         if spec.lora is not None and spec.lora.merge_adapter and trainer.is_world_process_zero():
-            merged = spec.path / CHECKPOINTS_DIR / "final-merged"
+            merged = spec.path / CHECKPOINTS_DIR / FINAL_MERGED_DIR
             _merged_model(trainer, spec, final).save_pretrained(merged)
             trainer.processing_class.save_pretrained(merged)
-            reporter.emit_checkpoint(f"{spec.job_uuid}-final-merged", merged, step)
+            reporter.emit_checkpoint(final_identifier(spec.job_uuid, FINAL_MERGED_DIR), merged, step)
 
     # -- cleanup -------------------------------------------------------------------------------
     def cleanup(self) -> None:

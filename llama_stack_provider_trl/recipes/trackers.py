@@ -20,7 +20,7 @@ from typing import Any
 from transformers import TrainerCallback
 from transformers.integrations import MLflowCallback, TensorBoardCallback, WandbCallback
 
-from llama_stack_provider_trl.common.job_spec import TENSORBOARD_DIR, DPOJobSpec, WandbSpec
+from llama_stack_provider_trl.common.job_spec import TENSORBOARD_DIR, JobSpecBase, WandbSpec
 
 TRACKERS_LOG = "trackers.log"  # in the job's directory: each failing tracker's traceback, for the operator
 
@@ -100,7 +100,7 @@ class RunStartingWandbCallback(WandbCallback):
             self._wandb.finish()
 
 
-def tracker_callbacks(spec: DPOJobSpec, on_failure: OnFailure) -> list[TrackerGuard]:
+def tracker_callbacks(spec: JobSpecBase, on_failure: OnFailure) -> list[TrackerGuard]:
     """The trackers the job asked for, configured through the environment variables transformers reads (this
     process runs one job). A tracker that cannot even be built is reported like one that fails later."""
     trackers = spec.trackers
@@ -136,7 +136,7 @@ def tracker_callbacks(spec: DPOJobSpec, on_failure: OnFailure) -> list[TrackerGu
     return guards
 
 
-def _remote_trackers(spec: DPOJobSpec) -> frozenset[str]:
+def _remote_trackers(spec: JobSpecBase) -> frozenset[str]:
     """The trackers of this job that send to a server over the network."""
     trackers = spec.trackers
     remote = set()

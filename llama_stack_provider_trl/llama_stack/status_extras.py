@@ -1,5 +1,5 @@
 """What a person watching a job looks at besides its numbers: the end of its log, when it should finish, its
-picture, where its trackers record it. Any front door adds these to its status."""
+picture, where its trackers record it. The 0.6.1 status adds these to resources_allocated."""
 
 from typing import Any
 
@@ -10,7 +10,7 @@ from llama_stack_provider_trl.engine.log_tail import LogTail
 STATUS_LOG_LINES = 20  # lines of the job's log in its status; the whole log is at log_path
 
 
-class JobView:
+class StatusExtras:
     def __init__(self) -> None:
         self._logs = LogTail()
 

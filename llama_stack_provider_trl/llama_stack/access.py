@@ -5,7 +5,7 @@
 
 from llama_stack_provider_trl.engine.job_access import AccessControl, JobAccess
 from llama_stack_provider_trl.engine.job_record import JobOwner
-from llama_stack_provider_trl.stack_api import (
+from llama_stack_provider_trl.llama_stack.stack_api import (
     AccessDeniedError,
     AccessRule,
     User,

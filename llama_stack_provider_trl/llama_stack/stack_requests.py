@@ -10,8 +10,10 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from llama_stack_provider_trl.engine.job_request import Given, JobRequest, LoraRequest, TrackerRequest
-from llama_stack_provider_trl.stack_api import PreferenceOptimizeRequest, SupervisedFineTuneRequest
+from llama_stack_provider_trl.algorithms.dpo import DPORequest
+from llama_stack_provider_trl.algorithms.sft import LoraRequest, SFTRequest
+from llama_stack_provider_trl.engine.job_request import Given, JobRequest, TrackerRequest
+from llama_stack_provider_trl.llama_stack.stack_api import PreferenceOptimizeRequest, SupervisedFineTuneRequest
 
 TC = "training_config"
 DC = f"{TC}.data_config"
@@ -41,12 +43,16 @@ def _named(value: Any, field: str) -> Given[Any] | None:
 
 
 def dpo_job_request(request: PreferenceOptimizeRequest) -> JobRequest:
+    data = request.training_config.data_config
     return JobRequest(
         job_uuid=Given(request.job_uuid, "job_uuid"),
         model=Given(request.finetuned_model, "finetuned_model"),
-        beta=Given(request.algorithm_config.beta, "algorithm_config.beta"),  # required by the 0.6.1 schema
-        loss_type=_set(request.algorithm_config, "loss_type", "algorithm_config"),
-        packed=_given(request.training_config.data_config, "packed", DC),
+        method=DPORequest(
+            beta=Given(request.algorithm_config.beta, "algorithm_config.beta"),  # required by the 0.6.1 schema
+            loss_type=_set(request.algorithm_config, "loss_type", "algorithm_config"),
+            packed=_given(data, "packed", DC),
+            train_on_input=_given(data, "train_on_input", DC),
+        ),
         **_training(request),
     )
 
@@ -64,14 +70,19 @@ def sft_job_request(request: SupervisedFineTuneRequest) -> JobRequest:
             use_dora=_given(algorithm, "use_dora", "algorithm_config"),
             quantize_base=_given(algorithm, "quantize_base", "algorithm_config"),
         )
+    data = request.training_config.data_config
     return JobRequest(
-        algorithm="sft",
         job_uuid=Given(request.job_uuid, "job_uuid"),
         model=Given(request.model or "", "model"),
-        lora=lora,
-        unsupported_algorithm=Given("QAT", "algorithm_config.type") if algorithm and algorithm.type == "QAT" else None,
-        checkpoint_dir=_named(request.checkpoint_dir, "checkpoint_dir"),
-        packed=_set(request.training_config.data_config, "packed", DC),  # unset: the provider's default decides
+        method=SFTRequest(
+            lora=lora,
+            unsupported_algorithm=Given("QAT", "algorithm_config.type")
+            if algorithm and algorithm.type == "QAT"
+            else None,
+            checkpoint_dir=_named(request.checkpoint_dir, "checkpoint_dir"),
+            packed=_set(data, "packed", DC),  # unset: the provider's default decides
+            train_on_input=_given(data, "train_on_input", DC),
+        ),
         **_training(request),
     )
 
@@ -91,7 +102,6 @@ def _training(request: PreferenceOptimizeRequest | SupervisedFineTuneRequest) ->
         shuffle=_given(data, "shuffle", DC),
         data_format=_given(data, "data_format", DC),
         validation_dataset_id=_named(data and data.validation_dataset_id, f"{DC}.validation_dataset_id"),
-        train_on_input=_given(data, "train_on_input", DC),
         optimizer=_given(training.optimizer_config, "optimizer_type", OC),
         learning_rate=_given(training.optimizer_config, "lr", OC),
         weight_decay=_given(training.optimizer_config, "weight_decay", OC),

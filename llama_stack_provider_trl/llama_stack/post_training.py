@@ -1,24 +1,19 @@
 """TrlPostTrainingImpl: Llama Stack's PostTraining protocol over TRL's DPOTrainer."""
 
-import asyncio
 import functools
 import logging
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
-from llama_stack_provider_trl.common.job_spec import SFTJobSpec
+from llama_stack_provider_trl.algorithms import ALGORITHMS
 from llama_stack_provider_trl.config import TrlPostTrainingConfig
-from llama_stack_provider_trl.engine.admission import admit
+from llama_stack_provider_trl.engine.engine import Engine
 from llama_stack_provider_trl.engine.errors import RequestError
-from llama_stack_provider_trl.engine.intake import submit_job, write_job
 from llama_stack_provider_trl.engine.job_record import CheckpointRecord, JobRecord
 from llama_stack_provider_trl.engine.job_request import Given, JobRequest
-from llama_stack_provider_trl.engine.job_view import JobView
 from llama_stack_provider_trl.engine.jobs import JobAlreadyFinished, JobNotFound
-from llama_stack_provider_trl.engine.service import open_job_manager, start_job_manager
-from llama_stack_provider_trl.job_access import job_access
-from llama_stack_provider_trl.stack_api import (
+from llama_stack_provider_trl.llama_stack.access import job_access
+from llama_stack_provider_trl.llama_stack.stack_api import (
     AccessRule,
     CancelTrainingJobRequest,
     Checkpoint,
@@ -45,7 +40,8 @@ from llama_stack_provider_trl.stack_api import (
     SupervisedFineTuneRequest,
     stack_error,
 )
-from llama_stack_provider_trl.stack_requests import dpo_job_request, sft_job_request
+from llama_stack_provider_trl.llama_stack.stack_requests import dpo_job_request, sft_job_request
+from llama_stack_provider_trl.llama_stack.status_extras import StatusExtras
 
 logger = logging.getLogger(__name__)
 
@@ -73,20 +69,17 @@ class TrlPostTrainingImpl:
         policy: list[AccessRule] | None = None,
     ) -> None:
         self.config = config
-        self.access = job_access(policy or [])
+        self.engine = Engine(config, job_access(policy or []))
         self.datasetio_api = datasetio_api
         self.datasets_api = datasets_api
         self.models_api = models_api
-        self.output_root = Path(config.output_dir).expanduser().resolve()
-        self.jobs = open_job_manager(config)
-        self.view = JobView()
-        self.device = "cpu"
+        self.extras = StatusExtras()
 
     async def initialize(self) -> None:
-        self.device = start_job_manager(self.jobs, self.config, self.output_root)
+        self.engine.start()
 
     async def shutdown(self) -> None:
-        await asyncio.to_thread(self.jobs.shutdown)
+        await self.engine.shutdown()
 
     @_answers_request_errors
     async def supervised_fine_tune(self, request: SupervisedFineTuneRequest) -> PostTrainingJob:
@@ -97,26 +90,11 @@ class TrlPostTrainingImpl:
         return await self._start(dpo_job_request(request))
 
     async def _start(self, job_request: JobRequest) -> PostTrainingJob:
-        owner = self.access.caller()
-        self.access.require("create", job_request.job_uuid.value, owner)
-        job = await admit(
-            job_request,
-            self.config,
-            output_root=self.output_root,
-            device=self.device,
-            job_exists=self.jobs.exists,
-            sources=self,
-            caller=self.access.admission_caller(self.jobs, owner),
-            checkpoint_path=self.jobs.checkpoint_path,
-        )
-        # Nothing from here on waits: no other request is admitted between the caller's queue count and the submit.
-        write_problem = write_job(job, job_request.job_uuid.field)
-        submit_job(self.jobs, job, write_problem, job_request.job_uuid.field, owner)
+        job = await self.engine.create(job_request, sources=self)
         return PostTrainingJob(job_uuid=job.spec.job_uuid)
 
     async def get_training_jobs(self) -> ListPostTrainingJobsResponse:
-        visible = self.access.visible(self.jobs.list())
-        return ListPostTrainingJobsResponse(data=[PostTrainingJob(job_uuid=r.job_uuid) for r in visible])
+        return ListPostTrainingJobsResponse(data=[PostTrainingJob(job_uuid=r.job_uuid) for r in self.engine.visible()])
 
     async def get_training_job_status(self, request: GetTrainingJobStatusRequest) -> PostTrainingJobStatusResponse:
         record = self._get(request.job_uuid)
@@ -127,15 +105,13 @@ class TrlPostTrainingImpl:
             scheduled_at=record.scheduled_at,
             started_at=record.started_at,
             completed_at=record.completed_at,
-            resources_allocated=_resources_allocated(record) | self.view.observed(record),
+            resources_allocated=_resources_allocated(record) | self.extras.observed(record),
             checkpoints=_checkpoints(record),
         )
 
     async def cancel_training_job(self, request: CancelTrainingJobRequest) -> None:
-        record = self._get(request.job_uuid)
-        self.access.require("update", record.job_uuid, record.owner)  # may see it, may not stop it: 403
         try:
-            self.jobs.cancel(request.job_uuid)
+            self.engine.cancel(request.job_uuid)
         except JobNotFound as exc:
             raise JobNotFoundError(request.job_uuid) from exc
         except JobAlreadyFinished as exc:
@@ -168,14 +144,10 @@ class TrlPostTrainingImpl:
         return page.data
 
     def _get(self, job_uuid: str) -> JobRecord:
-        """The job, if the caller may see it; a job it may not see is answered exactly as one that does not exist."""
         try:
-            record = self.jobs.get(job_uuid)
+            return self.engine.get(job_uuid)
         except JobNotFound as exc:
             raise JobNotFoundError(job_uuid) from exc
-        if not self.access.may_read(record):
-            raise JobNotFoundError(job_uuid)
-        return record
 
 
 def _checkpoints(record: JobRecord) -> list[Checkpoint]:
@@ -205,19 +177,6 @@ def _training_metrics(checkpoint: CheckpointRecord) -> PostTrainingMetric | None
     )
 
 
-def _algorithm_settings(record: JobRecord) -> dict[str, Any]:
-    spec = record.spec
-    if isinstance(spec, SFTJobSpec):
-        # completion, assistant or all: the tokens that carry the loss, once the recipe has read the rows
-        return {"loss_on": record.setup.get("loss_on", "completion" if spec.completion_only_loss else "all")}
-    return {
-        "reference_strategy": spec.reference_strategy,
-        "loss_type": spec.loss_types,
-        "loss_weights": spec.loss_weights,
-        "beta": spec.beta,
-    }
-
-
 def _resources_allocated(record: JobRecord) -> dict[str, Any]:
     spec = record.spec
     return {
@@ -231,7 +190,7 @@ def _resources_allocated(record: JobRecord) -> dict[str, Any]:
         "strategy": spec.parallel_strategy,
         "precision": record.setup.get("precision", spec.precision),
         "optimizer": record.setup.get("optimizer", spec.optimizer),
-        **_algorithm_settings(record),
+        **ALGORITHMS[spec.algorithm].shown(spec, record.setup),
         "lora": spec.lora.model_dump() if spec.lora else None,
         "padding_free": record.setup.get("padding_free", spec.padding_free),  # auto, until the job resolves it
         "master_weights": record.setup.get("master_weights", spec.master_weights),
