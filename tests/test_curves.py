@@ -54,7 +54,7 @@ def test_an_sft_job_gets_token_accuracy_and_no_reward_panels(tmp_path: Path) -> 
 def test_a_reinforcement_job_gets_its_reward_with_spread_and_validation_beside_the_loss(tmp_path: Path) -> None:
     write_events(tmp_path, 8, {"loss": 0.01, "reward": 0.4, "reward_std": 0.3}, eval_keys=("eval_reward",))
 
-    with Image.open(draw_curves(tmp_path, "rft")) as picture:
+    with Image.open(draw_curves(tmp_path, "rft", ALGORITHMS["grpo"].metrics.panels)) as picture:
         assert picture.text["panels"] == "Loss, Reward"
         assert picture.text["validation"] == "eval_reward"
 

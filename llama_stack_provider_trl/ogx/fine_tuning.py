@@ -8,6 +8,7 @@ directory, so a restarted server serves the same objects. Each job belongs to th
 """
 
 import asyncio
+import contextlib
 import csv
 import io
 import logging
@@ -303,14 +304,17 @@ class TrlFineTuningImpl:
         """The job whose fine_tuned_model is ``model``: 404 unless the caller may read the job, OGX's 403 unless it
         may ``action`` it (sharing is the owner's)."""
         found = next((job for job in self._openai.values() if job.fine_tuned_model == model), None)
-        record = None if found is None else self.jobs.get(found.id)
-        if found is None or record is None or record.status != "completed" or not self.access.may_read(record):
+        record = None
+        if found is not None:
+            with contextlib.suppress(JobNotFound):
+                record = self.engine.get(found.id)
+        if found is None or record is None or record.status != "completed":
             raise OpenAIError(
                 HTTPStatus.NOT_FOUND,
                 f"no fine-tuned model '{model}'; a succeeded job's fine_tuned_model names one",
                 param="fine_tuned_model_checkpoint",
             )
-        self.access.require(action, found.id, record.owner)
+        self.engine.access.require(action, found.id, record.owner)
         return found, record
 
     def _models(self) -> FineTunedModels:
