@@ -322,9 +322,21 @@ class TrlPostTrainingConfig(BaseModel):
     max_queued_jobs_per_user: int | None = Field(
         default=None,
         ge=1,
-        description="Jobs one user may have waiting as 'scheduled'; one more is refused (HTTP 429), so no user fills "
-        "the queue. Users are the server's authenticated principals; without server.auth every caller counts as one "
-        "user. null: no limit.",
+        description="Jobs one user may have unfinished (queued, paused or running); one more, or resuming a paused "
+        "one beyond it, is refused (HTTP 429), so no user fills the queue. Users are the server's authenticated "
+        "principals; without server.auth every caller counts as one user. null: no limit.",
+    )
+    max_logged_steps_per_job: int = Field(
+        default=100_000,
+        ge=1,
+        description="Most logged steps (the job's steps / logging_steps) one job may have, each an event the server "
+        "reads, lists and draws; a job that would log more is refused (HTTP 400) naming logging_steps.",
+    )
+    max_checkpoints_per_job: int = Field(
+        default=100,
+        ge=1,
+        description="Most epoch checkpoints one job may keep (n_epochs, or save_total_limit when it is set); a job "
+        "that would keep more is refused (HTTP 400) naming save_total_limit.",
     )
     max_running_jobs_per_user: int | None = Field(
         default=None,

@@ -62,7 +62,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, models_root: Path) -> Itera
             home,
             auth=auth,
             max_concurrent_jobs=1,
-            max_queued_jobs_per_user=1,
+            max_queued_jobs_per_user=2,  # unfinished: queued or running
             allowed_model_dirs=[str(models_root)],
         )
         with stack:

@@ -42,7 +42,7 @@ def users_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackServ
     with TokenEndpoint(USERS) as tokens:
         auth = {"provider_config": {"type": "custom", "endpoint": tokens.url}, "access_policy": ACCESS_POLICY}
         home = tmp_path_factory.mktemp("ogx-users")
-        with ogx_server(home, auth, max_concurrent_jobs=1, max_queued_jobs_per_user=1) as running:
+        with ogx_server(home, auth, max_concurrent_jobs=1, max_queued_jobs_per_user=2) as running:
             yield running
 
 
@@ -161,7 +161,8 @@ def test_one_user_cannot_fill_the_queue_and_no_one_else_touches_a_queued_job(
     tiny_model: Path,
     preference_rows: list[dict[str, str]],
 ) -> None:
-    """One job trains at a time, one queued job per user. Alice's job from her own fine-tuned model holds the slot."""
+    """One job trains at a time, two unfinished jobs per user (a paused one counts). Alice's job from her own
+    fine-tuned model holds the slot."""
     fine_tuned = alice.fine_tuning.jobs.retrieve(alice_job).fine_tuned_model
     assert fine_tuned is not None
     alices_file = upload(alice, openai_preferences(preference_rows[:8]))
@@ -172,19 +173,22 @@ def test_one_user_cannot_fill_the_queue_and_no_one_else_touches_a_queued_job(
     bobs_file = upload(bob, openai_preferences(preference_rows[:8]))
     bobs = bob.fine_tuning.jobs.create(model=str(tiny_model), training_file=bobs_file, method=dpo())
     assert bobs.status == "queued"
+    assert bob.fine_tuning.jobs.pause(bobs.id).status == "paused"  # out of the queue, still his
+    bobs_second = bob.fine_tuning.jobs.create(model=str(tiny_model), training_file=bobs_file, method=dpo())
     with pytest.raises(openai.RateLimitError) as caught:
         bob.fine_tuning.jobs.create(model=bobs.model, training_file=bobs_file, method=dpo())
     assert caught.value.body["param"] == "max_queued_jobs_per_user"  # type: ignore[index]
+    assert "2 of your jobs are queued, paused or running" in caught.value.message
     alices = alice.fine_tuning.jobs.create(model=fine_tuned, training_file=alices_file, method=dpo())  # her own queue
     assert alices.status == "queued"
 
     for change in (bob.fine_tuning.jobs.cancel, bob.fine_tuning.jobs.pause):
         with pytest.raises(openai.NotFoundError):
             change(alices.id)
-    assert [job.id for job in bob.fine_tuning.jobs.list()] == [bobs.id]
+    assert {job.id for job in bob.fine_tuning.jobs.list()} == {bobs.id, bobs_second.id}
     assert alice.fine_tuning.jobs.retrieve(alices.id).status == "queued"
 
-    for client, job_id in ((alice, alices.id), (alice, running.id), (bob, bobs.id)):
+    for client, job_id in ((alice, alices.id), (alice, running.id), (bob, bobs.id), (bob, bobs_second.id)):
         client.fine_tuning.jobs.cancel(job_id)
         assert wait_final(client, job_id).status == "cancelled"
 

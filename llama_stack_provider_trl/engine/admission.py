@@ -13,9 +13,12 @@ settings and rows.
 Upper bounds stop requests that would run for years, exhaust memory or disk, or name a path no file system
 accepts: out-of-range values are 400, oversize input 413. A local model must be a model directory, inside the
 server's ``allowed_model_dirs`` when it sets them (403 outside). Last, with the spec built: a job whose
-checkpoints cannot fit on the output directory's disk is 507, and one more job than the caller may have queued 429.
+job that would log more steps or keep more checkpoints than the operator allows is 400, one whose files (with what
+the unfinished jobs before it still write) cannot fit on the output directory's disk 507, and one more unfinished
+job than the caller may have 429.
 """
 
+import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,7 +31,14 @@ from pydantic import ValidationError
 from llama_stack_provider_trl.algorithms import ALGORITHMS, Algorithm
 from llama_stack_provider_trl.common.job_spec import JobSpecBase
 from llama_stack_provider_trl.config import PER_JOB_FIELDS, TrlPostTrainingConfig
-from llama_stack_provider_trl.engine.disk_space import disk_space, estimate_checkpoints, format_bytes
+from llama_stack_provider_trl.engine.disk_space import (
+    disk_space,
+    format_bytes,
+    jsonl_bytes,
+    kept_epoch_checkpoints,
+    room_needed,
+    total_steps,
+)
 from llama_stack_provider_trl.engine.distributed import (
     check_strategy_combination,
     resolve_num_processes,
@@ -85,9 +95,12 @@ async def admit(
     sources: RequestSources,
     caller: Caller = NO_USERS,
     checkpoint_path: Callable[[str], str | None] = lambda _: None,
+    unfinished: Callable[[], list[JobSpecBase]] = lambda: [],
 ) -> AdmittedJob:
     """``checkpoint_path``: the directory of an earlier job's checkpoint by its identifier (``<job_uuid>-final``,
-    ``<job_uuid>-final-merged``, ``<job_uuid>-epoch-<n>``, as the artifacts list gives them), or None."""
+    ``<job_uuid>-final-merged``, ``<job_uuid>-epoch-<n>``, as the artifacts list gives them), or None.
+    ``unfinished``: the specs of every job accepted and not finished (queued, paused, running), whose files are still
+    to come on the same disk."""
     algorithm = ALGORITHMS[request.method.algorithm]
     settings = check_request(
         request, config, output_root=output_root, device=device, job_exists=job_exists, caller=caller
@@ -103,10 +116,12 @@ async def admit(
     algorithm.finish(request, settings, model, rows)
     check_packing_window(model, settings["padding_free"], settings["max_seq_length"], request.overrides)
     spec = algorithm.spec_type(**settings, num_rows=len(rows.train), num_eval_rows=len(rows.eval or ()))
+    _check_job_size(spec, config, request.overrides.field)
+    # After the last await: the engine submits before any other request can be admitted, so the unfinished jobs
+    # counted here are every one accepted before this one.
     if config.check_disk_space:
-        _check_disk_space(spec, output_root)
-    # After the last await: the engine submits before any other request can be admitted.
-    _check_queue_share(caller, config.max_queued_jobs_per_user)
+        _check_disk_space(spec, rows.train, rows.eval, output_root, unfinished())
+    check_user_share(caller.unfinished_jobs(), config.max_queued_jobs_per_user)
     return AdmittedJob(spec=spec, train_rows=rows.train, eval_rows=rows.eval)
 
 
@@ -257,29 +272,59 @@ def job_config(config: TrlPostTrainingConfig, overrides: Given[dict[str, Any]]) 
         raise RequestError(overrides.field, problems) from exc
 
 
-def _check_disk_space(spec: JobSpecBase, output_root: Path) -> None:
-    estimate = estimate_checkpoints(spec)
+def _check_disk_space(
+    spec: JobSpecBase,
+    rows: list[dict[str, Any]],
+    eval_rows: list[dict[str, Any]] | None,
+    output_root: Path,
+    unfinished: list[JobSpecBase],
+) -> None:
     space = disk_space(output_root)
-    if estimate is None or space is None or estimate.total <= space[0]:
+    if space is None:
+        return
+    needed = room_needed(spec, jsonl_bytes(rows) + jsonl_bytes(eval_rows or []), unfinished)
+    if needed.total <= space[0]:
         return
     raise RequestError(
         "output_dir",
-        f"the job's checkpoints would take about {format_bytes(estimate.total)} ({estimate.describe()}) and the disk "
-        f"holding {output_root} has {format_bytes(space[0])} free; keep fewer epoch checkpoints "
-        "(hyperparam_search_config save_total_limit, or save_every_epoch: false) or train LoRA adapters (use_lora: "
-        "true), or ask the server's operator for space (check_disk_space: false turns this check off)",
+        f"the job needs about {format_bytes(needed.total)} ({needed.describe()}) and the disk holding {output_root} "
+        f"has {format_bytes(space[0])} free; keep fewer epoch checkpoints (save_total_limit, or save_every_epoch: "
+        "false) or train LoRA adapters (use_lora: true), wait for queued jobs to finish, or ask the server's operator "
+        "for space (check_disk_space: false turns this check off)",
         HTTPStatus.INSUFFICIENT_STORAGE,
     )
 
 
-def _check_queue_share(caller: Caller, limit: int | None) -> None:
-    if limit is None:
-        return
-    queued = caller.queued_jobs()
-    if queued >= limit:
+def _check_job_size(spec: JobSpecBase, config: TrlPostTrainingConfig, overrides: str) -> None:
+    """What a job keeps: its logged steps (each an event the server reads, lists and draws) and its epoch checkpoints,
+    within the operator's bounds."""
+    steps = total_steps(spec)
+    logged = math.ceil(steps / spec.logging_steps)
+    if logged > config.max_logged_steps_per_job:
+        needed = math.ceil(steps / config.max_logged_steps_per_job)
+        raise RequestError(
+            f"{overrides}.logging_steps",
+            f"logging every {spec.logging_steps} of up to {steps} steps logs {logged} steps, more than the "
+            f"{config.max_logged_steps_per_job} this server keeps for a job (max_logged_steps_per_job); set "
+            f"logging_steps to {needed} or more",
+        )
+    kept = kept_epoch_checkpoints(spec)
+    if kept > config.max_checkpoints_per_job:
+        raise RequestError(
+            f"{overrides}.save_total_limit",
+            f"the job would keep {kept} epoch checkpoints, more than the {config.max_checkpoints_per_job} this server "
+            f"keeps for a job (max_checkpoints_per_job); set save_total_limit to {config.max_checkpoints_per_job} or "
+            "less, or save_every_epoch: false",
+        )
+
+
+def check_user_share(unfinished: int, limit: int | None) -> None:
+    """Refuse (429) one more unfinished job for a user who has ``unfinished`` of them: on a new job, and on resume
+    (pausing a job frees no room)."""
+    if limit is not None and unfinished >= limit:
         raise RequestError(
             "max_queued_jobs_per_user",
-            f"{queued} of your jobs already wait to start, the most this server queues for one user; send this again "
-            "when one of them has started, or cancel one",
+            f"{unfinished} of your jobs are queued, paused or running, the most this server keeps for one user; send "
+            "this again when one of them has finished, or cancel one",
             HTTPStatus.TOO_MANY_REQUESTS,
         )

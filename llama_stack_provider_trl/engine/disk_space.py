@@ -108,10 +108,9 @@ def estimate_checkpoints(spec: JobSpecBase) -> CheckpointEstimate | None:
         if spec.lora.merge_adapter:  # the merged model: the base's weights in its training dtype
             final += parameters * (4 if spec.device == "cpu" else 2)
     optimizer = 0 if spec.optimizer == "sgd" else trained * _ADAM_STATE_BYTES
-    kept = 0
-    if spec.save_every_epoch:
-        # Trainer saves a new epoch checkpoint before it deletes the oldest beyond save_total_limit.
-        kept = spec.n_epochs if spec.save_total_limit is None else min(spec.n_epochs, spec.save_total_limit + 1)
+    kept = kept_epoch_checkpoints(spec)
+    if kept and spec.save_total_limit is not None and kept == spec.save_total_limit:
+        kept += 1  # Trainer saves a new epoch checkpoint before it deletes the oldest beyond save_total_limit
     return CheckpointEstimate(
         epoch_checkpoints=kept,
         epoch_checkpoint_bytes=saved + optimizer + side_files + _TRAINER_STATE_BYTES,
@@ -161,11 +160,23 @@ def jsonl_bytes(rows: list[dict[str, object]]) -> int:
     return sum(len(json.dumps(row).encode()) + 1 for row in rows)
 
 
-def _log_bytes(spec: JobSpecBase) -> int:
+def total_steps(spec: JobSpecBase) -> int:
+    """The most optimizer steps the job takes (packed SFT rows may take fewer)."""
     per_epoch = math.ceil(spec.num_rows / (spec.batch_size * spec.gradient_accumulation_steps))
     if spec.max_steps_per_epoch is not None:
         per_epoch = min(per_epoch, spec.max_steps_per_epoch)
-    return _LOG_BYTES + math.ceil(spec.n_epochs * per_epoch / spec.logging_steps) * _LOGGED_STEP_BYTES
+    return spec.n_epochs * per_epoch
+
+
+def kept_epoch_checkpoints(spec: JobSpecBase) -> int:
+    """Epoch checkpoints the job keeps once done (save_total_limit deletes the oldest beyond it)."""
+    if not spec.save_every_epoch:
+        return 0
+    return spec.n_epochs if spec.save_total_limit is None else min(spec.n_epochs, spec.save_total_limit)
+
+
+def _log_bytes(spec: JobSpecBase) -> int:
+    return _LOG_BYTES + math.ceil(total_steps(spec) / spec.logging_steps) * _LOGGED_STEP_BYTES
 
 
 def _still_to_write(spec: JobSpecBase) -> int:

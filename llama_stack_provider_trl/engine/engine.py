@@ -25,14 +25,14 @@ from llama_stack_provider_trl.common.events import JobEvent
 from llama_stack_provider_trl.common.job_spec import EVAL_DATA_FILE, TRAIN_DATA_FILE
 from llama_stack_provider_trl.common.storage_errors import describe_write_error
 from llama_stack_provider_trl.config import WARM_STANDBY_MIN_CPUS, TrlPostTrainingConfig
-from llama_stack_provider_trl.engine.admission import AdmittedJob, RequestSources, admit
+from llama_stack_provider_trl.engine.admission import AdmittedJob, RequestSources, admit, check_user_share
 from llama_stack_provider_trl.engine.cpu_threads import usable_cores
 from llama_stack_provider_trl.engine.curves import CurvesPainter
 from llama_stack_provider_trl.engine.devices import resolve_device
 from llama_stack_provider_trl.engine.errors import RequestError
 from llama_stack_provider_trl.engine.event_history import EventHistory
-from llama_stack_provider_trl.engine.job_access import JobAccess
-from llama_stack_provider_trl.engine.job_record import JobOwner, JobRecord
+from llama_stack_provider_trl.engine.job_access import JobAccess, unfinished_jobs
+from llama_stack_provider_trl.engine.job_record import FINAL_STATES, JobOwner, JobRecord
 from llama_stack_provider_trl.engine.job_request import JobRequest
 from llama_stack_provider_trl.engine.job_store import JobStore, StoreInUse
 from llama_stack_provider_trl.engine.jobs import JobAlreadyExists, JobManager, JobNotFound
@@ -90,6 +90,7 @@ class Engine:
             sources=sources,
             caller=self.access.admission_caller(self.jobs, owner),
             checkpoint_path=self.jobs.checkpoint_path,
+            unfinished=lambda: [r.spec for r in self.jobs.list() if r.status not in FINAL_STATES],
         )
         # Nothing from here on waits: no other request is admitted between the caller's queue count and the submit.
         problem = _write_job(job, request.job_uuid.field)
@@ -146,13 +147,18 @@ class Engine:
         self.jobs.pause(job_uuid)
 
     def resume(self, job_uuid: str) -> None:
-        """As ``cancel``; WrongJobState unless the job is paused."""
-        self._may_change(job_uuid)
+        """As ``cancel``; WrongJobState unless the job is paused; the 429 of max_queued_jobs_per_user when its owner
+        has that many other unfinished jobs (the limit may have been lowered since it was paused)."""
+        record = self._may_change(job_uuid)
+        if record.status == "paused":
+            others = unfinished_jobs(self.jobs, record.owner, besides=job_uuid)
+            check_user_share(others, self.config.max_queued_jobs_per_user)
         self.jobs.resume(job_uuid)
 
-    def _may_change(self, job_uuid: str) -> None:
+    def _may_change(self, job_uuid: str) -> JobRecord:
         record = self.get(job_uuid)
         self.access.require("update", job_uuid, record.owner)  # may see it, may not change it: 403
+        return record
 
 
 def _job_manager(config: TrlPostTrainingConfig) -> JobManager:

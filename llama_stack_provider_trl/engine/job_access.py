@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from llama_stack_provider_trl.engine.job_record import JobOwner, JobRecord, same_user
+from llama_stack_provider_trl.engine.job_record import FINAL_STATES, JobOwner, JobRecord, same_user
 from llama_stack_provider_trl.engine.job_request import Caller
 from llama_stack_provider_trl.engine.jobs import JobManager, JobNotFound
 
@@ -74,8 +74,8 @@ class JobAccess:
             raise self.control.access_denied(action, resource, self.control.authenticated_user())
 
     def admission_caller(self, jobs: JobManager, owner: JobOwner | None) -> Caller:
-        """The caller as admission sees it: the earlier jobs it may train from, and its own jobs waiting to start
-        (every caller is one user without authentication)."""
+        """The caller as admission sees it: the earlier jobs it may train from, and its own unfinished jobs (every
+        caller is one user without authentication)."""
 
         def may_read_job(job_uuid: str) -> bool:
             try:
@@ -83,11 +83,16 @@ class JobAccess:
             except JobNotFound:
                 return False
 
-        def queued_jobs() -> int:
-            return sum(r.status == "scheduled" and same_user(r.owner, owner) for r in jobs.list())
-
-        return Caller(may_read_job=may_read_job, queued_jobs=queued_jobs)
+        return Caller(may_read_job=may_read_job, unfinished_jobs=lambda: unfinished_jobs(jobs, owner))
 
     def _resource(self, job_uuid: str, owner: JobOwner | None) -> TrainingJobResource:
         as_user = None if owner is None else self.control.as_user(owner)
         return TrainingJobResource(identifier=job_uuid, owner=as_user, type=self.control.resource_type)
+
+
+def unfinished_jobs(jobs: JobManager, owner: JobOwner | None, besides: str | None = None) -> int:
+    """How many of ``owner``'s jobs are queued, paused or running (other than ``besides``): what a per-user limit
+    counts, so that pausing jobs frees no room for more."""
+    return sum(
+        r.status not in FINAL_STATES and r.job_uuid != besides and same_user(r.owner, owner) for r in jobs.list()
+    )

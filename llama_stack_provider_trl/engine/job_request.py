@@ -84,11 +84,11 @@ class RequestSources(Protocol):
 @dataclass(frozen=True)
 class Caller:
     """Who sends the request, as far as admission needs to know: whose earlier jobs it may train from, and how many
-    of its jobs wait in the queue. The front door answers both from its own authentication and access control. The
-    default knows no users: every job is readable and none counts against a per-user queue limit."""
+    of its jobs are unfinished (queued, paused or running). The front door answers both from its own authentication
+    and access control. The default knows no users: every job is readable and none counts against a per-user limit."""
 
     may_read_job: Callable[[str], bool] = lambda _: True
-    queued_jobs: Callable[[], int] = lambda: 0
+    unfinished_jobs: Callable[[], int] = lambda: 0
 
 
 NO_USERS = Caller()

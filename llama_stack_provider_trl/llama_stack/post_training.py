@@ -217,4 +217,5 @@ def _resources_allocated(record: JobRecord) -> dict[str, Any]:
         "attempts": record.attempts,
         "warm_start": record.warm_start,
         "note": record.note,
+        "waiting": record.waiting,
     }

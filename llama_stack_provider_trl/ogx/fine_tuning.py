@@ -696,6 +696,8 @@ def _events(record: JobRecord, openai_job: OpenAIJob, job_events: list[JobEvent]
         described = _describe(event, names)
         if described is not None:
             found.append((event.time, *described))
+    if record.status == "scheduled" and record.waiting:  # held back by a per-user limit, not by a full server
+        found.append((time.time(), "info", f"Waiting: {record.waiting}", None))
     if record.completed_at is not None and record.status in FINAL_STATES:
         end = record.completed_at.timestamp()
         if record.status == "completed":
