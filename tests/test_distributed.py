@@ -22,7 +22,9 @@ from transformers import AutoModelForCausalLM
 from llama_stack_provider_trl.common.checkpoints import last_trainer_checkpoint
 from llama_stack_provider_trl.common.job_spec import PAUSE_REQUEST_FILE, TENSORBOARD_DIR, LoraSpec
 from llama_stack_provider_trl.config import TrlPostTrainingConfig
+from llama_stack_provider_trl.demo.requests import sft_request
 from llama_stack_provider_trl.demo.stack_server import free_port
+from llama_stack_provider_trl.demo.toy_data import repeat_instructions
 from llama_stack_provider_trl.engine.cpu_threads import threads_per_process, usable_cores
 from llama_stack_provider_trl.engine.distributed import check_strategy_combination, resolve_num_processes
 from llama_stack_provider_trl.engine.errors import RequestError
@@ -405,6 +407,33 @@ def test_a_ray_job_on_two_workers_trains_the_same_losses_as_one_local_process(
     job_dir = Path(resources["job_dir"])
     assert len(ray_worker_pids(job_dir)) == 2 and resources["pid"] not in ray_worker_pids(job_dir)
     assert step_losses(job_dir) == pytest.approx(one_process_losses, abs=1e-4)
+    assert AutoModelForCausalLM.from_pretrained(status.checkpoints[-1].path) is not None
+
+
+@pytest.mark.slow
+def test_an_sft_job_trains_on_two_ray_workers_and_saves_a_model_that_loads(
+    ray_client: LlamaStackClient, tiny_model: Path
+) -> None:
+    job_uuid = unique("ray-sft")
+    dataset_id = register_rows(ray_client, repeat_instructions(8, seed=3))
+    ray_client.alpha.post_training.supervised_fine_tune(
+        **sft_request(
+            job_uuid,
+            tiny_model,
+            dataset_id,
+            batch_size=4,
+            max_steps_per_epoch=2,
+            hyperparam_search_config=two_processes(),
+        )
+    )
+
+    status = wait_final(ray_client, job_uuid, timeout_s=600)
+
+    resources = status.resources_allocated
+    assert status.status == "completed", resources["error"]
+    assert (resources["algorithm"], resources["executor"], resources["world_size"]) == ("sft", "ray", 2)
+    assert len(ray_worker_pids(Path(resources["job_dir"]))) == 2
+    assert resources["step"] == 2
     assert AutoModelForCausalLM.from_pretrained(status.checkpoints[-1].path) is not None
 
 
