@@ -5,7 +5,7 @@ from typing import Annotated, Any, Literal, Self
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
-# Every loss TRL 1.16's DPOTrainer implements (trl/trainer/dpo_config.py).
+# Every loss the pinned TRL's DPOTrainer implements (trl/trainer/dpo_config.py; the version: docs/versions.md).
 TRL_DPO_LOSS_TYPES: tuple[str, ...] = (
     "sigmoid",
     "hinge",
@@ -29,7 +29,7 @@ TRL_DPO_LOSS_TYPES: tuple[str, ...] = (
 GrpoLossType = Literal["dapo", "grpo", "dr_grpo", "bnpo", "cispo", "sapo", "vespo"]
 
 # normalize_rewards: the loss each DPO loss runs as with length-normalized implicit rewards (per-token average
-# log-ratios). sigmoid_norm and ipo average per token already; the other losses have no such form in TRL 1.16.
+# log-ratios). sigmoid_norm and ipo average per token already; the other losses have no such form in the pinned TRL.
 LENGTH_NORMALIZED_LOSS: dict[str, str] = {"sigmoid": "sigmoid_norm", "sigmoid_norm": "sigmoid_norm", "ipo": "ipo"}
 
 _DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
@@ -43,16 +43,16 @@ PER_JOB: dict[str, Any] = {"per_job": True}
 
 
 def check_loss_type(loss_type: str) -> str:
-    """Return ``loss_type`` if TRL 1.16 implements it, else raise ValueError saying what to use."""
+    """Return ``loss_type`` if the pinned TRL implements it, else raise ValueError saying what to use."""
     if loss_type in TRL_DPO_LOSS_TYPES:
         return loss_type
     supported = ", ".join(TRL_DPO_LOSS_TYPES)
     if loss_type == "kto_pair":
         raise ValueError(
-            "'kto_pair' was removed from TRL's DPOTrainer (TRL >= 0.29) and TRL 1.16 has no equivalent DPO loss; "
+            "'kto_pair' was removed from TRL's DPOTrainer (TRL >= 0.29) and this TRL has no equivalent DPO loss; "
             f"use one of: {supported} (KTO itself lives in TRL's KTOTrainer, which this provider does not run)"
         )
-    raise ValueError(f"unknown DPO loss '{loss_type}'; TRL 1.16 supports: {supported}")
+    raise ValueError(f"unknown DPO loss '{loss_type}'; this TRL's DPOTrainer supports: {supported}")
 
 
 def length_normalized(losses: list[str]) -> list[str]:
@@ -91,8 +91,8 @@ class TrlPostTrainingConfig(BaseModel):
     )
     dpo_loss_type: str | list[str] = Field(
         default="sigmoid",
-        description="Any TRL 1.16 DPO loss, or a list of them combined with loss_weights (e.g. [sigmoid, sft] = RPO). "
-        "Used unless the request sets algorithm_config.loss_type.",
+        description="Any DPO loss of TRL's DPOTrainer, or a list of them combined with loss_weights (e.g. [sigmoid, "
+        "sft] = RPO). Used unless the request sets algorithm_config.loss_type.",
         json_schema_extra=PER_JOB,
     )
     loss_weights: list[float] | None = Field(

@@ -20,6 +20,7 @@ from llama_stack_provider_trl.engine.training_data import training_and_validatio
 from llama_stack_provider_trl.engine.values import number, refuse_if_set
 
 MAX_BETA = 1_000.0
+PREFERENCE_STRINGS = "prompt/chosen/rejected strings (data_format 'instruct')"  # when a model has no chat template
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -78,7 +79,7 @@ class DPO(Algorithm):
         if method.beta is not None:
             number(method.beta, MAX_BETA)
         _loss_type(method.loss_type)
-        refuse_if_set(method.packed, "packing is not supported for DPO in TRL 1.16; set false")
+        refuse_if_set(method.packed, "TRL's DPOTrainer does not pack preference pairs; set false")
         refuse_if_set(method.train_on_input, "DPO scores completions only; there is no loss on the prompt. Set false")
 
     def settings(self, request: JobRequest, job: TrlPostTrainingConfig, shared: dict[str, Any]) -> dict[str, Any]:
@@ -100,7 +101,7 @@ class DPO(Algorithm):
             train=train.rows,
             eval=evaluation.rows if evaluation else None,
             conversational=train.shape == "conversational",
-            strings="prompt/chosen/rejected strings",
+            strings=PREFERENCE_STRINGS,
         )
 
     def shown(self, spec: Any, setup: dict[str, Any]) -> dict[str, Any]:

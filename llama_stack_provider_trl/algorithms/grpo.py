@@ -23,6 +23,7 @@ from llama_stack_provider_trl.engine.training_data import checked_rows
 from llama_stack_provider_trl.engine.values import number, positive_int
 from llama_stack_provider_trl.graders import GraderSettings, compile_grader
 
+PROMPT_STRINGS = "conversations only (the prompts are messages): choose a model with a chat template instead"
 MAX_COMPUTE_MULTIPLIER = 64.0
 MAX_GENERATIONS = 1_024
 MAX_STEPS = 10_000_000  # steps between validation runs
@@ -95,9 +96,7 @@ class GRPO(Algorithm):
         train = await checked_rows(request.dataset_id, None, config, sources, check_prompt_rows)
         validation = request.validation_dataset_id
         evaluation = await checked_rows(validation, None, config, sources, check_prompt_rows) if validation else None
-        return TrainingRows(
-            train=train, eval=evaluation, conversational=True, strings="conversations only: the prompts are messages"
-        )
+        return TrainingRows(train=train, eval=evaluation, conversational=True, strings=PROMPT_STRINGS)
 
     def finish(self, request: JobRequest, settings: dict[str, Any], model: str, rows: TrainingRows) -> None:
         method = request.method

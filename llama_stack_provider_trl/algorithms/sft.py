@@ -22,6 +22,7 @@ from llama_stack_provider_trl.engine.training_settings import check_qlora, lora
 from llama_stack_provider_trl.engine.values import flag, number, positive_int
 
 MAX_LORA_RANK = 1_024
+SFT_STRINGS = "text or prompt/completion strings (data_format 'instruct')"  # when a model has no chat template
 MAX_LORA_ALPHA = 65_536.0
 
 
@@ -111,7 +112,7 @@ class SFT(Algorithm):
             train=train.rows,
             eval=evaluation.rows if evaluation else None,
             conversational=train.conversational,
-            strings="text or prompt/completion strings",
+            strings=SFT_STRINGS,
         )
 
     def shown(self, spec: Any, setup: dict[str, Any]) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from llama_stack_provider_trl.common.checkpoints import ADAPTER_CONFIG_FILE
+from llama_stack_provider_trl.common.job_rules import no_chat_template
 from llama_stack_provider_trl.common.job_spec import LoraSpec
 from llama_stack_provider_trl.config import TrlPostTrainingConfig
 from llama_stack_provider_trl.engine.errors import RequestError
@@ -147,12 +148,7 @@ def check_adapter_base(request: JobRequest, model: str, lora: LoraSpec | None) -
 
 def check_chat_template(dataset_id: Given[str], model: str, conversational: bool, strings: str) -> None:
     if conversational and has_chat_template(model) is False:
-        raise RequestError(
-            dataset_id.field,
-            f"the rows are conversational (lists of messages) but the tokenizer of '{model}' has no chat template to "
-            f"render them; give rows as {strings} (data_format 'instruct'), or a model whose tokenizer has a chat "
-            "template",
-        )
+        raise RequestError(dataset_id.field, no_chat_template(model, strings))
 
 
 def check_packing_window(

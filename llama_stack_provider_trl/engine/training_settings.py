@@ -6,6 +6,7 @@ import os
 import shutil
 from typing import Any
 
+from llama_stack_provider_trl.common.job_rules import master_weights_problem
 from llama_stack_provider_trl.common.job_spec import OPTIMIZERS, LoraSpec, Precision
 from llama_stack_provider_trl.config import TrlPostTrainingConfig
 from llama_stack_provider_trl.engine.devices import check_precision
@@ -82,12 +83,9 @@ def pad_multiple(job: TrlPostTrainingConfig, device: str) -> int | None:
 
 
 def master_weights(job: TrlPostTrainingConfig, precision: Precision, overrides: Given[dict[str, Any]]) -> str:
-    if job.master_weights == "optimizer" and precision == "fp16":
-        raise RequestError(
-            f"{overrides.field}.master_weights",
-            "optimizer needs bf16 (fp16 weights would need loss scaling) and this job runs in fp16; ask for "
-            "training_config.dtype bf16, or master_weights: model",
-        )
+    problem = master_weights_problem(job.master_weights, precision)
+    if problem is not None:
+        raise RequestError(f"{overrides.field}.master_weights", problem)
     return job.master_weights
 
 

@@ -86,7 +86,7 @@ from llama_stack_provider_trl.ogx.training_files import preference_rows, reinfor
 logger = logging.getLogger(__name__)
 
 # "auto" hyperparameters take TRL's defaults (per_device_train_batch_size, num_train_epochs); the learning rate is
-# learning_rate_multiplier times the provider config's learning_rate (1e-6 unless configured: TRL's DPO default).
+# learning_rate_multiplier times the provider config's learning_rate (TRL's DPO default unless configured).
 AUTO_BATCH_SIZE = 8
 AUTO_N_EPOCHS = 3
 ORGANIZATION_ID = "local"

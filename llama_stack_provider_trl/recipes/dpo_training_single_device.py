@@ -24,8 +24,9 @@ from datasets import Dataset
 from torch.utils.data import Sampler, SequentialSampler
 from trl import DPOConfig, DPOTrainer
 
-from llama_stack_provider_trl.algorithms.dpo import DPOJobSpec
+from llama_stack_provider_trl.algorithms.dpo import PREFERENCE_STRINGS, DPOJobSpec
 from llama_stack_provider_trl.common.events import EventWriter
+from llama_stack_provider_trl.common.job_rules import no_chat_template
 from llama_stack_provider_trl.common.job_spec import EVAL_DATA_FILE, TRAIN_DATA_FILE
 from llama_stack_provider_trl.recipes import single_device
 from llama_stack_provider_trl.recipes.padding_free import (
@@ -59,10 +60,7 @@ class DPOTrainingSingleDevice(single_device.SingleDeviceRecipe):
         train_dataset = single_device.rows_dataset(spec, TRAIN_DATA_FILE)
         eval_dataset = single_device.rows_dataset(spec, EVAL_DATA_FILE) if spec.num_eval_rows else None
         if _is_conversational(train_dataset) and tokenizer.chat_template is None:
-            raise RuntimeError(
-                f"the rows are conversational (lists of messages) but the tokenizer of '{spec.model}' has no chat "
-                "template to render them; give prompt/chosen/rejected strings, or a model with a chat template"
-            )
+            raise RuntimeError(no_chat_template(spec.model, PREFERENCE_STRINGS))
         steps_per_epoch, total_steps = single_device.step_budget(spec, len(train_dataset))
         reference_forward = spec.reference_strategy != "precomputed_log_probs"
         meter = single_device.throughput_meter(spec, model, precision, reference_forward)

@@ -24,7 +24,8 @@ import sys
 from datasets import Dataset
 from trl import GRPOConfig, GRPOTrainer
 
-from llama_stack_provider_trl.algorithms.grpo import GRPOJobSpec
+from llama_stack_provider_trl.algorithms.grpo import PROMPT_STRINGS, GRPOJobSpec
+from llama_stack_provider_trl.common.job_rules import no_chat_template
 from llama_stack_provider_trl.common.job_spec import EVAL_DATA_FILE, TRAIN_DATA_FILE
 from llama_stack_provider_trl.graders import ITEM_COLUMN, reward_function
 from llama_stack_provider_trl.recipes import single_device
@@ -48,10 +49,7 @@ class GRPOTrainingSingleDevice(single_device.SingleDeviceRecipe):
         spec = self.spec
         precision, master_weights, tokenizer, [model] = single_device.load_models(spec, "model")
         if tokenizer.chat_template is None:
-            raise RuntimeError(
-                f"the prompts are conversations (lists of messages) but the tokenizer of '{spec.model}' has no chat "
-                "template to render them; choose a model with a chat template"
-            )
+            raise RuntimeError(no_chat_template(spec.model, PROMPT_STRINGS))
         compiled_layers = single_device.compile_models([model]) if spec.torch_compile else 0
         train_dataset = _prompts(spec, TRAIN_DATA_FILE)
         eval_dataset = _prompts(spec, EVAL_DATA_FILE) if spec.num_eval_rows else None

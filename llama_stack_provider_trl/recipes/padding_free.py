@@ -1,9 +1,9 @@
 """Padding-free forward passes: a right-padded batch runs as one packed row of its real tokens.
 
-TRL 1.16's DPOTrainer pads every batch (its own ``padding_free`` is disabled), and on chat-like data a
-third of each batch or more is padding that the GPU computes anyway. ``enable_padding_free(model)``
-patches the model's backbone: a right-padded batch is packed into one row of real tokens with
-per-sequence position ids, runs through the layers with a variable-length attention that never
+TRL's DPOTrainer (the pinned version: docs/versions.md) pads every batch (its own ``padding_free`` is
+disabled), and on chat-like data a third of each batch or more is padding that the GPU computes anyway.
+``enable_padding_free(model)`` patches the model's backbone: a right-padded batch is packed into one row of
+real tokens with per-sequence position ids, runs through the layers with a variable-length attention that never
 crosses a sequence boundary, and its hidden states are scattered back to the padded layout. Everything
 around the backbone (TRL's fused LM head, the DPO losses, PEFT adapters, the reference model) sees the
 same shapes as before, so the result equals the padded forward up to float rounding.

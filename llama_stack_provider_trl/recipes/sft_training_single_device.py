@@ -24,7 +24,8 @@ from transformers import PreTrainedTokenizerBase
 from trl import SFTConfig, SFTTrainer
 from trl.chat_template_utils import get_training_chat_template, has_generation_markers
 
-from llama_stack_provider_trl.algorithms.sft import SFTJobSpec
+from llama_stack_provider_trl.algorithms.sft import SFT_STRINGS, SFTJobSpec
+from llama_stack_provider_trl.common.job_rules import no_chat_template
 from llama_stack_provider_trl.common.job_spec import EVAL_DATA_FILE, TRAIN_DATA_FILE
 from llama_stack_provider_trl.recipes import single_device
 from llama_stack_provider_trl.recipes.padding_free import (
@@ -59,10 +60,7 @@ class SFTTrainingSingleDevice(single_device.SingleDeviceRecipe):
         )
         conversational = not isinstance(train_rows[0].get("messages", train_rows[0].get("prompt", "")), str)
         if conversational and tokenizer.chat_template is None:
-            raise RuntimeError(
-                f"the rows are conversational (lists of messages) but the tokenizer of '{spec.model}' has no chat "
-                "template to render them; give text or prompt/completion strings, or a model with a chat template"
-            )
+            raise RuntimeError(no_chat_template(spec.model, SFT_STRINGS))
         meter = single_device.throughput_meter(spec, model, precision, reference_forward=False)
         # SFT's loss is the mean per-token negative log-likelihood of the trained tokens: its exp is their perplexity
         self.reporter = single_device.EventReportingCallback(

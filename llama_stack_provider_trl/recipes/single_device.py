@@ -56,6 +56,7 @@ from llama_stack_provider_trl.common.events import (
     TrainingStarted,
     TrainSummary,
 )
+from llama_stack_provider_trl.common.job_rules import master_weights_problem
 from llama_stack_provider_trl.common.job_spec import (
     CHECKPOINTS_DIR,
     EVENTS_FILE,
@@ -96,11 +97,9 @@ def master_weights_for(spec: JobSpecBase, precision: str) -> str | None:
     (a bf16 model); None under LoRA, whose trained adapters are fp32 and whose base never changes."""
     if spec.lora is not None:
         return None
-    if spec.master_weights == "optimizer" and precision == "fp16":
-        raise RuntimeError(
-            "master_weights: optimizer needs bf16 (fp16 weights would need loss scaling), and this job runs in "
-            "fp16; set training_config.dtype to bf16 on a GPU that has it, or master_weights: model"
-        )
+    problem = master_weights_problem(spec.master_weights, precision)
+    if problem is not None:
+        raise RuntimeError(f"master_weights: {problem}")
     return "optimizer" if spec.master_weights == "optimizer" and precision == "bf16" else "model"
 
 
