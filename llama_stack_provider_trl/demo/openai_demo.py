@@ -57,9 +57,10 @@ def main() -> int:
     print("starting `ogx run ogx-run.yaml` ...")
     with ogx_server(config, home, Path(sys.prefix), env={"TRL_DEVICE": os.environ.get("TRL_DEVICE", "auto")}) as server:
         client = openai.OpenAI(base_url=f"{server.base_url}/v1", api_key="none")
-        train_rows, heldout_rows = preferences("train"), preferences("heldout")
+        # OpenAI's API has no step limit: the demo's 6 steps of 4 pairs are its first 24 pairs, one epoch
+        train_rows = preferences("train")[: TRAINING["max_steps_per_epoch"] * TRAINING["batch_size"]]
+        heldout_rows = preferences("heldout")
         training_file = client.files.create(file=("prefs.jsonl", openai_lines(train_rows)), purpose="fine-tune")
-        trl = {**LORA, "max_steps_per_epoch": TRAINING["max_steps_per_epoch"]}
         job = client.fine_tuning.jobs.create(
             model=str(model_dir),
             training_file=training_file.id,
@@ -75,7 +76,7 @@ def main() -> int:
                 },
             },
             suffix="demo",
-            extra_body={"trl": trl},
+            extra_body={"trl": LORA},
         )
         print(f"LoRA DPO job {job.id} on {len(train_rows)} pairs (server {server.base_url}, log {server.log_path})")
         jobs = OpenAIJobs(f"{server.base_url}/v1", timeout_s=60)

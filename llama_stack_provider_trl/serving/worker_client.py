@@ -107,8 +107,16 @@ class GenerationWorker:
         finished = False
         try:
             await self._send(process, request)
+            held: dict[str, Any] | None = None  # a reply read ahead while joining deltas
             while True:
-                reply = await replies.get()
+                reply, held = (held, None) if held is not None else (await replies.get(), None)
+                while reply["event"] == "delta" and not replies.empty():
+                    # the client reads slower than the model writes: join the text waiting for the same choice
+                    ahead = replies.get_nowait()
+                    if ahead["event"] != "delta" or ahead["index"] != reply["index"]:
+                        held = ahead
+                        break
+                    reply = {**reply, "text": reply["text"] + ahead["text"]}
                 if reply["event"] == "gone":
                     raise WorkerGone(f"the generation process exited with {reply['code']}")
                 yield reply
