@@ -14,6 +14,7 @@ from llama_stack_client import LlamaStackClient
 from llama_stack_provider_trl.algorithms.dpo import DPOJobSpec
 from llama_stack_provider_trl.common.job_spec import EVENTS_FILE
 from llama_stack_provider_trl.demo.stack_server import StackServer
+from llama_stack_provider_trl.engine.job_request import Given
 
 from conftest import RUN_YAML
 from fake_recipe import LAUNCHES_FILE
@@ -23,6 +24,19 @@ from helpers import write_job
 # Tests against a server run the real recipe.
 FAKE_RECIPE = "fake_recipe"
 TESTS_DIR = Path(__file__).resolve().parent
+
+
+EIGHT_PAIRS = [{"prompt": "p", "chosen": "c", "rejected": "r"}] * 8
+
+
+class EightRows:
+    """Admission's sources without a server: no registered models, and every dataset holds 8 preference pairs."""
+
+    async def registered_model_path(self, model: str) -> None:
+        return None
+
+    async def dataset_rows(self, dataset_id: Given[str], limit: int) -> list[dict[str, Any]]:
+        return EIGHT_PAIRS
 
 
 def make_spec(root: Path, job_uuid: str, model: str = "fake", **overrides: Any) -> DPOJobSpec:

@@ -19,18 +19,9 @@ from llama_stack_provider_trl.llama_stack.stack_api import PreferenceOptimizeReq
 from llama_stack_provider_trl.llama_stack.stack_requests import dpo_job_request
 
 from helpers import dpo_request
+from job_fixtures import EightRows
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-class EightRows:
-    """Admission's sources without a server: no registered models, and every dataset holds 8 preference pairs."""
-
-    async def registered_model_path(self, model: str) -> None:
-        return None
-
-    async def dataset_rows(self, dataset_id: Given[str], limit: int) -> list[dict[str, Any]]:
-        return [{"prompt": "p", "chosen": "c", "rejected": "r"}] * 8
 
 
 def _admit(

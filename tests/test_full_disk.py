@@ -1,34 +1,28 @@
 """A small real disk (a 3 MiB tmpfs) as the output directory: a job whose checkpoints cannot fit is refused at
 request time, and jobs that fill the disk anyway fail saying so, with the free space, while the server serves on."""
 
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import llama_stack_client
 import pytest
 
+from llama_stack_provider_trl.demo.small_disk import small_disk as mounted_small_disk
+
 from helpers import dpo_request, register_rows, unique, wait_final
 from job_fixtures import client_for, server_for
 
-DISK = "3m"
+DISK_BYTES = 3 << 20
 # Three epoch checkpoints of the tiny model with their optimizer state, and its final model: about 4 MiB.
 TOO_BIG = {"n_epochs": 3, "max_steps_per_epoch": 1}
 
 
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
-    mount_point = tmp_path / "small-disk"
-    mount_point.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={DISK}", "tmpfs", str(mount_point)], capture_output=True, text=True
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a {DISK} tmpfs here (needs root or CAP_SYS_ADMIN): {mounted.stderr.strip()}")
-    try:
-        yield mount_point
-    finally:
-        subprocess.run(["umount", "--lazy", str(mount_point)], check=True)
+    with mounted_small_disk(tmp_path / "small-disk", DISK_BYTES) as refused:
+        if refused:
+            pytest.skip(refused)
+        yield tmp_path / "small-disk"
 
 
 def test_a_job_whose_checkpoints_cannot_fit_is_refused_at_request_time_with_507(

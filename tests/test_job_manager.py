@@ -341,19 +341,14 @@ def test_pause_and_resume_that_the_store_cannot_record_leave_the_job_as_it_was(
     manager.submit(make_spec(root, "first", max_steps_per_epoch=20))  # holds the only slot a while
     manager.submit(make_spec(root, "waiting"))
 
-    store.failing = True
-    with pytest.raises(sqlite3.OperationalError):
-        manager.pause("waiting")
-    assert manager.get("waiting").status == "scheduled"
-    store.failing = False
-    manager.pause("waiting")
-    store.failing = True
-    with pytest.raises(sqlite3.OperationalError):
-        manager.resume("waiting")
-    assert manager.get("waiting").status == "paused"
+    for change, before in ((manager.pause, "scheduled"), (manager.resume, "paused")):
+        store.failing = True
+        with pytest.raises(sqlite3.OperationalError):
+            change("waiting")
+        assert manager.get("waiting").status == before
+        store.failing = False
+        change("waiting")  # recorded this time
 
-    store.failing = False
-    manager.resume("waiting")
     assert _final(manager, "waiting").status == "completed"
 
 

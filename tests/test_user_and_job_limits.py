@@ -3,7 +3,6 @@ unfinished jobs per user (pausing frees no room, resume checks again), the steps
 keeps, and the disk that queued jobs will still fill."""
 
 import asyncio
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -11,27 +10,16 @@ from typing import Any
 import pytest
 
 from llama_stack_provider_trl.config import TrlPostTrainingConfig
+from llama_stack_provider_trl.demo.small_disk import small_disk
 from llama_stack_provider_trl.engine.disk_space import jsonl_bytes, room_needed
 from llama_stack_provider_trl.engine.engine import Engine
 from llama_stack_provider_trl.engine.errors import RequestError
-from llama_stack_provider_trl.engine.job_request import Given
 from llama_stack_provider_trl.llama_stack.access import job_access
 from llama_stack_provider_trl.llama_stack.stack_api import PreferenceOptimizeRequest
 from llama_stack_provider_trl.llama_stack.stack_requests import dpo_job_request
 
 from helpers import dpo_request
-
-ROWS = [{"prompt": "p", "chosen": "c", "rejected": "r"}] * 8
-
-
-class EightRows:
-    """Admission's sources without a server: no registered models, and every dataset holds 8 preference pairs."""
-
-    async def registered_model_path(self, model: str) -> None:
-        return None
-
-    async def dataset_rows(self, dataset_id: Given[str], limit: int) -> list[dict[str, Any]]:
-        return ROWS
+from job_fixtures import EIGHT_PAIRS, EightRows
 
 
 @pytest.fixture
@@ -106,29 +94,20 @@ def test_a_job_that_would_keep_more_epoch_checkpoints_than_the_operator_allows_i
     _create(engine, "rotated", n_epochs=3, hyperparam_search_config={"save_total_limit": 2})
 
 
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    mount_point = tmp_path / "small-disk"
-    mount_point.mkdir()
-    yield mount_point
-    subprocess.run(["umount", "--lazy", str(mount_point)], capture_output=True)
-
-
-def _mount(mount_point: Path, size: int) -> None:
-    command = ["mount", "-t", "tmpfs", "-o", f"size={size // 1024 + 1}k", "tmpfs", str(mount_point)]
-    mounted = subprocess.run(command, capture_output=True, text=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here (needs root or CAP_SYS_ADMIN): {mounted.stderr.strip()}")
-
-
 def test_the_disk_check_counts_what_queued_jobs_will_still_write(
-    engines: list[Engine], tmp_path: Path, small_disk: Path, tiny_model: Path
+    engines: list[Engine], tmp_path: Path, tiny_model: Path
 ) -> None:
     probe = _engine(engines, tmp_path / "probe")
     _create(probe, "probe", tiny_model, n_epochs=2)
-    one_job = room_needed(probe.jobs.get("probe").spec, jsonl_bytes(ROWS), []).total
-    _mount(small_disk, one_job * 3 // 2)  # room for one such job, not two
-    engine = _engine(engines, tmp_path, output_dir=str(small_disk / "jobs"))
+    one_job = room_needed(probe.jobs.get("probe").spec, jsonl_bytes(EIGHT_PAIRS), []).total
+    with small_disk(tmp_path / "small-disk", one_job * 3 // 2) as refused:  # room for one such job, not two
+        if refused:
+            pytest.skip(refused)
+        engine = _engine(engines, tmp_path, output_dir=str(tmp_path / "small-disk" / "jobs"))
+        _first_fits_the_second_waits(engine, tiny_model)
+
+
+def _first_fits_the_second_waits(engine: Engine, tiny_model: Path) -> None:
 
     _create(engine, "first", tiny_model, n_epochs=2)
     with pytest.raises(RequestError) as refused:
@@ -136,7 +115,7 @@ def test_the_disk_check_counts_what_queued_jobs_will_still_write(
 
     assert refused.value.status == 507 and refused.value.field == "output_dir"
     message = str(refused.value)
-    assert "2 epoch checkpoints of" in message and f"its data {jsonl_bytes(ROWS)} B, log and events" in message
+    assert "2 epoch checkpoints of" in message and f"its data {jsonl_bytes(EIGHT_PAIRS)} B, log and events" in message
     assert "still to come from 1 unfinished job" in message
     engine.jobs.cancel("first")
     _create(engine, "second", tiny_model, n_epochs=2)  # the cancelled job writes nothing more

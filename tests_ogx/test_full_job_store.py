@@ -8,25 +8,20 @@ from pathlib import Path
 import openai
 import pytest
 
+from llama_stack_provider_trl.demo.small_disk import small_disk as mounted_small_disk
+
 from conftest import client_for, ogx_server
 from helpers import dpo, openai_preferences, upload
 
-DISK = "1m"
+DISK_BYTES = 1 << 20
 
 
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
-    mount_point = tmp_path / "small-disk"
-    mount_point.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={DISK}", "tmpfs", str(mount_point)], capture_output=True, text=True
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a {DISK} tmpfs here (needs root or CAP_SYS_ADMIN): {mounted.stderr.strip()}")
-    try:
-        yield mount_point
-    finally:
-        subprocess.run(["umount", "--lazy", str(mount_point)], check=True)
+    with mounted_small_disk(tmp_path / "small-disk", DISK_BYTES) as refused:
+        if refused:
+            pytest.skip(refused)
+        yield tmp_path / "small-disk"
 
 
 def test_a_job_the_full_store_cannot_record_is_507_and_later_requests_about_it_are_answered(
