@@ -3,6 +3,7 @@ unfinished jobs per user (pausing frees no room, resume checks again), the steps
 keeps, and the disk that queued jobs will still fill."""
 
 import asyncio
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -119,3 +120,25 @@ def _first_fits_the_second_waits(engine: Engine, tiny_model: Path) -> None:
     assert "still to come from 1 unfinished job" in message
     engine.jobs.cancel("first")
     _create(engine, "second", tiny_model, n_epochs=2)  # the cancelled job writes nothing more
+
+
+def test_pause_resume_and_cancel_the_store_cannot_record_are_507_and_leave_the_job_as_it_was(
+    engines: list[Engine], tmp_path: Path
+) -> None:
+    store_disk = tmp_path / "store-disk"
+    with small_disk(store_disk, 1 << 20) as refused:
+        if refused:
+            pytest.skip(refused)
+        engine = _engine(engines, tmp_path, job_store_path=str(store_disk / "jobs.db"))
+        _create(engine, "a")
+        filler = store_disk / "filler"
+        subprocess.run(["dd", "if=/dev/zero", f"of={filler}", "bs=4k"], capture_output=True)  # until the disk is full
+
+        for change in (engine.pause, engine.cancel):
+            with pytest.raises(RequestError, match=r"^job_store_path: the job store cannot record the change") as no:
+                change("a")
+            assert no.value.status == 507 and engine.jobs.get("a").status == "scheduled"
+        filler.unlink()
+        engine.cancel("a")
+        assert engine.jobs.get("a").status == "cancelled"
+        engine.jobs.shutdown()  # lets go of the store before its disk goes

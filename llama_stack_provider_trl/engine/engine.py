@@ -139,12 +139,12 @@ class Engine:
         """Raises JobNotFound for a job the caller may not see, the framework's 403 for one it may only read, and
         JobAlreadyFinished."""
         self._may_change(job_uuid)
-        self.jobs.cancel(job_uuid)
+        _recorded(self.jobs.cancel, job_uuid)
 
     def pause(self, job_uuid: str) -> None:
         """As ``cancel``; WrongJobState unless the job is queued or running."""
         self._may_change(job_uuid)
-        self.jobs.pause(job_uuid)
+        _recorded(self.jobs.pause, job_uuid)
 
     def resume(self, job_uuid: str) -> None:
         """As ``cancel``; WrongJobState unless the job is paused; the 429 of max_queued_jobs_per_user when its owner
@@ -153,12 +153,22 @@ class Engine:
         if record.status == "paused":
             others = unfinished_jobs(self.jobs, record.owner, besides=job_uuid)
             check_user_share(others, self.config.max_queued_jobs_per_user)
-        self.jobs.resume(job_uuid)
+        _recorded(self.jobs.resume, job_uuid)
 
     def _may_change(self, job_uuid: str) -> JobRecord:
         record = self.get(job_uuid)
         self.access.require("update", job_uuid, record.owner)  # may see it, may not change it: 403
         return record
+
+
+def _recorded(change: Callable[[str], None], job_uuid: str) -> None:
+    """A change of a job's state, refused (507) when the job store cannot record it: the job then stays as it was."""
+    try:
+        change(job_uuid)
+    except (sqlite3.Error, OSError) as exc:
+        raise RequestError(
+            "job_store_path", f"the job store cannot record the change: {exc}", HTTPStatus.INSUFFICIENT_STORAGE
+        ) from exc
 
 
 def _job_manager(config: TrlPostTrainingConfig) -> JobManager:

@@ -203,6 +203,8 @@ class JobManager:
             if record.status in FINAL_STATES:
                 raise JobAlreadyFinished(job_uuid, record.status)
             if record.status in ("scheduled", "paused"):
+                # raises if the store cannot take it: the job stays as recorded
+                self._persist(record.model_copy(update={"status": "cancelled", "phase": "finished"}))
                 if record.status == "scheduled":
                     self._queue.remove(job_uuid)
                 self._finish(record, "cancelled")
