@@ -109,6 +109,7 @@ class TrlPostTrainingImpl:
             checkpoints=_checkpoints(record),
         )
 
+    @_answers_request_errors
     async def cancel_training_job(self, request: CancelTrainingJobRequest) -> None:
         try:
             self.engine.cancel(request.job_uuid)
