@@ -2,8 +2,8 @@
 
     .venv-ogx/bin/python bench/grpo_bench.py [--steps N] [--bs B] [--generations G] [--tokens T] [--reps R]
 
-Workload: the tests' tiny Llama, N x B prompts of the arithmetic questions, a string_check grader (the answer holds
-"5"), G answers per prompt of at most T tokens: one epoch of N steps, full fine-tune. Arms:
+Workload: the tests' tiny Llama, N x B arithmetic questions, the tests' grader (the answer holds "5"), G answers per
+prompt of at most T tokens: one epoch of N steps, full fine-tune. Arms:
 
   provider   a real `ogx run ogx-run.yaml` and the openai client: method.type reinforcement, the settings in trl
   raw_trl    this file with --raw JOB_DIR: GRPOTrainer called directly with the settings that provider job resolved
@@ -29,13 +29,6 @@ sys.path.insert(0, str(REPO_ROOT))
 
 FINAL = ("succeeded", "failed", "cancelled")
 WARMUP_STEPS = 3
-GRADER = {
-    "type": "string_check",
-    "name": "has_five",
-    "input": "{{sample.output_text}}",
-    "reference": "%{{item.token}}%",
-    "operation": "like",
-}
 
 
 def completion_tokens_per_s(logs: list[tuple[float, int, float]], answers_per_step: int) -> float:
@@ -134,14 +127,13 @@ def main() -> None:
 
     from llama_stack_provider_trl.demo import stack_server
     from llama_stack_provider_trl.demo.tiny_model import build_tiny_model
-    from llama_stack_provider_trl.demo.toy_data import arithmetic_preferences, corpus
+    from llama_stack_provider_trl.demo.toy_data import HOLDS_TOKEN_GRADER, arithmetic_preferences, corpus, token_prompts
 
     a.workdir.mkdir(parents=True, exist_ok=True)
     model = a.workdir / "model"
     if not (model / "config.json").is_file():
         build_tiny_model(model, corpus(arithmetic_preferences(24)))
-    questions = [row["prompt"] for row in arithmetic_preferences(a.steps * a.bs)]
-    lines = [{"messages": [{"role": "user", "content": q}], "token": "5"} for q in questions]
+    lines = token_prompts(a.steps * a.bs)
     results: dict[str, list[dict[str, Any]]] = {"provider": [], "raw_trl": []}
     home = a.workdir / f"server-{time.time_ns()}"
     with stack_server.ogx_server(REPO_ROOT / "ogx-run.yaml", home, Path(sys.prefix)) as server:
@@ -155,7 +147,7 @@ def main() -> None:
                 training_file=training_file,
                 method={
                     "type": "reinforcement",
-                    "reinforcement": {"grader": GRADER, "hyperparameters": hyperparameters},
+                    "reinforcement": {"grader": HOLDS_TOKEN_GRADER, "hyperparameters": hyperparameters},
                 },
                 extra_body={
                     "trl": {

@@ -6,34 +6,17 @@ import json
 from pathlib import Path
 from typing import Any
 
+from llama_stack_provider_trl.demo.toy_data import HOLDS_TOKEN_GRADER, token_prompts
+
 from helpers import events_of, final_checkpoint, run_recipe
 
-PROMPTS = [
-    {"prompt": [{"role": "user", "content": f"What is {a} plus {b}?"}], "item": {"token": "5"}}
-    for a, b in [(1, 2), (3, 4), (2, 2), (6, 1), (0, 9), (4, 4), (7, 2), (5, 3)]
-]
-
-
-# OpenAI's multi grader over one string_check: reward 1 when the answer holds the item's token
-GRADER = {
-    "type": "multi",
-    "name": "score",
-    "graders": {
-        "has_token": {
-            "type": "string_check",
-            "name": "has_token",
-            "input": "{{sample.output_text}}",
-            "reference": "%{{item.token}}%",
-            "operation": "like",
-        }
-    },
-    "calculate_output": "has_token",
-}
+# One engine row a prompt, as the server leaves them: the prompt, and the line's other fields as the grader's item
+PROMPTS = [{"prompt": line["messages"], "item": {"token": line["token"]}} for line in token_prompts(8)]
 
 
 def _grpo(**spec: Any) -> dict[str, Any]:
     return {
-        "grader": GRADER,
+        "grader": HOLDS_TOKEN_GRADER,
         "num_generations": 8,
         "max_completion_length": 16,
         "temperature": 1.0,

@@ -16,30 +16,14 @@ import openai
 import pytest
 
 from llama_stack_provider_trl.demo.stack_server import StackServer
+from llama_stack_provider_trl.demo.toy_data import HOLDS_TOKEN_GRADER, token_prompts
 
 from conftest import REPO_ROOT
 from helpers import upload, wait_final, wait_for
 
-# The task: answers holding the item's token. The tiny model's random answers hold it now and then; GRPO makes it
-# every answer within a few dozen steps.
-PROMPTS = [
-    {"messages": [{"role": "user", "content": f"What is {a} plus {b}?"}], "token": "5"}
-    for a, b in [(1, 2), (3, 4), (2, 2), (6, 1), (0, 9), (4, 4), (7, 2), (5, 3)]
-]
-GRADER = {
-    "type": "multi",
-    "name": "score",
-    "graders": {
-        "has_token": {
-            "type": "string_check",
-            "name": "has_token",
-            "input": "{{sample.output_text}}",
-            "reference": "%{{item.token}}%",
-            "operation": "like",
-        }
-    },
-    "calculate_output": "has_token",
-}
+# The task: answers holding the line's token ("5"), which GRPO teaches the tiny model within a few dozen steps
+PROMPTS = token_prompts(8)
+GRADER = HOLDS_TOKEN_GRADER
 HP = "method.reinforcement.hyperparameters"
 SETTINGS = {"num_generations": 8, "max_completion_length": 16, "save_every_epoch": False}
 

@@ -1,5 +1,5 @@
-"""Small synthetic sets: arithmetic preference pairs (a right answer chosen, a wrong one rejected), and SFT rows
-the tiny model can learn."""
+"""Small synthetic sets: arithmetic preference pairs (a right answer chosen, a wrong one rejected), SFT rows the
+tiny model can learn, and reinforcement prompts with a grader whose reward the tiny model can raise."""
 
 import random
 
@@ -46,3 +46,28 @@ def repeat_instructions(n: int, seed: int = 0) -> list[dict[str, str]]:
     rng = random.Random(seed)
     digits = [" ".join(str(rng.randrange(10)) for _ in range(3)) for _ in range(n)]
     return [{"input_query": f"Repeat {d}.", "expected_answer": f"{d}."} for d in digits]
+
+
+# OpenAI's multi grader over one string_check: reward 1 when the answer holds the line's token. A tiny random model's
+# answers hold it now and then; GRPO makes it every answer within a few dozen steps.
+HOLDS_TOKEN_GRADER = {
+    "type": "multi",
+    "name": "score",
+    "graders": {
+        "has_token": {
+            "type": "string_check",
+            "name": "has_token",
+            "input": "{{sample.output_text}}",
+            "reference": "%{{item.token}}%",
+            "operation": "like",
+        }
+    },
+    "calculate_output": "has_token",
+}
+
+
+def token_prompts(n: int, token: str = "5") -> list[dict[str, object]]:
+    """OpenAI's reinforcement lines: an arithmetic question as the user's turn, and the token the grader looks for."""
+    return [
+        {"messages": [{"role": "user", "content": row["prompt"]}], "token": token} for row in arithmetic_preferences(n)
+    ]
