@@ -5,6 +5,7 @@ naming the parameter."""
 
 import csv
 import io
+import json
 import os
 import re
 import subprocess
@@ -14,6 +15,7 @@ from typing import Any
 
 import openai
 import pytest
+import yaml
 
 from llama_stack_provider_trl.demo.stack_server import StackServer
 from llama_stack_provider_trl.demo.toy_data import HOLDS_TOKEN_GRADER, token_prompts
@@ -95,28 +97,27 @@ def test_checkpoints_and_the_result_file_carry_the_rewards(client: openai.OpenAI
     assert rows[-1]["train_sub_reward_has_token"] and float(rows[-1]["train_reward"]) > 0.5
 
 
-@pytest.mark.slow
-def test_watch_shows_the_reward_in_its_bar(server: StackServer, trained: str) -> None:
-    watch = subprocess.run(
-        [str(Path(sys.executable).with_name("llama-stack-trl")), "--ogx", "watch", trained],
-        env={
-            **os.environ,
-            "OGX_URL": f"{server.base_url}/v1",
-            "TTY_COMPATIBLE": "1",
-            "NO_COLOR": "1",
-            "COLUMNS": "120",
-        },
+def _cli(server: StackServer, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """`llama-stack-trl --ogx`, the server's address in $OGX_URL."""
+    return subprocess.run(
+        [str(Path(sys.executable).with_name("llama-stack-trl")), "--ogx", *args],
+        env={**os.environ, "OGX_URL": f"{server.base_url}/v1", **env},
         capture_output=True,
         text=True,
         timeout=120,
     )
+
+
+@pytest.mark.slow
+def test_watch_shows_the_reward_in_its_bar(server: StackServer, trained: str) -> None:
+    watch = _cli(server, "watch", trained, TTY_COMPATIBLE="1", NO_COLOR="1", COLUMNS="120")
     drawn = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", watch.stdout)
     assert watch.returncode == 0 and "32/32 steps 100%" in drawn and " · reward " in drawn, drawn
 
 
 @pytest.mark.slow
-def test_an_rft_job_from_an_sft_model_pauses_resumes_from_its_checkpoint_and_cancels(
-    client: openai.OpenAI, tiny_model: Path
+def test_an_rft_job_trained_from_an_sft_model_by_the_cli_pauses_resumes_from_its_checkpoint_and_cancels(
+    client: openai.OpenAI, server: StackServer, tiny_model: Path, tmp_path: Path
 ) -> None:
     chats = [{"messages": [*line["messages"], {"role": "assistant", "content": "5."}]} for line in PROMPTS]
     sft = client.fine_tuning.jobs.create(
@@ -127,12 +128,21 @@ def test_an_rft_job_from_an_sft_model_pauses_resumes_from_its_checkpoint_and_can
     )
     sft_model = wait_final(client, sft.id).fine_tuned_model
     assert sft_model is not None
-    job = client.fine_tuning.jobs.create(
-        model=sft_model,  # SFT, then reinforcement from what it learned
-        training_file=upload(client, PROMPTS),
-        method=reinforcement(n_epochs=500, learning_rate_multiplier=1),  # 2000 steps: still running when paused
-        extra_body={"trl": SETTINGS},
-    )
+    (tmp_path / "prompts.jsonl").write_text("".join(json.dumps(line) + "\n" for line in PROMPTS))
+    method = reinforcement(n_epochs=500, learning_rate_multiplier=1)["reinforcement"]  # 2000 steps: still running
+    config = {
+        "method": "reinforcement",
+        "model": sft_model,  # SFT, then reinforcement from what it learned
+        "dataset": "prompts.jsonl",
+        "grader": method["grader"],
+        "hyperparameters": method["hyperparameters"],
+        "trl": SETTINGS,
+    }
+    (tmp_path / "rft.yaml").write_text(yaml.safe_dump(config))
+    train = _cli(server, "train", str(tmp_path / "rft.yaml"))
+    assert train.returncode == 0, train.stderr
+    job = client.fine_tuning.jobs.retrieve(train.stdout.strip())
+    assert job.model == sft_model and job.method is not None and job.method.type == "reinforcement"
     wait_for(client, job.id, lambda _: step_rewards(client, job.id))
     client.fine_tuning.jobs.pause(job.id)
     wait_for(client, job.id, lambda j: j.status == "paused")
