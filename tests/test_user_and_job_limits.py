@@ -3,7 +3,6 @@ unfinished jobs per user (pausing frees no room, resume checks again), the steps
 keeps, and the disk that queued jobs will still fill."""
 
 import asyncio
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -11,7 +10,7 @@ from typing import Any
 import pytest
 
 from llama_stack_provider_trl.config import TrlPostTrainingConfig
-from llama_stack_provider_trl.demo.small_disk import small_disk
+from llama_stack_provider_trl.demo.small_disk import fill_up, small_disk
 from llama_stack_provider_trl.engine.disk_space import jsonl_bytes, room_needed
 from llama_stack_provider_trl.engine.engine import Engine
 from llama_stack_provider_trl.engine.errors import RequestError
@@ -131,8 +130,7 @@ def test_pause_resume_and_cancel_the_store_cannot_record_are_507_and_leave_the_j
             pytest.skip(refused)
         engine = _engine(engines, tmp_path, job_store_path=str(store_disk / "jobs.db"))
         _create(engine, "a")
-        filler = store_disk / "filler"
-        subprocess.run(["dd", "if=/dev/zero", f"of={filler}", "bs=4k"], capture_output=True)  # until the disk is full
+        filler = fill_up(store_disk)
 
         for change in (engine.pause, engine.cancel):
             with pytest.raises(RequestError, match=r"^job_store_path: the job store cannot record the change") as no:

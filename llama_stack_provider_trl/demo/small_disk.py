@@ -21,3 +21,10 @@ def small_disk(mount_point: Path, size_bytes: int) -> Iterator[str | None]:
         yield None
     finally:
         subprocess.run(["umount", "--lazy", str(mount_point)], check=True)
+
+
+def fill_up(directory: Path) -> Path:
+    """Write a file in ``directory`` until its disk is full; the file (delete it to free the disk again)."""
+    filler = directory / "filler"
+    subprocess.run(["dd", "if=/dev/zero", f"of={filler}", "bs=4k"], capture_output=True)
+    return filler
