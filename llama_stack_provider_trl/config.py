@@ -350,6 +350,17 @@ class TrlPostTrainingConfig(BaseModel):
         "server.auth was on, which every user could otherwise read, cancel and train from). It is stored: the jobs "
         "stay theirs after this is unset. null: such jobs stay open to every user.",
     )
+    hub_models: bool = Field(
+        default=True,
+        description="Whether a request may name a Hugging Face Hub model id (downloaded by the server's processes, "
+        "with the Hub token only when job_environment names HF_TOKEN). false: local model directories and earlier "
+        "jobs' checkpoints only (HTTP 403 for a Hub id), and jobs run with HF_HUB_OFFLINE=1.",
+    )
+    show_server_paths: bool | Literal["auto"] = Field(
+        default="auto",
+        description="Whether job status shows callers the server's paths (job_dir, log_path, the trackers' "
+        "directories) and the job's process id. auto: shown on a server without authentication, hidden with it.",
+    )
     allowed_model_dirs: list[str] | None = Field(
         default=None,
         description="Directories a request's local finetuned_model must lie in, symlinks resolved (HTTP 403 "

@@ -50,9 +50,10 @@ CASES: list[tuple[Callable[[Request], None], int, str]] = [
     (_set("job_uuid", ".."), 400, "job_uuid"),
     (_set("job_uuid", "x" * 100_000), 400, "job_uuid"),
     (_set("finetuned_model", " "), 400, "finetuned_model"),
-    (_set("finetuned_model", "/no/such/model/dir"), 400, "finetuned_model"),
-    (_set("finetuned_model", "/etc"), 400, "finetuned_model: '/etc' is not a model directory: it has no config.json"),
-    (_set("finetuned_model", "../../../../root"), 400, "finetuned_model: '../../../../root'"),
+    # missing, elsewhere or no model: one answer, so that no request probes the server's paths
+    (_set("finetuned_model", "/no/such/model/dir"), 403, "finetuned_model: '/no/such/model/dir' is not a model dir"),
+    (_set("finetuned_model", "/etc"), 403, "finetuned_model: '/etc' is not a model directory this server trains from"),
+    (_set("finetuned_model", "../../../../root"), 403, "finetuned_model: '../../../../root' is not a model directory"),
     (_set("finetuned_model", "/" + "a" * 300), 400, "finetuned_model"),
     (_set("finetuned_model", "org/" + "m" * 10_000), 413, "finetuned_model"),
     (_set("algorithm_config.beta", 0.0), 400, "algorithm_config.beta"),

@@ -30,6 +30,17 @@ def test_unknown_dataset_is_404(client: LlamaStackClient, tiny_model: Path) -> N
         _optimize(client, dpo_request(unique("j"), tiny_model, "no-such-dataset"))
 
 
+def test_a_job_uuid_whose_directory_an_earlier_server_left_is_409_without_the_servers_path(
+    client: LlamaStackClient, stack: StackServer, dataset_id: str, tiny_model: Path
+) -> None:
+    job_uuid = unique("left")
+    (Path(stack.env["TRL_OUTPUT_DIR"]) / job_uuid).mkdir(parents=True)
+    with pytest.raises(llama_stack_client.ConflictError) as conflict:
+        _optimize(client, dpo_request(job_uuid, tiny_model, dataset_id))
+    assert f"a job named '{job_uuid}' already exists" in str(conflict.value)
+    assert stack.env["TRL_OUTPUT_DIR"] not in str(conflict.value)
+
+
 def test_duplicate_job_uuid_is_409(client: LlamaStackClient, dataset_id: str) -> None:
     job_uuid = unique("dup")
     # a job that fails fast (its model does not exist) still owns its job_uuid
@@ -103,8 +114,10 @@ def test_malformed_rows_are_400_naming_row_and_field(
         _optimize(client, dpo_request(unique("j"), tiny_model, dataset_id))
 
 
-def test_missing_local_model_directory_is_400(client: LlamaStackClient, dataset_id: str, tmp_path: Path) -> None:
-    with pytest.raises(llama_stack_client.BadRequestError, match="finetuned_model"):
+def test_a_missing_local_model_directory_is_the_403_of_any_place_the_server_trains_no_model_from(
+    client: LlamaStackClient, dataset_id: str, tmp_path: Path
+) -> None:
+    with pytest.raises(llama_stack_client.PermissionDeniedError, match=r"finetuned_model: .* is not a model directory"):
         _optimize(client, dpo_request(unique("j"), tmp_path / "absent", dataset_id))
 
 

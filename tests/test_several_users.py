@@ -18,6 +18,8 @@ from llama_stack_provider_trl.demo.token_endpoint import TokenEndpoint
 from helpers import dpo_request, register_rows, unique, wait_final, wait_for
 from job_fixtures import server_for
 
+SERVER_PATHS = ("pid", "job_dir", "log_path", "curves")
+
 USERS = {
     "alice-token": {"principal": "alice", "attributes": {"roles": ["user"]}},
     "bob-token": {"principal": "bob", "attributes": {"roles": ["user"]}},
@@ -105,6 +107,12 @@ def _not_found_message(call: Any, job_uuid: str) -> str:
     return str(caught.value).replace(job_uuid, "<job>")
 
 
+def test_the_server_warns_at_start_up_of_each_setting_a_shared_server_leaves_open(server: StackServer) -> None:
+    log = server.log_path.read_text()
+    assert "TRL training on a shared server: hub_models is on" in log
+    assert "allowed_model_dirs is unset" not in log and "max_queued_jobs_per_user is unset" not in log
+
+
 def test_a_request_without_a_valid_token_is_401(server: StackServer) -> None:
     jobs_url = f"{server.base_url}/v1alpha/post-training/jobs"
     assert httpx.get(jobs_url).status_code == 401
@@ -126,6 +134,9 @@ def test_another_user_can_neither_see_read_nor_cancel_a_job(
 
     status = wait_final(alice, alice_job)
     assert status.status == "completed", status.resources_allocated["error"]
+    # with auth, callers see no server path nor process id (show_server_paths: auto)
+    assert {key: status.resources_allocated[key] for key in SERVER_PATHS} == dict.fromkeys(SERVER_PATHS)
+    assert status.resources_allocated["trackers"] == {}
     assert alice_job in [j.job_uuid for j in alice.alpha.post_training.job.list()]
     assert alice.alpha.post_training.job.artifacts(job_uuid=alice_job).checkpoints
     assert alice_job not in [j.job_uuid for j in job.list()]

@@ -135,7 +135,6 @@ def test_methods_and_hyperparameters_are_checked_naming_the_parameter(
         ({"extra_body": {"trl": {"use_lora": True, "lora_rank": 0}}}, "trl", "lora_rank"),
         ({"extra_body": {"trl": {"merge_adapter": True}}}, "trl", "set use_lora true"),
         ({"extra_body": {"learning_rate": 1}}, "learning_rate", "Extra inputs are not permitted"),
-        ({"model": "/no/such/model"}, "model", "does not exist"),
         ({"suffix": "a/b"}, "suffix", "A-Z a-z 0-9"),
         ({"metadata": {f"k{i}": "v" for i in range(17)}}, "metadata", "at most 16"),
         ({"integrations": [{"type": "comet"}]}, "integrations[0].type", "unknown tracker 'comet'"),
@@ -154,6 +153,18 @@ def test_provider_settings_and_options_are_checked_like_hyperparam_search_config
     with pytest.raises(openai.BadRequestError) as error:
         client.fine_tuning.jobs.create(training_file=upload(client, [GOOD]), **request)
     assert error.value.param == param and says in error.value.message
+
+
+def test_a_local_model_that_is_missing_or_no_model_is_one_403_naming_the_parameter(
+    client: openai.OpenAI, tiny_model: Path
+) -> None:
+    answers = []
+    for model in ("/no/such/model", "/etc"):
+        with pytest.raises(openai.PermissionDeniedError) as error:
+            client.fine_tuning.jobs.create(training_file=upload(client, [GOOD]), model=model, method=dpo())
+        assert error.value.param == "model"
+        answers.append(error.value.message.replace(model, "<model>"))
+    assert answers[0] == answers[1] and "is not a model directory this server trains from" in answers[0]
 
 
 def test_unknown_jobs_are_404_and_finished_jobs_refuse_cancel_pause_and_resume_with_409(

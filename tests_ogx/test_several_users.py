@@ -88,6 +88,12 @@ def _not_found(call: Callable[[str], Any], job_id: str) -> str:
     return str(caught.value).replace(job_id, "<job>")
 
 
+def test_the_server_warns_at_start_up_of_each_setting_a_shared_server_leaves_open(users_server: StackServer) -> None:
+    log = users_server.log_path.read_text()
+    assert "TRL training on a shared server: allowed_model_dirs is unset" in log
+    assert "max_queued_jobs_per_user is unset" not in log  # this server sets it
+
+
 def test_a_request_without_a_valid_token_is_401(users_server: StackServer) -> None:
     jobs_url = f"{users_server.base_url}/v1/fine_tuning/jobs"
     assert httpx.get(jobs_url).status_code == 401

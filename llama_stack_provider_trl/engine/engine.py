@@ -185,6 +185,7 @@ def _job_manager(config: TrlPostTrainingConfig) -> JobManager:
         resume_interrupted_jobs=config.resume_interrupted_jobs,
         curves=CurvesPainter(),
         job_environment=config.job_environment,
+        hub_models=config.hub_models,
         max_running_per_user=config.max_running_jobs_per_user,
         unowned_jobs_owner=JobOwner(principal=config.unowned_jobs_owner) if config.unowned_jobs_owner else None,
     )
@@ -198,8 +199,7 @@ def _write_job(job: AdmittedJob, job_uuid_field: str) -> str | None:
     except FileExistsError as exc:
         raise RequestError(
             job_uuid_field,
-            f"'{job.spec.job_uuid}' already has a directory in {job_dir.parent} from an earlier job; choose another "
-            f"{job_uuid_field}",
+            f"a job named '{job.spec.job_uuid}' already exists; choose another {job_uuid_field}",  # no server path
             HTTPStatus.CONFLICT,
         ) from exc
     except OSError as exc:

@@ -83,13 +83,18 @@ def passed_by_default(name: str) -> bool:
     return name in NAMES or name.startswith(PREFIXES)
 
 
-def job_environment(environ: Mapping[str, str], operator_names: Sequence[str]) -> dict[str, str]:
+def job_environment(
+    environ: Mapping[str, str], operator_names: Sequence[str], hub_models: bool = True
+) -> dict[str, str]:
     """The variables of ``environ`` a job's processes start with: those a training process needs and those the
-    operator names, with the defaults that keep credentials files unread."""
+    operator names, with the defaults that keep credentials files unread; without ``hub_models``, the Hugging
+    Face libraries offline (an adapter's base named by Hub id, a tokenizer's remote files: nothing downloads)."""
     named = set(operator_names)
     env = {name: value for name, value in environ.items() if name in named or passed_by_default(name)}
     for name, value in DEFAULTS.items():
         gate = IMPLICIT_TOKEN_GATE.get(name, ())
         if name not in named and not named.intersection(gate):
             env[name] = value
+    if not hub_models:
+        env["HF_HUB_OFFLINE"] = "1"
     return env

@@ -114,11 +114,13 @@ class JobManager:
         job_environment: Sequence[str] = (),
         max_running_per_user: int | None = None,
         unowned_jobs_owner: JobOwner | None = None,
+        hub_models: bool = True,
     ) -> None:
         """``max_running_per_user``: jobs of one user training at once (None: any); a user's later jobs wait queued.
         ``unowned_jobs_owner``: given at start to every stored job without an owner (recorded before authentication)."""
         self._max_concurrent = max_concurrent_jobs
         self._job_environment = tuple(job_environment)  # the server's variables the operator passes to jobs
+        self._hub_models = hub_models  # false: jobs run with the Hugging Face libraries offline
         self._max_per_user = max_running_per_user
         self._unowned_owner = unowned_jobs_owner
         self._grace_s = cancel_grace_period_s
@@ -456,7 +458,7 @@ class JobManager:
     def _child_environment(self, device: str, processes: int, on_ray: bool = False) -> dict[str, Any]:
         """A training process's environment: what it needs of the server's (engine/job_environment.py), with its
         parent's pid, its GPU, and its CPU threads."""
-        env = dict(job_environment(os.environ, self._job_environment), PYTHONUNBUFFERED="1")
+        env = dict(job_environment(os.environ, self._job_environment, self._hub_models), PYTHONUNBUFFERED="1")
         env["TOKENIZERS_PARALLELISM"] = "false"
         env[PARENT_PID_ENV] = str(os.getpid())
         env.update(thread_environment(device, processes, self._max_concurrent, on_ray=on_ray))

@@ -20,6 +20,7 @@ from llama_stack_provider_trl.config import TrlPostTrainingConfig
 from llama_stack_provider_trl.engine.errors import RequestError
 from llama_stack_provider_trl.engine.job_request import Caller, Given, JobRequest, RequestSources
 from llama_stack_provider_trl.engine.model_files import has_chat_template, sliding_window
+from llama_stack_provider_trl.engine.model_places import ModelPlaces
 
 MAX_MODEL_CHARS = 4_096
 MAX_PATH_COMPONENT_CHARS = 255  # NAME_MAX on Linux and macOS
@@ -27,7 +28,7 @@ MAX_PATH_COMPONENT_CHARS = 255  # NAME_MAX on Linux and macOS
 
 def check_model(model: Given[str], config: TrlPostTrainingConfig, output_root: Path, caller: Caller) -> str:
     """A local model directory as its real path (the job runs in its own directory), else the name as given (a
-    Hugging Face Hub id)."""
+    Hugging Face Hub id, where hub_models allows them). Where a local model may be: engine/model_places.py."""
     name = model.value
     if not isinstance(name, str) or not name.strip():
         raise RequestError(model.field, "is empty; give a Hugging Face model id or a local model directory")
@@ -37,44 +38,26 @@ def check_model(model: Given[str], config: TrlPostTrainingConfig, output_root: P
         )
     if any(len(part) > MAX_PATH_COMPONENT_CHARS for part in name.split("/")):
         raise RequestError(model.field, f"a path component is over {MAX_PATH_COMPONENT_CHARS} characters")
+    places = ModelPlaces(config, output_root, caller)
     local = Path(name).expanduser()
     # unlike Path.is_dir, os.path.isdir is False (not an error) for a name too long
     if not (name.startswith(("/", "./", "../", "~")) or ".." in local.parts or os.path.isdir(local)):
+        if not config.hub_models:
+            raise places.hub_refusal(model)
         return name
     real = Path(os.path.realpath(local))
-    check_model_location(model, real, config.allowed_model_dirs, output_root, caller)
-    if not real.is_dir():
-        raise RequestError(model.field, f"local model directory '{name}' does not exist")
-    check_model_files(model, real, config, output_root, caller)
+    if not places.may_read(real):
+        raise places.refusal(model)
+    try:
+        if not real.is_dir():
+            raise RequestError(model.field, f"local model directory '{name}' does not exist")
+        check_model_files(model, real, config, output_root, caller)
+        places.check_files(model, real)
+    except RequestError as exc:
+        if exc.field == model.field and not places.may_tell(real):  # one answer: nothing about what is there
+            raise places.refusal(model) from None
+        raise
     return str(real)
-
-
-def check_model_location(
-    model: Given[str], real: Path, allowed_dirs: list[str] | None, output_root: Path, caller: Caller
-) -> None:
-    """Where a local model may be: in the directory of an earlier job the caller may read, or anywhere but the
-    output directory when the server sets no allowed_model_dirs, else inside one of them. The same answer
-    whether or not another user's job exists at that path."""
-    if real.is_relative_to(output_root):
-        job = real.relative_to(output_root).parts[:1]
-        if job and caller.may_read_job(job[0]):
-            return
-        if allowed_dirs is None:
-            raise RequestError(
-                model.field,
-                f"'{model.value}' is inside the server's output directory but not inside a job of yours; name one of "
-                "your jobs' checkpoints (job artifacts lists their paths)",
-                HTTPStatus.FORBIDDEN,
-            )
-    elif allowed_dirs is None or any(real.is_relative_to(os.path.realpath(Path(d).expanduser())) for d in allowed_dirs):
-        return
-    raise RequestError(
-        model.field,
-        f"'{model.value}' (symlinks resolved) is outside the directories this server trains local models from "
-        f"(allowed_model_dirs: {', '.join(allowed_dirs)}); put the model in one of them, or name one of your jobs' "
-        "checkpoints",
-        HTTPStatus.FORBIDDEN,
-    )
 
 
 def check_model_files(

@@ -3,17 +3,21 @@
 import functools
 import logging
 from collections.abc import Awaitable, Callable
+from http import HTTPStatus
 from typing import Any
 
 from llama_stack_provider_trl.algorithms import ALGORITHMS
 from llama_stack_provider_trl.config import TrlPostTrainingConfig
 from llama_stack_provider_trl.engine.engine import Engine
 from llama_stack_provider_trl.engine.errors import RequestError
+from llama_stack_provider_trl.engine.internal_errors import report_internal_error
 from llama_stack_provider_trl.engine.job_record import CheckpointRecord, JobRecord
 from llama_stack_provider_trl.engine.job_request import Given, JobRequest
 from llama_stack_provider_trl.engine.jobs import JobAlreadyFinished, JobNotFound
+from llama_stack_provider_trl.engine.shared_server import server_has_auth, shows_server_paths, warn_if_open
 from llama_stack_provider_trl.llama_stack.access import job_access
 from llama_stack_provider_trl.llama_stack.stack_api import (
+    AccessDeniedError,
     AccessRule,
     CancelTrainingJobRequest,
     Checkpoint,
@@ -37,6 +41,7 @@ from llama_stack_provider_trl.llama_stack.stack_api import (
     PostTrainingJobStatusResponse,
     PostTrainingMetric,
     PreferenceOptimizeRequest,
+    ResourceNotFoundError,
     SupervisedFineTuneRequest,
     stack_error,
 )
@@ -45,9 +50,22 @@ from llama_stack_provider_trl.llama_stack.status_extras import StatusExtras
 
 logger = logging.getLogger(__name__)
 
+CONFIG_VARIABLE = "LLAMA_STACK_CONFIG"  # the run config's path, which `llama stack run` exports to its server
+SERVER_PATHS = ("pid", "job_dir", "log_path", "curves")  # status keys shown only where show_server_paths says
+
+
+def _remote(run: str | None) -> str | None:
+    """A tracker's run as callers see it without the server's paths: a tracking server's URL, not a local store."""
+    return run if run is not None and run.startswith(("http://", "https://")) else None
+
+
+# The errors this front door answers on purpose (each one the server answers without dropping the connection)
+ANSWERED = (ConflictError, ResourceNotFoundError, AccessDeniedError)
+
 
 def _answers_request_errors[**P, R](method: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
-    """The engine's RequestError, answered as this server's error of the same status."""
+    """The engine's RequestError, answered as this server's error of the same status; an error no check foresaw,
+    as a 500 that names an id the server's log holds, and nothing internal (engine/internal_errors.py)."""
 
     @functools.wraps(method)
     async def answer(*args: P.args, **kwargs: P.kwargs) -> R:
@@ -55,6 +73,11 @@ def _answers_request_errors[**P, R](method: Callable[P, Awaitable[R]]) -> Callab
             return await method(*args, **kwargs)
         except RequestError as exc:
             raise stack_error(exc.status, str(exc)) from exc
+        except ANSWERED:
+            raise
+        except Exception as exc:
+            message = report_internal_error(exc, "answer this request")
+            raise stack_error(HTTPStatus.INTERNAL_SERVER_ERROR, message) from None
 
     return answer
 
@@ -74,6 +97,9 @@ class TrlPostTrainingImpl:
         self.datasets_api = datasets_api
         self.models_api = models_api
         self.extras = StatusExtras()
+        auth = server_has_auth(CONFIG_VARIABLE)
+        self.show_paths = shows_server_paths(config, auth)
+        warn_if_open(config, auth)
 
     async def initialize(self) -> None:
         self.engine.start()
@@ -93,9 +119,11 @@ class TrlPostTrainingImpl:
         job = await self.engine.create(job_request, sources=self)
         return PostTrainingJob(job_uuid=job.spec.job_uuid)
 
+    @_answers_request_errors
     async def get_training_jobs(self) -> ListPostTrainingJobsResponse:
         return ListPostTrainingJobsResponse(data=[PostTrainingJob(job_uuid=r.job_uuid) for r in self.engine.visible()])
 
+    @_answers_request_errors
     async def get_training_job_status(self, request: GetTrainingJobStatusRequest) -> PostTrainingJobStatusResponse:
         record = self._get(request.job_uuid)
         return PostTrainingJobStatusResponse(
@@ -105,9 +133,18 @@ class TrlPostTrainingImpl:
             scheduled_at=record.scheduled_at,
             started_at=record.started_at,
             completed_at=record.completed_at,
-            resources_allocated=_resources_allocated(record) | self.extras.observed(record),
+            resources_allocated=self._shown(_resources_allocated(record) | self.extras.observed(record)),
             checkpoints=_checkpoints(record),
         )
+
+    def _shown(self, allocated: dict[str, Any]) -> dict[str, Any]:
+        """Status as callers see it: the server's paths and process ids only where show_server_paths says."""
+        if self.show_paths:
+            return allocated
+        trackers = {
+            name: {**tracker, "run": _remote(tracker["run"])} for name, tracker in allocated["trackers"].items()
+        }
+        return {**allocated, **dict.fromkeys(SERVER_PATHS), "trackers": trackers}
 
     @_answers_request_errors
     async def cancel_training_job(self, request: CancelTrainingJobRequest) -> None:
@@ -118,6 +155,7 @@ class TrlPostTrainingImpl:
         except JobAlreadyFinished as exc:
             raise ConflictError(str(exc)) from exc
 
+    @_answers_request_errors
     async def get_training_job_artifacts(
         self, request: GetTrainingJobArtifactsRequest
     ) -> PostTrainingJobArtifactsResponse:

@@ -58,6 +58,7 @@ from llama_stack_provider_trl.engine.errors import RequestError
 from llama_stack_provider_trl.engine.job_record import FINAL_STATES, CheckpointRecord, JobRecord
 from llama_stack_provider_trl.engine.job_request import Given, JobRequest, MethodRequest, TrackerRequest
 from llama_stack_provider_trl.engine.jobs import JobAlreadyFinished, JobNotFound, WrongJobState
+from llama_stack_provider_trl.engine.shared_server import server_has_auth, warn_if_open
 from llama_stack_provider_trl.ogx.access import acting_as, job_access
 from llama_stack_provider_trl.ogx.api import (
     CheckpointMetrics,
@@ -91,6 +92,7 @@ AUTO_BATCH_SIZE = 8
 AUTO_N_EPOCHS = 3
 ORGANIZATION_ID = "local"
 OPENAI_JOB_FILE = "openai_job.json"
+CONFIG_VARIABLE = "OGX_CONFIG"  # the run config's path, which `ogx run` exports to its server (server.auth)
 RESULTS_FILENAME = "step_metrics.csv"
 # The reader of each OpenAI method's training files
 ROW_READERS = {"supervised": supervised_rows, "dpo": preference_rows, "reinforcement": reinforcement_rows}
@@ -146,6 +148,7 @@ class TrlFineTuningImpl:
         )
 
     async def initialize(self) -> None:
+        warn_if_open(self.config, server_has_auth(CONFIG_VARIABLE))
         self.engine.start()
         for record in self.engine.jobs.list():
             path = record.spec.path / OPENAI_JOB_FILE
