@@ -69,19 +69,18 @@ class ModelPlaces:
             names[:] = [name for name in names if os.path.realpath(Path(root) / name) not in seen]
 
     def refusal(self, model: Given[str]) -> RequestError:
-        where = f"inside allowed_model_dirs ({', '.join(self.listed)})" if self.listed is not None else "on this server"
-        return RequestError(
-            model.field,
-            f"'{model.value}' is not a model directory this server trains from (symlinks resolved); give a directory "
-            f"save_pretrained wrote {where}, or one of your jobs' checkpoints",
-            HTTPStatus.FORBIDDEN,
-        )
+        return self._forbidden(model, "is not a model directory this server trains from (symlinks resolved)")
 
     def hub_refusal(self, model: Given[str]) -> RequestError:
+        return self._forbidden(
+            model, "is a Hugging Face Hub id, and this server trains no Hub models (hub_models: false)"
+        )
+
+    def _forbidden(self, model: Given[str], problem: str) -> RequestError:
         where = f"inside allowed_model_dirs ({', '.join(self.listed)})" if self.listed is not None else "on this server"
         return RequestError(
             model.field,
-            f"'{model.value}' is a Hugging Face Hub id, and this server trains no Hub models (hub_models: false); give "
-            f"a model directory {where}, or one of your jobs' checkpoints",
+            f"'{model.value}' {problem}; give a model directory save_pretrained wrote {where}, or one of your jobs' "
+            "checkpoints",
             HTTPStatus.FORBIDDEN,
         )

@@ -3,7 +3,8 @@ sets them: 403 outside), a model registered with the front door's stack, or an e
 its files say about the job (a chat template for conversational rows, a sliding window against packing).
 
 A local model must be a model directory as save_pretrained writes it, or a LoRA adapter whose base obeys the same
-rules. Nothing outside the output directory's jobs the caller may read, or the allowed directories, is read.
+rules. Nothing outside the output directory's jobs the caller may read, or the allowed directories, is read, and no
+other job's directory (engine/model_places.py: every file resolved, one answer for every place refused).
 """
 
 import json
