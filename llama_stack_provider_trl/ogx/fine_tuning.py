@@ -9,11 +9,8 @@ directory, so a restarted server serves the same objects. Each job belongs to th
 
 import asyncio
 import contextlib
-import csv
 import io
 import logging
-import math
-import re
 import secrets
 import time
 from collections.abc import Callable
@@ -30,107 +27,69 @@ from ogx_api.files.models import (
     RetrieveFileRequest,
     UploadFileRequest,
 )
-from pydantic import BaseModel
 
 from llama_stack_provider_trl.algorithms import ALGORITHMS
-from llama_stack_provider_trl.algorithms.algorithm import MetricNames
 from llama_stack_provider_trl.algorithms.dpo import DPORequest
-from llama_stack_provider_trl.algorithms.grpo import GRPORequest
 from llama_stack_provider_trl.algorithms.sft import SFTRequest
-from llama_stack_provider_trl.common.checkpoints import is_final
-from llama_stack_provider_trl.common.events import (
-    CheckpointSaved,
-    Completed,
-    Evaluation,
-    Failed,
-    JobEvent,
-    Metrics,
-    Paused,
-    Resuming,
-    SetupDone,
-    Started,
-)
 from llama_stack_provider_trl.config import TrlPostTrainingConfig
 from llama_stack_provider_trl.engine.admission import AdmittedJob
 from llama_stack_provider_trl.engine.disk_space import format_bytes
 from llama_stack_provider_trl.engine.engine import Engine
 from llama_stack_provider_trl.engine.errors import RequestError
-from llama_stack_provider_trl.engine.job_record import FINAL_STATES, CheckpointRecord, JobRecord
-from llama_stack_provider_trl.engine.job_request import Given, JobRequest, MethodRequest, TrackerRequest
+from llama_stack_provider_trl.engine.job_record import FINAL_STATES, JobRecord
+from llama_stack_provider_trl.engine.job_request import Given, JobRequest, MethodRequest
 from llama_stack_provider_trl.engine.jobs import JobAlreadyFinished, JobNotFound, WrongJobState
 from llama_stack_provider_trl.engine.shared_server import server_has_auth, warn_if_open
 from llama_stack_provider_trl.ogx.access import acting_as, job_access
 from llama_stack_provider_trl.ogx.api import (
-    CheckpointMetrics,
     CreateFineTuningJobRequest,
     DpoHyperparameters,
-    DpoMethod,
     FineTuningJob,
-    FineTuningJobCheckpoint,
     FineTuningJobCheckpointList,
-    FineTuningJobEvent,
     FineTuningJobEventList,
     FineTuningJobList,
     Hyperparameters,
     JobError,
-    JobStatus,
-    Method,
-    MethodType,
     OpenAIError,
     ReinforcementHyperparameters,
-    ReinforcementMethod,
-    SupervisedMethod,
 )
 from llama_stack_provider_trl.ogx.fine_tuned_models import FineTunedModels
+from llama_stack_provider_trl.ogx.job_objects import (
+    OPENAI_JOB_FILE,
+    STATUS,
+    OpenAIJob,
+    checkpoint_name,
+    checkpoint_object,
+    error_message,
+    openai_events,
+    page_of,
+    results_csv,
+    trained_tokens,
+)
+from llama_stack_provider_trl.ogx.openai_requests import (
+    AUTO_BATCH_SIZE,
+    AUTO_N_EPOCHS,
+    check_options,
+    fine_tuned_name,
+    given_or,
+    grader_of,
+    lr_multiplier,
+    method_of,
+    number_or_auto,
+    overrides_of,
+    reinforcement_request,
+    resolved_method,
+    trackers_of,
+)
 from llama_stack_provider_trl.ogx.training_files import preference_rows, reinforcement_rows, supervised_rows
 
 logger = logging.getLogger(__name__)
 
-# "auto" hyperparameters take TRL's defaults (per_device_train_batch_size, num_train_epochs); the learning rate is
-# learning_rate_multiplier times the provider config's learning_rate (TRL's DPO default unless configured).
-AUTO_BATCH_SIZE = 8
-AUTO_N_EPOCHS = 3
 ORGANIZATION_ID = "local"
-OPENAI_JOB_FILE = "openai_job.json"
 CONFIG_VARIABLE = "OGX_CONFIG"  # the run config's path, which `ogx run` exports to its server (server.auth)
 RESULTS_FILENAME = "step_metrics.csv"
 # The reader of each OpenAI method's training files
 ROW_READERS = {"supervised": supervised_rows, "dpo": preference_rows, "reinforcement": reinforcement_rows}
-METADATA_MAX_KEYS, METADATA_KEY_CHARS, METADATA_VALUE_CHARS = 16, 64, 512
-SUFFIX_PATTERN = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
-
-STATUS: dict[str, JobStatus] = {
-    "scheduled": "queued",
-    "in_progress": "running",
-    "paused": "paused",
-    "completed": "succeeded",
-    "failed": "failed",
-    "cancelled": "cancelled",
-}
-
-
-class OpenAIJob(BaseModel):
-    """What the OpenAI job object holds beyond the engine's record."""
-
-    id: str
-    created_at: int
-    model: str
-    training_file: str
-    validation_file: str | None
-    method: Method
-    hyperparameters: Hyperparameters
-    seed: int
-    suffix: str | None
-    metadata: dict[str, str] | None
-    fine_tuned_model: str
-    integrations: list[dict[str, Any]] = []
-    result_files: list[str] = []
-    model_registered: bool = False  # fine_tuned_model entered OGX's models table (once: a deleted one stays deleted)
-    served_by: str | None = None  # the inference provider serving it: this package's, or a remote::vllm one
-    permissions: list[dict[str, Any]] = []  # checkpoint permissions: {id, created_at, project_id}
-
-    def write(self, job_dir: Path) -> None:
-        (job_dir / OPENAI_JOB_FILE).write_text(self.model_dump_json(indent=2))
 
 
 class TrlFineTuningImpl:
@@ -167,19 +126,19 @@ class TrlFineTuningImpl:
 
     # -- create -----------------------------------------------------------------------------------------------------
     async def create_fine_tuning_job(self, request: CreateFineTuningJobRequest) -> FineTuningJob:
-        method, hyperparameters, named = _method(request)
-        grader = _grader(request.method)
-        _check_options(request)
+        method, hyperparameters, named = method_of(request)
+        grader = grader_of(request.method)
+        check_options(request)
         job_id = f"ftjob-{secrets.token_hex(12)}"
-        batch_size = _given_or(hyperparameters.batch_size, AUTO_BATCH_SIZE)
-        n_epochs = _given_or(hyperparameters.n_epochs, AUTO_N_EPOCHS)
-        multiplier = _lr_multiplier(hyperparameters.learning_rate_multiplier, f"{named}.learning_rate_multiplier")
+        batch_size = given_or(hyperparameters.batch_size, AUTO_BATCH_SIZE)
+        n_epochs = given_or(hyperparameters.n_epochs, AUTO_N_EPOCHS)
+        multiplier = lr_multiplier(hyperparameters.learning_rate_multiplier, f"{named}.learning_rate_multiplier")
         reinforcement = hyperparameters if isinstance(hyperparameters, ReinforcementHyperparameters) else None
         algorithm: MethodRequest
         if isinstance(hyperparameters, DpoHyperparameters):
-            algorithm = DPORequest(beta=_number_or_auto(hyperparameters.beta, f"{named}.beta"))
+            algorithm = DPORequest(beta=number_or_auto(hyperparameters.beta, f"{named}.beta"))
         elif reinforcement is not None:
-            algorithm = _reinforcement_request(reinforcement, grader, named)
+            algorithm = reinforcement_request(reinforcement, grader, named)
         else:
             algorithm = SFTRequest()
         job_request = JobRequest(
@@ -193,8 +152,8 @@ class TrlFineTuningImpl:
             if request.validation_file
             else None,
             learning_rate=Given(multiplier * self.config.learning_rate, f"{named}.learning_rate_multiplier"),
-            overrides=Given(_overrides(request), "trl"),
-            trackers=_trackers(request.integrations),
+            overrides=Given(overrides_of(request), "trl"),
+            trackers=trackers_of(request.integrations),
         )
         resolved = Hyperparameters(batch_size=batch_size, learning_rate_multiplier=multiplier, n_epochs=n_epochs)
         kept: list[OpenAIJob] = []
@@ -206,12 +165,12 @@ class TrlFineTuningImpl:
                 model=request.model,
                 training_file=request.training_file,
                 validation_file=request.validation_file,
-                method=_resolved_method(method, resolved, job.spec, reinforcement, grader),
+                method=resolved_method(method, resolved, job.spec, reinforcement, grader),
                 hyperparameters=resolved,
                 seed=job.spec.seed,
                 suffix=request.suffix,
                 metadata=request.metadata,
-                fine_tuned_model=_fine_tuned_name(request.model, request.suffix, job_id),
+                fine_tuned_model=fine_tuned_name(request.model, request.suffix, job_id),
                 integrations=request.integrations or [],
             )
             kept.append(openai_job)
@@ -241,13 +200,13 @@ class TrlFineTuningImpl:
             newest_first = [
                 job for job in newest_first if all((job.metadata or {}).get(k) == v for k, v in metadata.items())
             ]
-        page, has_more = _page(newest_first, after, limit, "after", lambda job: job.id)
+        page, has_more = page_of(newest_first, after, limit, "after", lambda job: job.id)
         return FineTuningJobList(data=[await self._job_object(job.id) for job in page], has_more=has_more)
 
     async def list_fine_tuning_events(self, job_id: str, after: str | None, limit: int) -> FineTuningJobEventList:
         record, openai_job = self._get(job_id)
-        events = _events(record, openai_job, self.engine.events(record))[::-1]  # newest first, as OpenAI lists them
-        page, has_more = _page(events, after, limit, "after", lambda event: event.id)
+        events = openai_events(record, openai_job, self.engine.events(record))[::-1]  # newest first, as OpenAI
+        page, has_more = page_of(events, after, limit, "after", lambda event: event.id)
         return FineTuningJobEventList(data=page, has_more=has_more)
 
     async def list_fine_tuning_checkpoints(
@@ -255,9 +214,9 @@ class TrlFineTuningImpl:
     ) -> FineTuningJobCheckpointList:
         record, openai_job = self._get(job_id)
         checkpoints = [  # newest first: the record holds them in the order they were saved
-            _checkpoint_object(record, openai_job, c) for c in reversed(record.checkpoints) if Path(c.path).exists()
+            checkpoint_object(record, openai_job, c) for c in reversed(record.checkpoints) if Path(c.path).exists()
         ]
-        page, has_more = _page(checkpoints, after, limit, "after", lambda checkpoint: checkpoint.id)
+        page, has_more = page_of(checkpoints, after, limit, "after", lambda checkpoint: checkpoint.id)
         return FineTuningJobCheckpointList(
             data=page,
             has_more=has_more,
@@ -354,9 +313,7 @@ class TrlFineTuningImpl:
         return FineTuningJob(
             id=job_id,
             created_at=openai_job.created_at,
-            error=JobError(code="training_failed", message=_error_message(record.error))
-            if status == "failed"
-            else None,
+            error=JobError(code="training_failed", message=error_message(record.error)) if status == "failed" else None,
             fine_tuned_model=openai_job.fine_tuned_model if status == "succeeded" else None,
             finished_at=int(record.completed_at.timestamp()) if finished and record.completed_at else None,
             hyperparameters=openai_job.hyperparameters,
@@ -365,7 +322,7 @@ class TrlFineTuningImpl:
             result_files=openai_job.result_files,
             seed=openai_job.seed,
             status=status,
-            trained_tokens=_trained_tokens(record) if status == "succeeded" else None,
+            trained_tokens=trained_tokens(record) if status == "succeeded" else None,
             training_file=openai_job.training_file,
             validation_file=openai_job.validation_file,
             estimated_finish=int(record.estimated_finish.timestamp())
@@ -383,7 +340,7 @@ class TrlFineTuningImpl:
             if openai_job.result_files:
                 return
             names = ALGORITHMS[record.spec.algorithm].metrics
-            results = _results_csv(self.engine.events(record), names).encode()
+            results = results_csv(self.engine.events(record), names).encode()
             upload = UploadFile(file=io.BytesIO(results), filename=RESULTS_FILENAME)
             # fine-tune-results is a purpose files carry, not one a client may upload with: skip that check
             request = UploadFileRequest.model_construct(purpose=OpenAIFilePurpose.FINE_TUNE_RESULTS, expires_after=None)
@@ -416,7 +373,7 @@ class TrlFineTuningImpl:
                         )
                     return str(self.engine.final_model(record))
                 for checkpoint in record.checkpoints:
-                    if _checkpoint_name(openai_job, checkpoint.step, checkpoint.identifier) == name:
+                    if checkpoint_name(openai_job, checkpoint.step, checkpoint.identifier) == name:
                         return checkpoint.path
         if name.startswith("ft:"):  # not a Hub id: a fine-tuned model this server does not have
             raise RequestError(
@@ -471,337 +428,3 @@ def _check_file_size(file: Given[str], size: int, limit: int) -> None:
             "a job (max_training_file_bytes); upload fewer or shorter examples",
             HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
         )
-
-
-# -- the request --------------------------------------------------------------------------------------------------
-def _method(request: CreateFineTuningJobRequest) -> tuple[MethodType, Hyperparameters, str]:
-    """The method (OpenAI's default: supervised), its hyperparameters and the parameter that named them."""
-    method = request.method or Method(type="supervised")
-    others = {"dpo": method.dpo, "supervised": method.supervised, "reinforcement": method.reinforcement}
-    extra = sorted(name for name, given in others.items() if given is not None and name != method.type)
-    if extra:
-        raise OpenAIError(
-            HTTPStatus.BAD_REQUEST, f"method.type is '{method.type}': give only method.{method.type}", param="method"
-        )
-    if method.type != "supervised" and request.hyperparameters is not None:
-        raise OpenAIError(
-            HTTPStatus.BAD_REQUEST,
-            "the top-level hyperparameters are OpenAI's deprecated form for supervised jobs; give them in "
-            f"method.{method.type}.hyperparameters",
-            param="hyperparameters",
-        )
-    if method.type == "dpo":
-        given = method.dpo.hyperparameters if method.dpo else None
-        return "dpo", given or DpoHyperparameters(), "method.dpo.hyperparameters"
-    if method.type == "reinforcement":
-        if method.reinforcement is None:
-            raise OpenAIError(
-                HTTPStatus.BAD_REQUEST,
-                'a reinforcement job needs method.reinforcement with its grader: {"grader": {...}, '
-                '"hyperparameters": {...}}',
-                param="method.reinforcement",
-            )
-        reinforcement = method.reinforcement.hyperparameters or ReinforcementHyperparameters()
-        return "reinforcement", reinforcement, "method.reinforcement.hyperparameters"
-    given = method.supervised.hyperparameters if method.supervised else None
-    if given is not None and request.hyperparameters is not None:
-        raise OpenAIError(
-            HTTPStatus.BAD_REQUEST,
-            "give the hyperparameters once: method.supervised.hyperparameters (the top-level form is deprecated)",
-            param="hyperparameters",
-        )
-    if request.hyperparameters is not None:
-        return "supervised", request.hyperparameters, "hyperparameters"
-    return "supervised", given or Hyperparameters(), "method.supervised.hyperparameters"
-
-
-def _resolved_method(
-    method: MethodType,
-    resolved: Hyperparameters,
-    spec: Any,
-    reinforcement: ReinforcementHyperparameters | None,
-    grader: dict[str, Any] | None,
-) -> Method:
-    """The method with every "auto" replaced by the value the job runs with (the job spec's: DPO's beta,
-    reinforcement's validation interval and samples)."""
-    if method == "dpo":
-        hyperparameters = DpoHyperparameters(**resolved.model_dump(), beta=spec.beta)
-        return Method(type="dpo", dpo=DpoMethod(hyperparameters=hyperparameters))
-    if method == "reinforcement":
-        assert reinforcement is not None and grader is not None
-        multiplier = reinforcement.compute_multiplier
-        rft = ReinforcementHyperparameters(
-            **resolved.model_dump(),
-            compute_multiplier=1.0 if multiplier in (None, "auto") else multiplier,
-            eval_interval=spec.eval_steps,
-            eval_samples=spec.num_generations_eval if spec.eval_steps else None,
-            reasoning_effort=reinforcement.reasoning_effort or "default",
-        )
-        return Method(type="reinforcement", reinforcement=ReinforcementMethod(grader=grader, hyperparameters=rft))
-    return Method(type="supervised", supervised=SupervisedMethod(hyperparameters=resolved))
-
-
-def _grader(method: Method | None) -> dict[str, Any] | None:
-    """A reinforcement job's grader, checked as the graders endpoints check one (a 400 naming its field)."""
-    if method is None or method.reinforcement is None:
-        return None
-    return method.reinforcement.grader
-
-
-def _reinforcement_request(
-    hyperparameters: ReinforcementHyperparameters, grader: dict[str, Any] | None, named: str
-) -> GRPORequest:
-    """OpenAI's reinforcement hyperparameters and grader as GRPO's request fields ("auto" leaves the engine's)."""
-
-    def given(name: str) -> Given[Any] | None:
-        value = getattr(hyperparameters, name)
-        return None if value is None or value == "auto" else Given(value, f"{named}.{name}")
-
-    return GRPORequest(
-        grader=Given(grader, "method.reinforcement.grader") if grader is not None else None,
-        compute_multiplier=given("compute_multiplier"),
-        eval_interval=given("eval_interval"),
-        eval_samples=given("eval_samples"),
-        reasoning_effort=given("reasoning_effort"),
-    )
-
-
-def _check_options(request: CreateFineTuningJobRequest) -> None:
-    if request.suffix is not None and not SUFFIX_PATTERN.match(request.suffix):
-        raise OpenAIError(
-            HTTPStatus.BAD_REQUEST,
-            f"suffix {request.suffix!r}: use 1-64 characters from A-Z a-z 0-9 . _ -",
-            param="suffix",
-        )
-    metadata = request.metadata or {}
-    if len(metadata) > METADATA_MAX_KEYS:
-        raise OpenAIError(
-            HTTPStatus.BAD_REQUEST, f"{len(metadata)} keys; at most {METADATA_MAX_KEYS}", param="metadata"
-        )
-    for key, value in metadata.items():
-        if len(key) > METADATA_KEY_CHARS or len(value) > METADATA_VALUE_CHARS:
-            raise OpenAIError(
-                HTTPStatus.BAD_REQUEST,
-                f"key {key[:METADATA_KEY_CHARS]!r}: keys take at most {METADATA_KEY_CHARS} characters, values "
-                f"{METADATA_VALUE_CHARS}",
-                param="metadata",
-            )
-
-
-def _trackers(integrations: list[dict[str, Any]] | None) -> tuple[TrackerRequest, ...]:
-    """OpenAI's integrations as the engine's experiment trackers. Each is ``{"type": T, T: {options}}``: OpenAI's
-    ``wandb`` (project, name, entity, tags; plus ``mode``, offline unless "online"), and in the same shape
-    ``tensorboard`` and ``mlflow``, whose options are 0.6.1's logger_config ones (engine/trackers.py checks them)."""
-    trackers = []
-    for index, integration in enumerate(integrations or []):
-        field = f"integrations[{index}]"
-        kind = integration.get("type")
-        if not isinstance(kind, str) or not kind:
-            raise RequestError(f"{field}.type", 'missing; an integration is {"type": "wandb", "wandb": {...}}')
-        extra = sorted(set(integration) - {"type", kind})
-        if extra:
-            raise RequestError(f"{field}.{extra[0]}", f"unknown key; an integration of type {kind!r} takes {kind}")
-        options = Given(integration.get(kind, {}), f"{field}.{kind}")
-        trackers.append(TrackerRequest(name=Given(kind, f"{field}.type"), options=options))
-    return tuple(trackers)
-
-
-def _given_or(value: int | str | None, auto: int) -> int:
-    return auto if value is None or value == "auto" else int(value)
-
-
-def _number_or_auto(value: float | str | None, field: str) -> Given[float] | None:
-    return None if value is None or value == "auto" else Given(float(value), field)
-
-
-def _lr_multiplier(value: float | str | None, field: str) -> float:
-    if value is None or value == "auto":
-        return 1.0
-    if not math.isfinite(value) or value <= 0:
-        raise OpenAIError(HTTPStatus.BAD_REQUEST, f"must be a finite number > 0, got {value}", param=field)
-    return float(value)
-
-
-def _overrides(request: CreateFineTuningJobRequest) -> dict[str, Any]:
-    overrides = dict(request.trl or {})
-    if request.seed is not None:
-        if overrides.get("seed", request.seed) != request.seed:
-            raise OpenAIError(
-                HTTPStatus.BAD_REQUEST, f"seed {request.seed} conflicts with trl.seed {overrides['seed']}", param="seed"
-            )
-        overrides["seed"] = request.seed
-    return overrides
-
-
-def _fine_tuned_name(model: str, suffix: str | None, job_id: str) -> str:
-    """OpenAI's ``ft:<base model>:<suffix>:<job>``; the base is a local model's directory name."""
-    base = model.split(":")[1] if model.startswith("ft:") else Path(model.rstrip("/")).name or model
-    return f"ft:{base}:{suffix or 'trl'}:{job_id}"
-
-
-# -- the objects --------------------------------------------------------------------------------------------------
-def _page[T](
-    items: list[T], after: str | None, limit: int, field: str, key: Callable[[T], str]
-) -> tuple[list[T], bool]:
-    start = 0
-    if after is not None:
-        ids = [key(item) for item in items]
-        if after not in ids:
-            raise OpenAIError(HTTPStatus.BAD_REQUEST, f"no item '{after}' in this list to list after", param=field)
-        start = ids.index(after) + 1
-    return items[start : start + limit], start + limit < len(items)
-
-
-def _error_message(error: str | None) -> str:
-    """The reason, without the log tail the engine appends."""
-    return (error or "the job failed").split("\n--- last lines of", 1)[0]
-
-
-def _trained_tokens(record: JobRecord) -> int | None:
-    tokens = record.metrics.get("num_tokens")
-    return int(tokens) if tokens is not None else None
-
-
-def _checkpoint_name(openai_job: OpenAIJob, step: int, identifier: str) -> str:
-    if identifier.endswith("-final"):
-        return openai_job.fine_tuned_model
-    return f"{openai_job.fine_tuned_model}:ckpt-step-{step}"
-
-
-def _checkpoint_object(
-    record: JobRecord, openai_job: OpenAIJob, checkpoint: CheckpointRecord
-) -> FineTuningJobCheckpoint:
-    return FineTuningJobCheckpoint(
-        id=f"ftckpt-{checkpoint.identifier}",
-        created_at=int(checkpoint.created_at.timestamp()),
-        fine_tuned_model_checkpoint=_checkpoint_name(openai_job, checkpoint.step, checkpoint.identifier),
-        fine_tuning_job_id=record.job_uuid,
-        metrics=CheckpointMetrics(
-            step=checkpoint.step,
-            train_loss=checkpoint.train_loss,
-            valid_loss=checkpoint.eval_loss,
-            full_valid_loss=checkpoint.eval_loss,
-            train_reward=checkpoint.reward,
-            valid_reward=checkpoint.eval_reward,
-        ),
-        step_number=checkpoint.step,
-    )
-
-
-def _events(record: JobRecord, openai_job: OpenAIJob, job_events: list[JobEvent]) -> list[FineTuningJobEvent]:
-    """The job's history, oldest first: its creation, what its training process reported, how it ended."""
-    found: list[tuple[float, str, str, dict[str, Any] | None]] = [
-        (openai_job.created_at, "info", f"Created fine-tuning job: {openai_job.id}", None),
-        (openai_job.created_at, "info", f"Validated training file: {openai_job.training_file}", None),
-    ]
-    names = ALGORITHMS[record.spec.algorithm].metrics
-    for event in job_events:
-        described = _describe(event, names)
-        if described is not None:
-            found.append((event.time, *described))
-    if record.status == "scheduled" and record.waiting:  # held back by a per-user limit, not by a full server
-        found.append((time.time(), "info", f"Waiting: {record.waiting}", None))
-    if record.completed_at is not None and record.status in FINAL_STATES:
-        end = record.completed_at.timestamp()
-        if record.status == "completed":
-            found.append((end, "info", f"New fine-tuned model created: {openai_job.fine_tuned_model}", None))
-        elif record.status == "cancelled":
-            found.append((end, "info", "Fine-tuning job cancelled", None))
-        else:
-            found.append((end, "error", f"Fine-tuning job failed: {_error_message(record.error)}", None))
-    events = []
-    for index, (when, level, message, data) in enumerate(found):
-        events.append(
-            FineTuningJobEvent(
-                id=f"ftevent-{openai_job.id.removeprefix('ftjob-')}-{index}",
-                created_at=int(when),
-                level=level,  # type: ignore[arg-type]
-                message=message,
-                data=data,
-                type="metrics" if data is not None else "message",
-            )
-        )
-    return events
-
-
-def _describe(event: JobEvent, names: MetricNames) -> tuple[str, str, dict[str, Any] | None] | None:
-    """(level, message, metrics data) of one training process event; None for those OpenAI's API has no word for."""
-    match event:
-        case Started():
-            return "info", "Fine-tuning job started", None
-        case SetupDone():
-            where = event.device + (f", {event.cpu_threads} CPU thread(s) per process" if event.cpu_threads else "")
-            return "info", f"Training {event.total_steps} steps on {event.train_rows} pairs ({where})", None
-        case Resuming():
-            return "info", f"Resuming from checkpoint {Path(event.checkpoint).name}", None
-        case Metrics():
-            data = {"step": event.step, "total_steps": event.total_steps, **_train_metrics(event.metrics, names)}
-            if event.tokens_per_s is not None:  # real tokens (no padding) a second since step 3, as 0.6.1's status
-                data["tokens_per_s"] = event.tokens_per_s
-            loss = event.metrics.get("loss")
-            message = f"Step {event.step}/{event.total_steps}" + (
-                f": training loss={loss:.4f}" if loss is not None else ""
-            )
-            if event.reward is not None:
-                message += f", reward={event.reward.mean:.4f}"
-            return "info", message, data
-        case Evaluation() if event.reward is not None:
-            return "info", f"Validation reward at step {event.step}: {event.reward:.4f}", None
-        case Evaluation():
-            return "info", f"Validation loss at step {event.step}: {event.metrics.get('eval_loss')}", None
-        case CheckpointSaved() if is_final(event.identifier):
-            return "info", f"Final model saved at step {event.step}", None
-        case CheckpointSaved():
-            return "info", f"Checkpoint created at step {event.step}", None
-        case Paused():
-            return "info", f"Fine-tuning job paused after step {event.step}", None
-        case Completed():
-            return "info", "The job has successfully completed", None
-        case Failed():
-            return "error", f"Training failed: {event.error}", None
-    return None
-
-
-def _train_metrics(metrics: dict[str, float], names: MetricNames) -> dict[str, float]:
-    named = {"train_loss": "loss", **names.event_names}
-    return {**{k: metrics[v] for k, v in named.items() if v in metrics}, **metrics}
-
-
-def _result_columns(names: MetricNames, logged: set[str]) -> dict[str, str]:
-    """The result file's columns (TRL's logged name of each): the loss, the algorithm's training metrics, the
-    learning rate, the validation loss, the algorithm's validation metrics, then those its patterns match among the
-    ``logged`` names (GRPO: each sub-grader's reward)."""
-    own = names.result_columns
-    train = {k: v for k, v in own.items() if not k.startswith("valid_")}
-    valid = {k: v for k, v in own.items() if k.startswith("valid_")}
-    matched = {
-        column.format(match[1]): name
-        for column, pattern in names.result_patterns.items()
-        for name in sorted(logged)
-        if (match := re.match(pattern, name))
-    }
-    return {
-        "train_loss": "loss",
-        **train,
-        "learning_rate": "learning_rate",
-        "valid_loss": "eval_loss",
-        **valid,
-        **matched,
-    }
-
-
-def _results_csv(job_events: list[JobEvent], names: MetricNames) -> str:
-    """One row per logged step (the last run's, for a resumed job), evaluations on the step they ran at."""
-    rows: dict[int, dict[str, float]] = {}
-    for event in job_events:
-        if isinstance(event, Metrics | Evaluation) and "train_runtime" not in event.metrics:
-            rows.setdefault(event.step, {}).update(event.metrics)
-    logged = {key for metrics in rows.values() for key in metrics}
-    columns = _result_columns(names, logged)
-    out = io.StringIO()
-    writer = csv.writer(out)
-    writer.writerow(["step", *columns])
-    for step in sorted(rows):
-        metrics = rows[step]
-        writer.writerow([step, *(metrics.get(name, "") for name in columns.values())])
-    return out.getvalue()
