@@ -21,7 +21,7 @@ from transformers import (
 )
 from trl.trainer.utils import add_fused_lm_head
 
-from llama_stack_provider_trl.recipes import padding_free, single_device
+from llama_stack_provider_trl.recipes import padding_free, training_process
 from llama_stack_provider_trl.recipes.padding_free import (
     PaddingFreeUnsupported,
     enable_padding_free,
@@ -151,7 +151,7 @@ def test_auto_packs_only_where_the_flash_kernel_runs_and_the_model_can_be_packed
     packed, padded_share = packed_and_padding("cpu", tiny_model)
     assert not packed and padded_share > 0  # no FlashAttention on a CPU: padded batches
     # Where the kernel runs (pretended here: this test has no GPU), a model that can be packed is
-    monkeypatch.setattr(single_device, "flash_varlen_available", lambda model, device, precision: True)
+    monkeypatch.setattr(training_process, "flash_varlen_available", lambda model, device, precision: True)
     assert packed_and_padding("flash", tiny_model) == (True, 0.0)
     # and one that cannot (a window shorter than max_seq_length) runs padded instead of failing
     assert packed_and_padding("flash-windowed", windowed) == (False, padded_share)

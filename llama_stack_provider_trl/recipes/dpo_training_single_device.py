@@ -28,14 +28,14 @@ from llama_stack_provider_trl.algorithms.dpo import PREFERENCE_STRINGS, DPOJobSp
 from llama_stack_provider_trl.common.events import EventWriter
 from llama_stack_provider_trl.common.job_rules import no_chat_template
 from llama_stack_provider_trl.common.job_spec import EVAL_DATA_FILE, TRAIN_DATA_FILE
-from llama_stack_provider_trl.recipes import single_device
+from llama_stack_provider_trl.recipes import training_process
 from llama_stack_provider_trl.recipes.padding_free import (
     enable_padding_free,
 )
 from llama_stack_provider_trl.recipes.sampling import PairLengthGroupedSampler, pair_lengths
 
 
-class DPOTrainingSingleDevice(single_device.SingleDeviceRecipe):
+class DPOTrainingSingleDevice(training_process.SingleDeviceRecipe):
     """One DPO job: setup (models, data, TRL config), then train, save and cleanup (SingleDeviceRecipe)."""
 
     spec: DPOJobSpec
@@ -50,24 +50,26 @@ class DPOTrainingSingleDevice(single_device.SingleDeviceRecipe):
         # frozen_copy: a second copy scores the reference. adapters_disabled (LoRA) and precomputed_log_probs keep
         # no second copy (see ReferenceStrategy).
         frozen_copy = spec.reference_strategy == "frozen_copy"
-        precision, master_weights, tokenizer, models = single_device.load_models(spec, "finetuned_model", frozen_copy)
+        precision, master_weights, tokenizer, models = training_process.load_models(
+            spec, "finetuned_model", frozen_copy
+        )
         model, ref_model = models[0], (models[1] if frozen_copy else None)
-        packed = single_device.pack_models(
+        packed = training_process.pack_models(
             spec, models, precision, enable_padding_free, "padding_free", "set padding_free: false (or auto)"
         )
-        compiled_layers = single_device.compile_models(models) if spec.torch_compile else 0
+        compiled_layers = training_process.compile_models(models) if spec.torch_compile else 0
 
-        train_dataset = single_device.rows_dataset(spec, TRAIN_DATA_FILE)
-        eval_dataset = single_device.rows_dataset(spec, EVAL_DATA_FILE) if spec.num_eval_rows else None
+        train_dataset = training_process.rows_dataset(spec, TRAIN_DATA_FILE)
+        eval_dataset = training_process.rows_dataset(spec, EVAL_DATA_FILE) if spec.num_eval_rows else None
         if _is_conversational(train_dataset) and tokenizer.chat_template is None:
             raise RuntimeError(no_chat_template(spec.model, PREFERENCE_STRINGS))
-        steps_per_epoch, total_steps = single_device.step_budget(spec, len(train_dataset))
+        steps_per_epoch, total_steps = training_process.step_budget(spec, len(train_dataset))
         reference_forward = spec.reference_strategy != "precomputed_log_probs"
-        meter = single_device.throughput_meter(spec, model, precision, reference_forward)
-        self.reporter = single_device.EventReportingCallback(self.events, spec.job_uuid, meter, self._perplexity)
+        meter = training_process.throughput_meter(spec, model, precision, reference_forward)
+        self.reporter = training_process.EventReportingCallback(self.events, spec.job_uuid, meter, self._perplexity)
 
         args = DPOConfig(
-            **single_device.trainer_args(spec, precision, packed, evaluates=eval_dataset is not None),
+            **training_process.trainer_args(spec, precision, packed, evaluates=eval_dataset is not None),
             beta=spec.beta,
             loss_type=spec.loss_types,
             loss_weights=spec.loss_weights,
@@ -80,13 +82,13 @@ class DPOTrainingSingleDevice(single_device.SingleDeviceRecipe):
             train_dataset=train_dataset,
             eval_dataset=eval_dataset,
             processing_class=tokenizer,  # without it TRL fetches a tokenizer from the Hub
-            peft_config=single_device.lora_config(spec.lora) if spec.lora else None,
+            peft_config=training_process.lora_config(spec.lora) if spec.lora else None,
             callbacks=self.callbacks(),
         )
         self.limit_steps(steps_per_epoch, total_steps)
         if self.trainer.eval_dataset is not None:
             self._eval_chosen_tokens_per_row = _mean_chosen_tokens(self.trainer.eval_dataset, spec.max_seq_length)
-        single_device.finish_setup(
+        training_process.finish_setup(
             self.trainer,
             self.reporter,
             self.events,
@@ -106,10 +108,10 @@ class DPOTrainingSingleDevice(single_device.SingleDeviceRecipe):
         chosen_logps = metrics.get("eval_logps/chosen")
         if chosen_logps is None or not self._eval_chosen_tokens_per_row:
             return None
-        return single_device.bounded_exp(-chosen_logps / self._eval_chosen_tokens_per_row)
+        return training_process.bounded_exp(-chosen_logps / self._eval_chosen_tokens_per_row)
 
 
-class StepLimitedDPOTrainer(single_device.StepLimited, DPOTrainer):
+class StepLimitedDPOTrainer(training_process.StepLimited, DPOTrainer):
     """DPOTrainer with its epochs ending at the request's step limit, the schedule spanning the steps that run
     (StepLimited), and length grouping that batches preference pairs of similar length (PairLengthGroupedSampler)
     in training only."""
@@ -138,7 +140,7 @@ def _mean_chosen_tokens(tokenized: Dataset, max_length: int) -> float:
 
 
 def main(argv: list[str]) -> int:
-    return single_device.run_recipe(argv, DPOTrainingSingleDevice)
+    return training_process.run_recipe(argv, DPOTrainingSingleDevice)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ It reads ``<job_dir>/job.json`` (a GRPOJobSpec) and the prompts in ``train.jsonl
 prompt: ``{"prompt": [messages ending with the user's turn], "item": {the line's other fields}}``. For each prompt
 GRPOTrainer samples ``num_generations`` answers, the job's grader scores each answer against the row's ``item``
 (the reward), and the policy moves toward the answers that scored above their group's mean. Checkpoints, the final
-model, pause, resume and progress events are the other recipes' (recipes/single_device.py); each step's metrics
+model, pause, resume and progress events are the other recipes' (recipes/training_process.py); each step's metrics
 event carries the rewards (mean, spread, each sub-grader's mean, KL, answer length, clipped share), and with a
 validation file an evaluation every ``eval_steps`` steps carries the validation prompts' mean reward.
 
@@ -28,18 +28,18 @@ from llama_stack_provider_trl.algorithms.grpo import PROMPT_STRINGS, GRPOJobSpec
 from llama_stack_provider_trl.common.job_rules import no_chat_template
 from llama_stack_provider_trl.common.job_spec import EVAL_DATA_FILE, TRAIN_DATA_FILE
 from llama_stack_provider_trl.graders import ITEM_COLUMN, reward_function
-from llama_stack_provider_trl.recipes import single_device
+from llama_stack_provider_trl.recipes import training_process
 
 # What GRPOConfig lacks of the arguments every recipe shares: answers are sampled up to max_completion_length (no
 # max_length), and generation keeps no activations to offload.
 _NOT_GRPO_ARGS = ("max_length", "activation_offloading")
 
 
-class StepLimitedGRPOTrainer(single_device.StepLimited, GRPOTrainer):
+class StepLimitedGRPOTrainer(training_process.StepLimited, GRPOTrainer):
     """GRPOTrainer whose epochs end at the request's step limit, with the schedule spanning the steps that run."""
 
 
-class GRPOTrainingSingleDevice(single_device.SingleDeviceRecipe):
+class GRPOTrainingSingleDevice(training_process.SingleDeviceRecipe):
     """One reinforcement job: setup (model, prompts, grader, TRL config), then train, save and cleanup."""
 
     spec: GRPOJobSpec
@@ -47,17 +47,17 @@ class GRPOTrainingSingleDevice(single_device.SingleDeviceRecipe):
     # -- setup ---------------------------------------------------------------------------------
     def setup(self) -> None:
         spec = self.spec
-        precision, master_weights, tokenizer, [model] = single_device.load_models(spec, "model")
+        precision, master_weights, tokenizer, [model] = training_process.load_models(spec, "model")
         if tokenizer.chat_template is None:
             raise RuntimeError(no_chat_template(spec.model, PROMPT_STRINGS))
-        compiled_layers = single_device.compile_models([model]) if spec.torch_compile else 0
+        compiled_layers = training_process.compile_models([model]) if spec.torch_compile else 0
         train_dataset = _prompts(spec, TRAIN_DATA_FILE)
         eval_dataset = _prompts(spec, EVAL_DATA_FILE) if spec.num_eval_rows else None
         steps_per_epoch, total_steps = grpo_step_budget(spec, len(train_dataset))
-        meter = single_device.throughput_meter(spec, model, precision, reference_forward=spec.beta > 0)
-        self.reporter = single_device.EventReportingCallback(self.events, spec.job_uuid, meter, lambda _: None)
+        meter = training_process.throughput_meter(spec, model, precision, reference_forward=spec.beta > 0)
+        self.reporter = training_process.EventReportingCallback(self.events, spec.job_uuid, meter, lambda _: None)
 
-        shared = single_device.trainer_args(spec, precision, packed=False, evaluates=eval_dataset is not None)
+        shared = training_process.trainer_args(spec, precision, packed=False, evaluates=eval_dataset is not None)
         for name in _NOT_GRPO_ARGS:
             del shared[name]
         prompts_per_rank = spec.batch_size // spec.num_processes
@@ -87,11 +87,11 @@ class GRPOTrainingSingleDevice(single_device.SingleDeviceRecipe):
             train_dataset=train_dataset,
             eval_dataset=eval_dataset,
             processing_class=tokenizer,  # without it TRL fetches a tokenizer from the Hub
-            peft_config=single_device.lora_config(spec.lora) if spec.lora else None,
+            peft_config=training_process.lora_config(spec.lora) if spec.lora else None,
             callbacks=self.callbacks(),
         )
         self.limit_steps(steps_per_epoch, total_steps)
-        single_device.finish_setup(
+        training_process.finish_setup(
             self.trainer,
             self.reporter,
             self.events,
@@ -119,13 +119,13 @@ def _prompts(spec: GRPOJobSpec, name: str) -> Dataset:
     share one column, which TRL hands the reward function."""
     rows = [
         {"prompt": row["prompt"], ITEM_COLUMN: json.dumps(row["item"])}
-        for row in single_device.read_jsonl(spec.path / name)
+        for row in training_process.read_jsonl(spec.path / name)
     ]
-    return single_device.rows_dataset(spec, name, rows)
+    return training_process.rows_dataset(spec, name, rows)
 
 
 def main(argv: list[str]) -> int:
-    return single_device.run_recipe(argv, GRPOTrainingSingleDevice)
+    return training_process.run_recipe(argv, GRPOTrainingSingleDevice)
 
 
 if __name__ == "__main__":

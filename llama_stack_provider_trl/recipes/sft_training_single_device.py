@@ -9,7 +9,7 @@ the server has already checked and put in one of TRL's SFT formats: ``text``, ``
 (strings or messages) or ``messages``. It trains, saves an HF Trainer checkpoint at the end of every epoch
 and the final model (``checkpoints/final``; with LoRA the adapter, plus ``checkpoints/final-merged``), each
 with its tokenizer and chat template, and reports progress as JSON lines in ``<job_dir>/events.jsonl``,
-exactly as the DPO recipe does (recipes/single_device.py holds what they share).
+exactly as the DPO recipe does (recipes/training_process.py holds what they share).
 
 The loss is on the answer only unless the job asks for every token: the completion of prompt/completion
 rows (TRL's completion-only loss), the assistant turns of ``messages`` rows (TRL's assistant-only loss;
@@ -27,17 +27,17 @@ from trl.chat_template_utils import get_training_chat_template, has_generation_m
 from llama_stack_provider_trl.algorithms.sft import SFT_STRINGS, SFTJobSpec
 from llama_stack_provider_trl.common.job_rules import no_chat_template
 from llama_stack_provider_trl.common.job_spec import EVAL_DATA_FILE, TRAIN_DATA_FILE
-from llama_stack_provider_trl.recipes import single_device
+from llama_stack_provider_trl.recipes import training_process
 from llama_stack_provider_trl.recipes.padding_free import (
     enable_packed_attention,
 )
 
 
-class StepLimitedSFTTrainer(single_device.StepLimited, SFTTrainer):
+class StepLimitedSFTTrainer(training_process.StepLimited, SFTTrainer):
     """SFTTrainer whose epochs end at the request's step limit, with the schedule spanning the steps that run."""
 
 
-class SFTTrainingSingleDevice(single_device.SingleDeviceRecipe):
+class SFTTrainingSingleDevice(training_process.SingleDeviceRecipe):
     """One SFT job: setup (model, rows, TRL config), then train, save and cleanup (SingleDeviceRecipe)."""
 
     spec: SFTJobSpec
@@ -45,30 +45,30 @@ class SFTTrainingSingleDevice(single_device.SingleDeviceRecipe):
     # -- setup ---------------------------------------------------------------------------------
     def setup(self) -> None:
         spec = self.spec
-        precision, master_weights, tokenizer, [model] = single_device.load_models(spec, "model")
+        precision, master_weights, tokenizer, [model] = training_process.load_models(spec, "model")
         # TRL packs the rows; the model's attention must stay inside each packed sequence
-        packed = single_device.pack_models(
+        packed = training_process.pack_models(
             spec, [model], precision, enable_packed_attention, "packing", "set data_config.packed false"
         )
-        compiled_layers = single_device.compile_models([model]) if spec.torch_compile else 0
+        compiled_layers = training_process.compile_models([model]) if spec.torch_compile else 0
 
-        train_rows, loss_on = _trainable_rows(single_device.read_jsonl(spec.path / TRAIN_DATA_FILE), tokenizer, spec)
+        train_rows, loss_on = _trainable_rows(training_process.read_jsonl(spec.path / TRAIN_DATA_FILE), tokenizer, spec)
         eval_rows = (
-            _trainable_rows(single_device.read_jsonl(spec.path / EVAL_DATA_FILE), tokenizer, spec)[0]
+            _trainable_rows(training_process.read_jsonl(spec.path / EVAL_DATA_FILE), tokenizer, spec)[0]
             if spec.num_eval_rows
             else None
         )
         conversational = not isinstance(train_rows[0].get("messages", train_rows[0].get("prompt", "")), str)
         if conversational and tokenizer.chat_template is None:
             raise RuntimeError(no_chat_template(spec.model, SFT_STRINGS))
-        meter = single_device.throughput_meter(spec, model, precision, reference_forward=False)
+        meter = training_process.throughput_meter(spec, model, precision, reference_forward=False)
         # SFT's loss is the mean per-token negative log-likelihood of the trained tokens: its exp is their perplexity
-        self.reporter = single_device.EventReportingCallback(
+        self.reporter = training_process.EventReportingCallback(
             self.events, spec.job_uuid, meter, lambda metrics: _perplexity(metrics.get("eval_loss"))
         )
 
         args = SFTConfig(
-            **single_device.trainer_args(spec, precision, packed, evaluates=eval_rows is not None),
+            **training_process.trainer_args(spec, precision, packed, evaluates=eval_rows is not None),
             # BFD packing: rows are packed into bins of max_length tokens and each batch runs as one row of real
             # tokens (padding-free), attention kept inside each sequence by the packed attention above
             packing=packed,
@@ -80,16 +80,18 @@ class SFTTrainingSingleDevice(single_device.SingleDeviceRecipe):
         self.trainer = StepLimitedSFTTrainer(
             model=model,
             args=args,
-            train_dataset=single_device.rows_dataset(spec, TRAIN_DATA_FILE, train_rows),
-            eval_dataset=single_device.rows_dataset(spec, EVAL_DATA_FILE, eval_rows) if eval_rows is not None else None,
+            train_dataset=training_process.rows_dataset(spec, TRAIN_DATA_FILE, train_rows),
+            eval_dataset=training_process.rows_dataset(spec, EVAL_DATA_FILE, eval_rows)
+            if eval_rows is not None
+            else None,
             processing_class=tokenizer,  # without it TRL fetches a tokenizer from the Hub
-            peft_config=single_device.lora_config(spec.lora) if spec.lora else None,
+            peft_config=training_process.lora_config(spec.lora) if spec.lora else None,
             callbacks=self.callbacks(),
         )
         # Packing changes the number of batch rows (bins of max_length tokens): count them once TRL has packed.
-        steps_per_epoch, total_steps = single_device.step_budget(spec, len(self.trainer.train_dataset))
+        steps_per_epoch, total_steps = training_process.step_budget(spec, len(self.trainer.train_dataset))
         self.limit_steps(steps_per_epoch, total_steps)
-        single_device.finish_setup(
+        training_process.finish_setup(
             self.trainer,
             self.reporter,
             self.events,
@@ -107,7 +109,7 @@ class SFTTrainingSingleDevice(single_device.SingleDeviceRecipe):
 
 
 def _perplexity(eval_loss: float | None) -> float | None:
-    return single_device.bounded_exp(eval_loss) if eval_loss is not None else None
+    return training_process.bounded_exp(eval_loss) if eval_loss is not None else None
 
 
 def _trainable_rows(
@@ -148,7 +150,7 @@ def _assistant_turns(messages: list[dict[str, str]]) -> list[dict[str, Any]]:
 
 
 def main(argv: list[str]) -> int:
-    return single_device.run_recipe(argv, SFTTrainingSingleDevice)
+    return training_process.run_recipe(argv, SFTTrainingSingleDevice)
 
 
 if __name__ == "__main__":
