@@ -164,7 +164,7 @@ def test_a_train_file_with_the_llama_stack_keys_is_named_before_anything_reaches
     assert result.returncode == 1
     assert result.stderr == (
         f"error: {config}: unknown key 'algorithm_config'; the keys are: method, model, dataset, validation_dataset, "
-        "hyperparameters, suffix, seed, metadata, integrations, trl\n"
+        "hyperparameters, grader, suffix, seed, metadata, integrations, trl\n"
     )
 
 
