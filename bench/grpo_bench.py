@@ -15,14 +15,14 @@ the fourth step to the last, over the time between those steps' logs. Prints per
 reward, then `provider/raw_trl grpo completion_tokens_per_s ratio: X`.
 """
 
-import argparse
 import json
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from ab_runs import parse_args, run_raw_trl, tiny_model  # bench/ is on the path of a script run from it
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
@@ -110,15 +110,7 @@ def provider_result(job_dir: Path) -> dict[str, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--bs", type=int, default=2)
-    parser.add_argument("--generations", type=int, default=8)
-    parser.add_argument("--tokens", type=int, default=16)
-    parser.add_argument("--reps", type=int, default=2)
-    parser.add_argument("--workdir", type=Path, default=REPO_ROOT / ".bench" / "grpo")
-    parser.add_argument("--raw", type=Path, help=argparse.SUPPRESS)  # the raw_trl arm's own process
-    a = parser.parse_args()
+    a = parse_args(__doc__, "grpo", 2, generations=8, tokens=16)
     if a.raw:
         raw_trl(a.raw)
         return
@@ -126,13 +118,9 @@ def main() -> None:
     import openai
 
     from llama_stack_provider_trl.demo import stack_server
-    from llama_stack_provider_trl.demo.tiny_model import build_tiny_model
-    from llama_stack_provider_trl.demo.toy_data import HOLDS_TOKEN_GRADER, arithmetic_preferences, corpus, token_prompts
+    from llama_stack_provider_trl.demo.toy_data import HOLDS_TOKEN_GRADER, token_prompts
 
-    a.workdir.mkdir(parents=True, exist_ok=True)
-    model = a.workdir / "model"
-    if not (model / "config.json").is_file():
-        build_tiny_model(model, corpus(arithmetic_preferences(24)))
+    model = tiny_model(a.workdir)
     lines = token_prompts(a.steps * a.bs)
     results: dict[str, list[dict[str, Any]]] = {"provider": [], "raw_trl": []}
     home = a.workdir / f"server-{time.time_ns()}"
@@ -163,11 +151,7 @@ def main() -> None:
                 sys.exit(f"provider job {job.status}: {job.error}")
             job_dir = home / "ogx" / "jobs" / job.id
             results["provider"].append(provider_result(job_dir))
-            command = [sys.executable, __file__, "--raw", str(job_dir)]
-            out = subprocess.run(command, capture_output=True, text=True, cwd=REPO_ROOT, check=True).stdout
-            results["raw_trl"].append(json.loads(out.split("RESULT ", 1)[1]))
-            for arm in results:
-                print(f"rep {rep} {arm:<9} {results[arm][-1]}", flush=True)
+            run_raw_trl(__file__, str(job_dir), rep, results)
     medians = {arm: statistics.median(r["completion_tokens_per_s"] for r in runs) for arm, runs in results.items()}
     for arm, runs in results.items():
         print(f"{arm:<9} completion tokens/s {medians[arm]:.0f}  last mean reward {runs[-1]['last_reward']:.3f}")

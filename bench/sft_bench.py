@@ -12,14 +12,14 @@ fine-tune. Arms:
 Prints per arm the median real tokens/s and the final loss, then `provider/raw_trl sft tokens_per_s ratio: X`.
 """
 
-import argparse
 import json
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from ab_runs import parse_args, run_raw_trl, tiny_model  # bench/ is on the path of a script run from it
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FINAL = ("completed", "failed", "cancelled")
@@ -83,13 +83,7 @@ def raw_trl(job_dir: Path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--bs", type=int, default=8)
-    parser.add_argument("--reps", type=int, default=2)
-    parser.add_argument("--workdir", type=Path, default=REPO_ROOT / ".bench" / "sft")
-    parser.add_argument("--raw", type=Path, help=argparse.SUPPRESS)  # the raw_trl arm's own process
-    a = parser.parse_args()
+    a = parse_args(__doc__, "sft", 8)
     if a.raw:
         raw_trl(a.raw)
         return
@@ -98,13 +92,9 @@ def main() -> None:
 
     from llama_stack_provider_trl.demo.requests import sft_request
     from llama_stack_provider_trl.demo.stack_server import StackServer
-    from llama_stack_provider_trl.demo.tiny_model import build_tiny_model
-    from llama_stack_provider_trl.demo.toy_data import arithmetic_preferences, corpus, repeat_instructions
+    from llama_stack_provider_trl.demo.toy_data import repeat_instructions
 
-    a.workdir.mkdir(parents=True, exist_ok=True)
-    model = a.workdir / "model"
-    if not (model / "config.json").is_file():
-        build_tiny_model(model, corpus(arithmetic_preferences(24)))
+    model = tiny_model(a.workdir)
     jobs_root = a.workdir / "jobs"
     env = {"SQLITE_STORE_DIR": str(a.workdir / "store"), "TRL_OUTPUT_DIR": str(jobs_root), "HF_HUB_OFFLINE": "1"}
     results: dict[str, list[dict[str, Any]]] = {"provider": [], "raw_trl": []}
@@ -129,11 +119,7 @@ def main() -> None:
             results["provider"].append(
                 {"tokens_per_s": resources["tokens_per_s"], "final_loss": resources["metrics"]["loss"]}
             )
-            command = [sys.executable, __file__, "--raw", resources["job_dir"]]
-            out = subprocess.run(command, capture_output=True, text=True, cwd=REPO_ROOT, check=True).stdout
-            results["raw_trl"].append(json.loads(out.split("RESULT ", 1)[1]))
-            for arm in results:
-                print(f"rep {rep} {arm:<9} {results[arm][-1]}", flush=True)
+            run_raw_trl(__file__, resources["job_dir"], rep, results)
     medians = {arm: statistics.median(r["tokens_per_s"] for r in runs) for arm, runs in results.items()}
     for arm, runs in results.items():
         print(f"{arm:<9} tokens/s {medians[arm]:.0f}  final loss {runs[-1]['final_loss']:.3f}")

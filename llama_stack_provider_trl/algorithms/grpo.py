@@ -107,6 +107,13 @@ class GRPO(Algorithm):
         return {"num_generations": spec.num_generations, "beta": spec.beta, "loss_type": spec.loss_type}
 
 
+def steps_per_epoch(num_prompts: int, prompts_per_step: int, max_steps_per_epoch: int | None) -> int:
+    """Optimizer steps in an epoch of a reinforcement job: TRL's sampler leaves out the prompts that do not fill a last
+    step's batch; ``max_steps_per_epoch`` (None or 0: no limit) cuts the epoch short."""
+    full_epoch = max(num_prompts // prompts_per_step, 1)
+    return min(full_epoch, max_steps_per_epoch or full_epoch)
+
+
 def _grpo_settings(
     request: JobRequest, method: GRPORequest, job: TrlPostTrainingConfig, batch_size: int, num_processes: int
 ) -> dict[str, Any]:
@@ -167,9 +174,8 @@ def _grpo_data_settings(
             )
         eval_steps = positive_int(method.eval_interval, MAX_STEPS)
     elif validates:  # once an epoch
-        eval_steps = max(num_prompts // batch_size, 1)
-        if settings["max_steps_per_epoch"]:
-            eval_steps = min(eval_steps, settings["max_steps_per_epoch"])
+        prompts_per_step = batch_size * settings["gradient_accumulation_steps"]
+        eval_steps = steps_per_epoch(num_prompts, prompts_per_step, settings["max_steps_per_epoch"])
     return {"eval_steps": eval_steps, "chat_template_kwargs": _reasoning_effort(method.reasoning_effort, model)}
 
 

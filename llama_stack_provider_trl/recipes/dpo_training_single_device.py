@@ -65,8 +65,7 @@ class DPOTrainingSingleDevice(training_process.SingleDeviceRecipe):
             raise RuntimeError(no_chat_template(spec.model, PREFERENCE_STRINGS))
         steps_per_epoch, total_steps = training_process.step_budget(spec, len(train_dataset))
         reference_forward = spec.reference_strategy != "precomputed_log_probs"
-        meter = training_process.throughput_meter(spec, model, precision, reference_forward)
-        self.reporter = training_process.EventReportingCallback(self.events, spec.job_uuid, meter, self._perplexity)
+        self.report_progress(model, precision, reference_forward, self._perplexity)
 
         args = DPOConfig(
             **training_process.trainer_args(spec, precision, packed, evaluates=eval_dataset is not None),
@@ -75,32 +74,26 @@ class DPOTrainingSingleDevice(training_process.SingleDeviceRecipe):
             loss_weights=spec.loss_weights,
             precompute_ref_log_probs=spec.reference_strategy == "precomputed_log_probs",
         )
-        self.trainer = StepLimitedDPOTrainer(
+        self.build_trainer(
+            StepLimitedDPOTrainer,
+            tokenizer,
             model=model,
             ref_model=ref_model,
             args=args,
             train_dataset=train_dataset,
             eval_dataset=eval_dataset,
-            processing_class=tokenizer,  # without it TRL fetches a tokenizer from the Hub
-            peft_config=training_process.lora_config(spec.lora) if spec.lora else None,
-            callbacks=self.callbacks(),
         )
-        self.limit_steps(steps_per_epoch, total_steps)
         if self.trainer.eval_dataset is not None:
             self._eval_chosen_tokens_per_row = _mean_chosen_tokens(self.trainer.eval_dataset, spec.max_seq_length)
-        training_process.finish_setup(
-            self.trainer,
-            self.reporter,
-            self.events,
-            spec,
+        self.finish_setup(
+            steps_per_epoch,
+            total_steps,
             packed,
             master_weights,
+            train_dataset,
+            eval_dataset,
             precision=precision,
             compiled_layers=compiled_layers,
-            total_steps=total_steps,
-            steps_per_epoch=steps_per_epoch,
-            train_rows=len(train_dataset),
-            eval_rows=len(eval_dataset) if eval_dataset is not None else 0,
         )
 
     def _perplexity(self, metrics: dict[str, float]) -> float | None:

@@ -24,6 +24,7 @@ import sys
 from datasets import Dataset
 from trl import GRPOConfig, GRPOTrainer
 
+from llama_stack_provider_trl.algorithms import grpo
 from llama_stack_provider_trl.algorithms.grpo import PROMPT_STRINGS, GRPOJobSpec
 from llama_stack_provider_trl.common.job_rules import no_chat_template
 from llama_stack_provider_trl.common.job_spec import EVAL_DATA_FILE, TRAIN_DATA_FILE
@@ -53,9 +54,10 @@ class GRPOTrainingSingleDevice(training_process.SingleDeviceRecipe):
         compiled_layers = training_process.compile_models([model]) if spec.torch_compile else 0
         train_dataset = _prompts(spec, TRAIN_DATA_FILE)
         eval_dataset = _prompts(spec, EVAL_DATA_FILE) if spec.num_eval_rows else None
-        steps_per_epoch, total_steps = grpo_step_budget(spec, len(train_dataset))
-        meter = training_process.throughput_meter(spec, model, precision, reference_forward=spec.beta > 0)
-        self.reporter = training_process.EventReportingCallback(self.events, spec.job_uuid, meter, lambda _: None)
+        per_step = spec.batch_size * spec.gradient_accumulation_steps
+        steps_per_epoch = grpo.steps_per_epoch(len(train_dataset), per_step, spec.max_steps_per_epoch)
+        total_steps = steps_per_epoch * spec.n_epochs
+        self.report_progress(model, precision, spec.beta > 0, lambda _: None)
 
         shared = training_process.trainer_args(spec, precision, packed=False, evaluates=eval_dataset is not None)
         for name in _NOT_GRPO_ARGS:
@@ -80,38 +82,25 @@ class GRPOTrainingSingleDevice(training_process.SingleDeviceRecipe):
             loss_type=spec.loss_type,
             chat_template_kwargs=spec.chat_template_kwargs or None,
         )
-        self.trainer = StepLimitedGRPOTrainer(
+        self.build_trainer(
+            StepLimitedGRPOTrainer,
+            tokenizer,
             model=model,
             reward_funcs=[reward_function(spec.grader, spec.grader_settings)],
             args=args,
             train_dataset=train_dataset,
             eval_dataset=eval_dataset,
-            processing_class=tokenizer,  # without it TRL fetches a tokenizer from the Hub
-            peft_config=training_process.lora_config(spec.lora) if spec.lora else None,
-            callbacks=self.callbacks(),
         )
-        self.limit_steps(steps_per_epoch, total_steps)
-        training_process.finish_setup(
-            self.trainer,
-            self.reporter,
-            self.events,
-            spec,
+        self.finish_setup(
+            steps_per_epoch,
+            total_steps,
             False,
             master_weights,
+            train_dataset,
+            eval_dataset,
             precision=precision,
             compiled_layers=compiled_layers,
-            total_steps=total_steps,
-            steps_per_epoch=steps_per_epoch,
-            train_rows=len(train_dataset),
-            eval_rows=len(eval_dataset) if eval_dataset is not None else 0,
         )
-
-
-def grpo_step_budget(spec: GRPOJobSpec, num_prompts: int) -> tuple[int, int]:
-    """(optimizer steps per epoch, total): TRL's sampler leaves out the prompts that do not fill a last batch."""
-    full_epoch = max(num_prompts // (spec.batch_size * spec.gradient_accumulation_steps), 1)
-    per_epoch = min(full_epoch, spec.max_steps_per_epoch or full_epoch)
-    return per_epoch, per_epoch * spec.n_epochs
 
 
 def _prompts(spec: GRPOJobSpec, name: str) -> Dataset:

@@ -61,11 +61,8 @@ class SFTTrainingSingleDevice(training_process.SingleDeviceRecipe):
         conversational = not isinstance(train_rows[0].get("messages", train_rows[0].get("prompt", "")), str)
         if conversational and tokenizer.chat_template is None:
             raise RuntimeError(no_chat_template(spec.model, SFT_STRINGS))
-        meter = training_process.throughput_meter(spec, model, precision, reference_forward=False)
         # SFT's loss is the mean per-token negative log-likelihood of the trained tokens: its exp is their perplexity
-        self.reporter = training_process.EventReportingCallback(
-            self.events, spec.job_uuid, meter, lambda metrics: _perplexity(metrics.get("eval_loss"))
-        )
+        self.report_progress(model, precision, False, lambda metrics: _perplexity(metrics.get("eval_loss")))
 
         args = SFTConfig(
             **training_process.trainer_args(spec, precision, packed, evaluates=eval_rows is not None),
@@ -77,34 +74,29 @@ class SFTTrainingSingleDevice(training_process.SingleDeviceRecipe):
             completion_only_loss=loss_on in ("completion", "assistant") and "prompt" in train_rows[0],
             assistant_only_loss=loss_on == "assistant" and "messages" in train_rows[0],
         )
-        self.trainer = StepLimitedSFTTrainer(
+        self.build_trainer(
+            StepLimitedSFTTrainer,
+            tokenizer,
             model=model,
             args=args,
             train_dataset=training_process.rows_dataset(spec, TRAIN_DATA_FILE, train_rows),
             eval_dataset=training_process.rows_dataset(spec, EVAL_DATA_FILE, eval_rows)
             if eval_rows is not None
             else None,
-            processing_class=tokenizer,  # without it TRL fetches a tokenizer from the Hub
-            peft_config=training_process.lora_config(spec.lora) if spec.lora else None,
-            callbacks=self.callbacks(),
         )
+        assert self.trainer is not None
         # Packing changes the number of batch rows (bins of max_length tokens): count them once TRL has packed.
         steps_per_epoch, total_steps = training_process.step_budget(spec, len(self.trainer.train_dataset))
-        self.limit_steps(steps_per_epoch, total_steps)
-        training_process.finish_setup(
-            self.trainer,
-            self.reporter,
-            self.events,
-            spec,
+        self.finish_setup(
+            steps_per_epoch,
+            total_steps,
             packed,
             master_weights,
+            train_rows,
+            eval_rows,
             precision=precision,
             compiled_layers=compiled_layers,
             loss_on=loss_on,
-            total_steps=total_steps,
-            steps_per_epoch=steps_per_epoch,
-            train_rows=len(train_rows),
-            eval_rows=len(eval_rows) if eval_rows is not None else 0,
         )
 
 

@@ -13,7 +13,7 @@ import math
 import os
 import sys
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Sequence, Sized
 from pathlib import Path
 from typing import Any
 
@@ -283,39 +283,6 @@ def pack_models(
     return True
 
 
-def finish_setup(
-    trainer: Trainer,
-    reporter: "EventReportingCallback",
-    events: EventWriter,
-    spec: JobSpecBase,
-    packed: bool,
-    master_weights: str | None,
-    **resolved: Any,
-) -> None:
-    """Count each batch's padding, set the optimizer up, and report what the recipe resolved (SetupDone)."""
-    reporter.padding = PaddingCounter(trainer.data_collator, packed=packed)
-    trainer.data_collator = reporter.padding
-    if spec.optimizer == "adam":  # Trainer has no plain-Adam `optim`; Adam's weight decay is L2
-        trainer.optimizer_cls_and_kwargs = (torch.optim.Adam, {"lr": spec.learning_rate})
-    if master_weights == "optimizer":
-        use_fp32_master_weights(trainer)
-    cpu_threads = torch.get_num_threads()  # as the server's OMP_NUM_THREADS set it (engine/cpu_threads.py)
-    print(f"{_rank_prefix(trainer)}training on {spec.device} with {_cpu_threads_line(cpu_threads)}", flush=True)
-    events.emit(
-        SetupDone(
-            device=spec.device,
-            cpu_threads=cpu_threads,
-            world_size=trainer.args.world_size,
-            strategy=spec.parallel_strategy,
-            padding_free=packed,
-            master_weights=master_weights,
-            parameters=sum(p.numel() for p in trainer.model.parameters()),
-            trainable_parameters=sum(p.numel() for p in trainer.model.parameters() if p.requires_grad),
-            **resolved,
-        )
-    )
-
-
 def _rank_prefix(trainer: Trainer) -> str:
     return f"rank {trainer.args.process_index}: " if trainer.args.world_size > 1 else ""
 
@@ -557,12 +524,70 @@ class SingleDeviceRecipe:
         assert self.reporter is not None
         return [self.reporter, self.pause, *tracker_callbacks(self.spec, self.reporter.tracker_failed)]
 
-    def limit_steps(self, steps_per_epoch: int, total_steps: int) -> None:
-        """Give the trainer and its callbacks the step budget (once the trainer has its rows, packed or not)."""
-        assert isinstance(self.trainer, StepLimited) and self.reporter is not None
-        self.trainer.limit_steps(steps_per_epoch)
-        self.reporter.set_budget(steps_per_epoch, total_steps)
+    def report_progress(
+        self,
+        model: PreTrainedModel,
+        precision: str,
+        reference_forward: bool,
+        perplexity: Callable[[dict[str, float]], float | None],
+    ) -> None:
+        """The callback that writes the job's progress events, with the throughput of ``model``'s steps."""
+        meter = throughput_meter(self.spec, model, precision, reference_forward)
+        self.reporter = EventReportingCallback(self.events, self.spec.job_uuid, meter, perplexity)
+
+    def build_trainer(
+        self, trainer_class: Callable[..., Trainer], tokenizer: PreTrainedTokenizerBase, **kwargs: Any
+    ) -> None:
+        """The algorithm's TRL trainer, with what every recipe gives it: the tokenizer, LoRA and the callbacks."""
+        self.trainer = trainer_class(
+            processing_class=tokenizer,  # without it TRL fetches a tokenizer from the Hub
+            peft_config=lora_config(self.spec.lora) if self.spec.lora else None,
+            callbacks=self.callbacks(),
+            **kwargs,
+        )
+
+    def finish_setup(
+        self,
+        steps_per_epoch: int,
+        total_steps: int,
+        packed: bool,
+        master_weights: str | None,
+        train_rows: Sized,
+        eval_rows: Sized | None,
+        **resolved: Any,
+    ) -> None:
+        """Give the trainer and its callbacks the step budget (once the trainer has its rows, packed or not), count
+        each batch's padding, set the optimizer up, and report what the recipe resolved (SetupDone)."""
+        trainer, reporter, spec = self.trainer, self.reporter, self.spec
+        assert isinstance(trainer, StepLimited) and isinstance(trainer, Trainer) and reporter is not None
+        trainer.limit_steps(steps_per_epoch)
+        reporter.set_budget(steps_per_epoch, total_steps)
         self.pause.total_steps = total_steps
+        reporter.padding = PaddingCounter(trainer.data_collator, packed=packed)
+        trainer.data_collator = reporter.padding
+        if spec.optimizer == "adam":  # Trainer has no plain-Adam `optim`; Adam's weight decay is L2
+            trainer.optimizer_cls_and_kwargs = (torch.optim.Adam, {"lr": spec.learning_rate})
+        if master_weights == "optimizer":
+            use_fp32_master_weights(trainer)
+        cpu_threads = torch.get_num_threads()  # as the server's OMP_NUM_THREADS set it (engine/cpu_threads.py)
+        print(f"{_rank_prefix(trainer)}training on {spec.device} with {_cpu_threads_line(cpu_threads)}", flush=True)
+        self.events.emit(
+            SetupDone(
+                device=spec.device,
+                cpu_threads=cpu_threads,
+                world_size=trainer.args.world_size,
+                strategy=spec.parallel_strategy,
+                padding_free=packed,
+                master_weights=master_weights,
+                parameters=sum(p.numel() for p in trainer.model.parameters()),
+                trainable_parameters=sum(p.numel() for p in trainer.model.parameters() if p.requires_grad),
+                total_steps=total_steps,
+                steps_per_epoch=steps_per_epoch,
+                train_rows=len(train_rows),
+                eval_rows=len(eval_rows) if eval_rows is not None else 0,
+                **resolved,
+            )
+        )
 
     # -- train ---------------------------------------------------------------------------------
     def train(self, resume_from: Path | None = None) -> bool:

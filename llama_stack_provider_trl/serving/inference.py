@@ -173,18 +173,13 @@ class TrlInferenceImpl(InferenceProvider):
         messages = [
             _plain_message(message.model_dump(exclude_none=True), i) for i, message in enumerate(params.messages)
         ]
-        request = await self._request(params, messages=messages)
-        replies = await self._replies(request)
-        completion_id = f"chatcmpl-{secrets.token_hex(12)}"
-        created = int(time.time())
+        request, replies, head = await self._start(params, "chatcmpl", messages=messages)
         if params.stream:
             include_usage = bool((params.stream_options or {}).get("include_usage"))
-            return self._chat_chunks(replies, completion_id, created, params.model, request.n, include_usage)
+            return self._chat_chunks(replies, head, request.n, include_usage)
         texts, reasons, usage = await _collect(replies, request.n)
         return OpenAIChatCompletion(
-            id=completion_id,
-            created=created,
-            model=params.model,
+            **head,
             choices=[
                 OpenAIChoice(
                     index=i, finish_reason=reasons[i], message=OpenAIChatCompletionResponseMessage(content=texts[i])
@@ -207,17 +202,12 @@ class TrlInferenceImpl(InferenceProvider):
         for field, value in given.items():
             if value:
                 raise ServingRequestError(field, "not available from this provider; send the request without it")
-        request = await self._request(params, prompt=prompt)  # type: ignore[arg-type]
-        replies = await self._replies(request)
-        completion_id = f"cmpl-{secrets.token_hex(12)}"
-        created = int(time.time())
+        request, replies, head = await self._start(params, "cmpl", prompt=prompt)
         if params.stream:
-            return self._completion_chunks(replies, completion_id, created, params.model)
+            return self._completion_chunks(replies, head)
         texts, reasons, usage = await _collect(replies, request.n)
         return OpenAICompletion(
-            id=completion_id,
-            created=created,
-            model=params.model,
+            **head,
             choices=[
                 OpenAICompletionChoice(index=i, text=texts[i], finish_reason=reasons[i]) for i in range(request.n)
             ],
@@ -226,6 +216,15 @@ class TrlInferenceImpl(InferenceProvider):
 
     async def openai_embeddings(self, params: OpenAIEmbeddingsRequestWithExtraBody) -> OpenAIEmbeddingsResponse:
         raise ServingRequestError("model", "this provider's models generate text; they make no embeddings")
+
+    async def _start(
+        self, params: Any, id_prefix: str, **prompt: Any
+    ) -> tuple[Generate, AsyncIterator[dict[str, Any]], dict[str, Any]]:
+        """The request's generation under way: (the request, its replies, the head every response object and chunk of
+        it carries: id, created, model)."""
+        request = await self._request(params, **prompt)
+        head = {"id": f"{id_prefix}-{secrets.token_hex(12)}", "created": int(time.time()), "model": params.model}
+        return request, await self._replies(request), head
 
     async def _request(self, params: Any, **prompt: Any) -> Generate:
         n = params.n or 1
@@ -270,52 +269,36 @@ class TrlInferenceImpl(InferenceProvider):
     async def _chat_chunks(
         self,
         replies: AsyncIterator[dict[str, Any]],
-        completion_id: str,
-        created: int,
-        model: str,
+        head: dict[str, Any],
         n: int,
         include_usage: bool,
     ) -> AsyncIterator[OpenAIChatCompletionChunk]:
         def chunk(choices: list[OpenAIChunkChoice], usage: OpenAIChatCompletionUsage | None = None) -> Any:
-            return OpenAIChatCompletionChunk(
-                id=completion_id, created=created, model=model, choices=choices, usage=usage
-            )
+            return OpenAIChatCompletionChunk(**head, choices=choices, usage=usage)
 
         yield chunk(
             [OpenAIChunkChoice(index=i, delta=OpenAIChoiceDelta(role="assistant", content="")) for i in range(n)]
         )
         usage = OpenAIChatCompletionUsage()
-        async for reply in replies:
-            match reply["event"]:
-                case "started":
-                    usage.prompt_tokens = reply["prompt_tokens"]
-                case "delta":
-                    yield chunk(
-                        [OpenAIChunkChoice(index=reply["index"], delta=OpenAIChoiceDelta(content=reply["text"]))]
-                    )
-                case "finished":
-                    usage.completion_tokens += reply["tokens"]
-                    choice = OpenAIChunkChoice(
-                        index=reply["index"], delta=OpenAIChoiceDelta(), finish_reason=reply["reason"]
-                    )
-                    yield chunk([choice])
-                case "error":
-                    raise GenerationFailed(f"generation failed: {reply['message']}")
+        async for reply in _answers(replies, usage):
+            if reply["event"] == "delta":
+                yield chunk([OpenAIChunkChoice(index=reply["index"], delta=OpenAIChoiceDelta(content=reply["text"]))])
+            else:
+                choice = OpenAIChunkChoice(
+                    index=reply["index"], delta=OpenAIChoiceDelta(), finish_reason=reply["reason"]
+                )
+                yield chunk([choice])
         if include_usage:
-            usage.total_tokens = usage.prompt_tokens + usage.completion_tokens
             yield chunk([], usage)
 
     async def _completion_chunks(
-        self, replies: AsyncIterator[dict[str, Any]], completion_id: str, created: int, model: str
+        self, replies: AsyncIterator[dict[str, Any]], head: dict[str, Any]
     ) -> AsyncIterator[OpenAICompletion]:
-        async for reply in replies:
-            if reply["event"] in ("delta", "finished"):
-                choice = OpenAICompletionChoice.model_construct(  # a delta has no finish_reason yet
-                    index=reply["index"], text=reply.get("text", ""), finish_reason=reply.get("reason"), logprobs=None
-                )
-                yield OpenAICompletion(id=completion_id, created=created, model=model, choices=[choice])
-            elif reply["event"] == "error":
-                raise GenerationFailed(f"generation failed: {reply['message']}")
+        async for reply in _answers(replies, OpenAIChatCompletionUsage()):
+            choice = OpenAICompletionChoice.model_construct(  # a delta has no finish_reason yet
+                index=reply["index"], text=reply.get("text", ""), finish_reason=reply.get("reason"), logprobs=None
+            )
+            yield OpenAICompletion(**head, choices=[choice])
 
 
 async def _prepended(first: dict[str, Any], rest: AsyncGenerator[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:
@@ -332,19 +315,31 @@ async def _collect(
 ) -> tuple[list[str], list[Any], OpenAIChatCompletionUsage]:
     texts, reasons = [""] * n, ["stop"] * n
     usage = OpenAIChatCompletionUsage()
+    async for reply in _answers(replies, usage):
+        if reply["event"] == "delta":
+            texts[reply["index"]] += reply["text"]
+        else:
+            reasons[reply["index"]] = reply["reason"]
+    return texts, reasons, usage
+
+
+async def _answers(
+    replies: AsyncIterator[dict[str, Any]], usage: OpenAIChatCompletionUsage
+) -> AsyncIterator[dict[str, Any]]:
+    """The answers' ``delta`` and ``finished`` replies, their tokens counted in ``usage`` (its total once the replies
+    end); an ``error`` reply raises GenerationFailed."""
     async for reply in replies:
         match reply["event"]:
             case "started":
                 usage.prompt_tokens = reply["prompt_tokens"]
             case "delta":
-                texts[reply["index"]] += reply["text"]
+                yield reply
             case "finished":
-                reasons[reply["index"]] = reply["reason"]
                 usage.completion_tokens += reply["tokens"]
+                yield reply
             case "error":
                 raise GenerationFailed(f"generation failed: {reply['message']}")
     usage.total_tokens = usage.prompt_tokens + usage.completion_tokens
-    return texts, reasons, usage
 
 
 def _plain_message(message: dict[str, Any], index: int) -> dict[str, Any]:
