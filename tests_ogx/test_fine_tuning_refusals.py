@@ -84,9 +84,10 @@ class Door:
         return answer.status_code, error["param"], error["code"], error["message"]
 
 
-@pytest.fixture
-def door(tmp_path: Path) -> Iterator[Door]:
-    opened = Door(tmp_path)
+@pytest.fixture(scope="module")
+def door(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Door]:
+    """One door for the module: every request in it is refused, so none leaves a job behind."""
+    opened = Door(tmp_path_factory.mktemp("door"))
     yield opened
     opened.impl.engine.jobs.shutdown()
 
