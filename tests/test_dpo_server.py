@@ -70,7 +70,7 @@ def test_running_job_shows_progress_and_queues_and_cancels(
 ) -> None:
     rows = preference_rows * 20  # an epoch of 480 steps: no epoch checkpoint before the cancel
     dataset_id = register_rows(client, rows)
-    long_run = {"n_epochs": 500, "max_steps_per_epoch": None, "batch_size": 1, "lr": 1e-4}
+    long_run = {"n_epochs": 100, "max_steps_per_epoch": None, "batch_size": 1, "lr": 1e-4}
     running_uuid, queued_uuid = unique("long"), unique("queued")
     client.alpha.post_training.preference_optimize(**dpo_request(running_uuid, tiny_model, dataset_id, **long_run))
     client.alpha.post_training.preference_optimize(**dpo_request(queued_uuid, tiny_model, dataset_id, **long_run))
@@ -79,7 +79,7 @@ def test_running_job_shows_progress_and_queues_and_cancels(
     resources = running.resources_allocated
     assert running.status == "in_progress" and running.started_at is not None
     assert resources["phase"] == "training"
-    assert 2 <= resources["step"] < resources["total_steps"] == 500 * len(rows)
+    assert 2 <= resources["step"] < resources["total_steps"] == 100 * len(rows)
     assert set(DPO_METRICS) <= set(resources["metrics"])
 
     queued = client.alpha.post_training.job.status(job_uuid=queued_uuid)  # max_concurrent_jobs is 1

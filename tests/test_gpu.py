@@ -57,7 +57,7 @@ def test_cancel_gives_the_gpu_back(
 ) -> None:
     dataset_id = register_rows(gpu_client, preference_rows)
     job_uuid = unique("gpu-cancel")
-    request = dpo_request(job_uuid, tiny_model, dataset_id, n_epochs=500, max_steps_per_epoch=None, batch_size=1)
+    request = dpo_request(job_uuid, tiny_model, dataset_id, n_epochs=100, max_steps_per_epoch=None, batch_size=1)
     gpu_client.alpha.post_training.preference_optimize(**request)
     running = wait_for(gpu_client, job_uuid, lambda s: (s.resources_allocated["step"] or 0) >= 2)
     pid = running.resources_allocated["pid"]
