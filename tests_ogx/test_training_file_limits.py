@@ -1,18 +1,25 @@
-"""Large training files on a real `ogx run`: one over max_training_file_bytes is refused before it is read, and one
-under it is read off the event loop, so the server answers other requests while it does."""
+"""Large training files: on a real `ogx run`, one over max_training_file_bytes is refused before it is read; and a
+file is parsed off the event loop, so the server answers other requests while it does (in-process, where the
+parse can be held until the loop has shown it runs)."""
 
+import asyncio
 import json
+import threading
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import openai
 import pytest
 
 from llama_stack_provider_trl.demo.stack_server import StackServer
+from llama_stack_provider_trl.ogx.api import CreateFineTuningJobRequest
+from llama_stack_provider_trl.ogx.fine_tuning import ROW_READERS
+from llama_stack_provider_trl.ogx.training_files import preference_rows
 
 from conftest import client_for, ogx_server
 from helpers import dpo, openai_preferences, upload
+from in_process import Door
 
 LIMIT = 20 << 20
 PAIR = json.dumps(openai_preferences([{"prompt": "What is 1 plus 1?", "chosen": " 2.", "rejected": " 3."}])[0]) + "\n"
@@ -44,24 +51,33 @@ def test_a_training_file_over_max_training_file_bytes_is_413_naming_the_file_and
     assert "(max_training_file_bytes)" in refused.value.message
 
 
-def test_the_server_answers_other_requests_while_it_reads_a_large_training_file(
-    limited_server: StackServer, limited_client: openai.OpenAI, tiny_model: Path
+def test_a_training_file_is_parsed_off_the_event_loop_so_the_server_answers_other_requests_meanwhile(
+    tmp_path: Path, tiny_model: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    lines = LIMIT // len(PAIR) - 1000  # just under the limit; its bad last line is found after reading all of it
-    file_id = upload(limited_client, PAIR * lines + "{not json\n")
+    # The reader holds the file until the server's event loop has run something else after reading began: read on
+    # the loop itself, nothing else could run and the reader gives up with the error below
+    reading, loop_ran = threading.Event(), threading.Event()
 
-    answered_meanwhile = 0
-    with ThreadPoolExecutor(1) as pool:
-        creating = pool.submit(
-            limited_client.fine_tuning.jobs.create, model=str(tiny_model), training_file=file_id, method=dpo()
-        )
-        while not creating.done():
-            if limited_server.healthy() and not creating.done():
-                answered_meanwhile += 1
-        with pytest.raises(openai.BadRequestError) as refused:
-            creating.result()
+    def reader_that_waits_for_the_loop(file: Any, body: bytes, limit: int) -> list[dict[str, Any]]:
+        reading.set()
+        if not loop_ran.wait(timeout=30):
+            raise RuntimeError("the event loop answered nothing while the training file was read")
+        return preference_rows(file, body, limit)
 
-    assert f"line {lines + 1}: not valid JSON" in refused.value.message
-    # Read on the event loop, the file's seconds of parsing let no request through: only the moments before it
-    # do (about 20 answers here, against 160 while it is read on a thread)
-    assert answered_meanwhile >= 60
+    monkeypatch.setitem(ROW_READERS, "dpo", reader_that_waits_for_the_loop)
+    door = Door(tmp_path)
+    request = CreateFineTuningJobRequest.model_validate(
+        {"model": str(tiny_model), "training_file": door.files.upload(PAIR * 100), "method": dpo()}
+    )
+
+    async def create_while_the_loop_answers_another_request() -> str:
+        creating = asyncio.create_task(door.impl.create_fine_tuning_job(request))
+        while not reading.is_set() and not creating.done():
+            await asyncio.sleep(0.001)
+        loop_ran.set()  # the other request, answered on the loop while the file is read
+        return (await creating).status
+
+    try:
+        assert asyncio.run(create_while_the_loop_answers_another_request()) == "queued"
+    finally:
+        door.impl.engine.jobs.shutdown()
