@@ -1,7 +1,7 @@
 """Reinforcement fine-tuning (OpenAI's method.type reinforcement) on a real `ogx run` through the openai client: a
-grader's mean reward rises on the tiny model, the job object returns its method resolved, the events, checkpoints
-and result file carry the rewards; a running job pauses, resumes and cancels like any other; bad requests are 400s
-naming the parameter."""
+grader's mean reward rises on the tiny model, on one process and on two (DDP); the job object returns its method
+resolved, the events, checkpoints and result file carry the rewards; a running job pauses, resumes and cancels like
+any other; bad requests are 400s naming the parameter."""
 
 import csv
 import io
@@ -62,6 +62,28 @@ def test_an_rft_job_raises_the_mean_reward_its_grader_gives(client: openai.OpenA
     assert sum(last) / 4 > sum(first) / 4 + 0.3, rewards
     messages = [e.message for e in client.fine_tuning.jobs.list_events(trained, limit=1000)]
     assert any(m.startswith("Validation reward at step 16: ") for m in messages)
+
+
+@pytest.mark.slow
+def test_an_rft_job_on_two_ddp_processes_raises_the_mean_reward_and_reports_each_step_once(
+    client: openai.OpenAI, server: StackServer, tiny_model: Path
+) -> None:
+    job = client.fine_tuning.jobs.create(
+        model=str(tiny_model),
+        training_file=upload(client, PROMPTS),
+        method=reinforcement(n_epochs=8),  # each rank takes one prompt of the two a step and its 8 answers
+        extra_body={"trl": {**SETTINGS, "num_processes": 2}},
+    )
+    assert wait_final(client, job.id).status == "succeeded", client.fine_tuning.jobs.retrieve(job.id).error
+    job_events = (Path(server.env["TRL_OGX_DIR"]) / "jobs" / job.id / "events.jsonl").read_text().splitlines()
+    [setup] = [e for e in map(json.loads, job_events) if e["event"] == "setup_done"]
+    assert (setup["world_size"], setup["strategy"]) == (2, "ddp")
+    events = client.fine_tuning.jobs.list_events(job.id, limit=1000).data
+    steps = [e.data["step"] for e in events if e.type == "metrics"]  # type: ignore[index]
+    assert sorted(steps) == list(range(1, 33))  # rank 0 reports the step's rewards, gathered from both ranks
+    rewards = step_rewards(client, job.id)
+    first, last = [rewards[s] for s in range(1, 5)], [rewards[s] for s in range(29, 33)]
+    assert sum(last) / 4 > sum(first) / 4 + 0.3, rewards
 
 
 @pytest.mark.slow

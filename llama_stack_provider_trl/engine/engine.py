@@ -126,6 +126,15 @@ class Engine:
         """The jobs the caller may see, in submission order."""
         return self.access.visible(self.jobs.list())
 
+    def record(self, job_uuid: str) -> JobRecord:
+        """The job, whoever asks (JobNotFound when there is none): for a caller checked another way, as serving
+        checks it against OGX's models table."""
+        return self.jobs.get(job_uuid)
+
+    def records(self) -> list[JobRecord]:
+        """Every job, whoever asks, in submission order: for a front door loading its own state at start."""
+        return self.jobs.list()
+
     def events(self, record: JobRecord) -> list[JobEvent]:
         """What the job's training process reported, oldest first."""
         return self._history.events(record.spec.path)

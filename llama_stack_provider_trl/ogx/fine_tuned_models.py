@@ -14,13 +14,13 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any
 
 from ogx.core.access_control.access_control import AccessDeniedError
 from ogx_api import ModelNotFoundError, ModelType, RegisterModelRequest, UnregisterModelRequest
 
+from llama_stack_provider_trl.engine.engine import Engine
 from llama_stack_provider_trl.engine.job_record import JobRecord
 from llama_stack_provider_trl.engine.jobs import JobNotFound
 from llama_stack_provider_trl.ogx.access import acting_as
@@ -40,14 +40,12 @@ class FineTunedModels:
     def __init__(
         self,
         models: Any,
-        jobs: Any,
+        engine: Engine,
         openai_jobs: dict[str, Any],
-        final_checkpoint: Callable[[JobRecord], Any],
     ) -> None:
         self.models = models
-        self.jobs = jobs  # the engine's JobManager
+        self.engine = engine  # job records and final models
         self.openai_jobs = openai_jobs  # job id -> OpenAIJob (fine_tuned_model, model_registered)
-        self.final_checkpoint = final_checkpoint
         self.provider_id: str | None = None  # the serving provider's id in ogx-run.yaml
         self.vllm_provider_id: str | None = None  # a remote::vllm provider that serves LoRA adapters (docs/serving.md)
         self._lock = asyncio.Lock()
@@ -92,10 +90,10 @@ class FineTunedModels:
         for openai_job in self.openai_jobs.values():
             if openai_job.fine_tuned_model == name:
                 try:
-                    record = self.jobs.get(openai_job.id)
+                    record = self.engine.record(openai_job.id)
                 except JobNotFound:
                     return None
-                return model_files(self.final_checkpoint(record)) if record.status == "completed" else None
+                return model_files(self.engine.final_model(record)) if record.status == "completed" else None
         return None
 
     async def _register_forever(self) -> None:
@@ -104,7 +102,7 @@ class FineTunedModels:
             for openai_job in list(self.openai_jobs.values()):
                 if not openai_job.model_registered:
                     with contextlib.suppress(JobNotFound):
-                        await self.register(self.jobs.get(openai_job.id))
+                        await self.register(self.engine.record(openai_job.id))
             await asyncio.sleep(REGISTER_EVERY_S)
 
     async def register(self, record: JobRecord) -> None:

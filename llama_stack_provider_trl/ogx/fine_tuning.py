@@ -102,14 +102,12 @@ class TrlFineTuningImpl:
         self._openai: dict[str, OpenAIJob] = {}
         self._results_lock = asyncio.Lock()
         # with OGX's models table (an inference API in ogx-run.yaml), succeeded jobs' models are served
-        self.fine_tuned_models = (
-            None if models is None else FineTunedModels(models, self.engine.jobs, self._openai, self.engine.final_model)
-        )
+        self.fine_tuned_models = None if models is None else FineTunedModels(models, self.engine, self._openai)
 
     async def initialize(self) -> None:
         warn_if_open(self.config, server_has_auth(CONFIG_VARIABLE))
         self.engine.start()
-        for record in self.engine.jobs.list():
+        for record in self.engine.records():
             path = record.spec.path / OPENAI_JOB_FILE
             if path.is_file():  # jobs without one came through another front door
                 try:
