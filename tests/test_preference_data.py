@@ -4,8 +4,8 @@ from typing import Any
 
 import pytest
 
+from llama_stack_provider_trl.algorithms.dpo_rows import PreferenceDataError, check_preference_rows
 from llama_stack_provider_trl.demo.toy_data import arithmetic_preferences, as_conversations, with_implicit_prompt
-from llama_stack_provider_trl.engine.preference_rows import PreferenceDataError, check_preference_rows
 
 STANDARD = arithmetic_preferences(3)
 CONVERSATIONAL = as_conversations(STANDARD)

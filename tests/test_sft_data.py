@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
+from llama_stack_provider_trl.algorithms.sft_rows import SFTDataError, check_sft_rows
 from llama_stack_provider_trl.engine.lora_targets import UnknownLoraModule, lora_target_modules
-from llama_stack_provider_trl.engine.sft_rows import SFTDataError, check_sft_rows
 
 USER = {"role": "user", "content": "What is 2 plus 3?"}
 ASSISTANT = {"role": "assistant", "content": "5."}

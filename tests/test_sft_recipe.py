@@ -7,8 +7,8 @@ import torch
 from transformers import AutoModelForCausalLM
 from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
+from llama_stack_provider_trl.algorithms.sft_rows import check_sft_rows
 from llama_stack_provider_trl.demo.toy_data import repeat_instructions
-from llama_stack_provider_trl.engine.sft_rows import check_sft_rows
 from llama_stack_provider_trl.recipes.padding_free import enable_packed_attention
 
 from helpers import answer_loss, events_of, final_checkpoint, greedy_answers, run_recipe

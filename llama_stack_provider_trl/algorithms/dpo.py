@@ -1,7 +1,7 @@
 """DPO: preference optimization with TRL's DPOTrainer (recipes/dpo_training_single_device.py).
 
 Its request fields (``DPORequest``: beta, the loss), its checks, its job spec (``DPOJobSpec``), its preference rows
-(engine/preference_rows.py), the metrics it logs and how a status shows its settings.
+(dpo_rows.py), the metrics it logs and how a status shows its settings.
 """
 
 from dataclasses import dataclass
@@ -10,12 +10,12 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field
 
 from llama_stack_provider_trl.algorithms.algorithm import Algorithm, MetricNames, TrainingRows
+from llama_stack_provider_trl.algorithms.dpo_rows import PreferenceRows, check_preference_rows
 from llama_stack_provider_trl.common.job_spec import JobSpecBase, ReferenceStrategy
 from llama_stack_provider_trl.config import TrlPostTrainingConfig, check_loss_type, length_normalized
 from llama_stack_provider_trl.engine.curves import Panel
 from llama_stack_provider_trl.engine.errors import RequestError
 from llama_stack_provider_trl.engine.job_request import Given, JobRequest, MethodRequest, RequestSources
-from llama_stack_provider_trl.engine.preference_rows import PreferenceRows, check_preference_rows
 from llama_stack_provider_trl.engine.training_data import training_and_validation_rows
 from llama_stack_provider_trl.engine.values import number, refuse_if_set
 

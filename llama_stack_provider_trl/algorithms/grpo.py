@@ -2,7 +2,7 @@
 (graders/) as its reward function.
 
 Its request fields (``GRPORequest``: the grader, compute_multiplier, validation, reasoning effort), its checks, its job
-spec (``GRPOJobSpec``), its prompt rows (engine/prompt_rows.py), the metrics it logs (rewards, their spread, per-grader
+spec (``GRPOJobSpec``), its prompt rows (grpo_rows.py), the metrics it logs (rewards, their spread, per-grader
 rewards, KL, completion length, clipped share) and how a status shows its settings.
 """
 
@@ -12,13 +12,13 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field
 
 from llama_stack_provider_trl.algorithms.algorithm import Algorithm, MetricNames, TrainingRows
+from llama_stack_provider_trl.algorithms.grpo_rows import check_prompt_rows
 from llama_stack_provider_trl.common.job_spec import JobSpecBase
 from llama_stack_provider_trl.config import TrlPostTrainingConfig
 from llama_stack_provider_trl.engine.curves import Panel
 from llama_stack_provider_trl.engine.errors import RequestError
 from llama_stack_provider_trl.engine.job_request import Given, JobRequest, MethodRequest, RequestSources
 from llama_stack_provider_trl.engine.model_files import chat_template
-from llama_stack_provider_trl.engine.prompt_rows import check_prompt_rows
 from llama_stack_provider_trl.engine.training_data import checked_rows
 from llama_stack_provider_trl.engine.values import number, positive_int
 from llama_stack_provider_trl.graders import GraderSettings, compile_grader

@@ -1,7 +1,7 @@
 """SFT: supervised fine-tuning with TRL's SFTTrainer (recipes/sft_training_single_device.py).
 
 Its request fields (``SFTRequest``: Llama Stack's LoRA config, packing, the loss on the prompt), its checks, its job
-spec (``SFTJobSpec``), its rows (engine/sft_rows.py), the metrics it logs and how a status shows its settings.
+spec (``SFTJobSpec``), its rows (sft_rows.py), the metrics it logs and how a status shows its settings.
 """
 
 from dataclasses import dataclass
@@ -10,13 +10,13 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field
 
 from llama_stack_provider_trl.algorithms.algorithm import Algorithm, MetricNames, TrainingRows
+from llama_stack_provider_trl.algorithms.sft_rows import SFTRows, check_sft_rows
 from llama_stack_provider_trl.common.job_spec import JobSpecBase, LoraSpec
 from llama_stack_provider_trl.config import TrlPostTrainingConfig
 from llama_stack_provider_trl.engine.curves import Panel
 from llama_stack_provider_trl.engine.errors import RequestError
 from llama_stack_provider_trl.engine.job_request import Given, JobRequest, MethodRequest, RequestSources
 from llama_stack_provider_trl.engine.lora_targets import UnknownLoraModule, lora_target_modules
-from llama_stack_provider_trl.engine.sft_rows import SFTRows, check_sft_rows
 from llama_stack_provider_trl.engine.training_data import training_and_validation_rows
 from llama_stack_provider_trl.engine.training_settings import check_qlora, lora
 from llama_stack_provider_trl.engine.values import flag, number, positive_int

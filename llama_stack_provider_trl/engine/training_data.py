@@ -6,11 +6,11 @@ from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any
 
+from llama_stack_provider_trl.algorithms.dpo_rows import SHAPE_OF_DATA_FORMAT
+from llama_stack_provider_trl.algorithms.row_fields import RowError
 from llama_stack_provider_trl.config import TrlPostTrainingConfig
 from llama_stack_provider_trl.engine.errors import RequestError
 from llama_stack_provider_trl.engine.job_request import Given, JobRequest, RequestSources
-from llama_stack_provider_trl.engine.preference_rows import SHAPE_OF_DATA_FORMAT
-from llama_stack_provider_trl.engine.row_fields import RowError
 
 MAX_DATASET_ID_CHARS = 256
 

@@ -8,11 +8,11 @@ OpenAI's preference format, one JSON object a line::
 
 becomes TRL's conversational row ``{"prompt": messages, "chosen": preferred, "rejected": non_preferred}``. A line
 already in one of TRL's preference formats (``prompt``/``chosen``/``rejected``, strings or messages) passes as
-it is; the engine checks those rows (engine/preference_rows.py). OpenAI's supervised format (``{"messages"}``)
+it is; the engine checks those rows (algorithms/dpo_rows.py). OpenAI's supervised format (``{"messages"}``)
 is ``method.type: supervised``'s (``supervised_rows``), which also passes TRL's SFT formats on. OpenAI's
 reinforcement format (``reinforcement_rows``) is one prompt a line, ``{"messages": [... ending with the user's turn],
 <any other fields>}``: the other fields are the item the grader reads (``{{item.<field>}}``), and the row becomes
-``{"prompt": messages, "item": {other fields}}`` (engine/prompt_rows.py).
+``{"prompt": messages, "item": {other fields}}`` (algorithms/grpo_rows.py).
 
 Every problem is a RequestError on the caller's field (``training_file`` or ``validation_file``) naming the file,
 the 1-based line and the JSON field, as OpenAI answers a bad file. A file is read line by line and only up to the
@@ -24,9 +24,9 @@ import json
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from llama_stack_provider_trl.algorithms.row_fields import ROLES, is_role
 from llama_stack_provider_trl.engine.errors import RequestError
 from llama_stack_provider_trl.engine.job_request import Given
-from llama_stack_provider_trl.engine.row_fields import ROLES, is_role
 
 OPENAI_PREFERENCE_KEYS = frozenset({"input", "preferred_output", "non_preferred_output"})
 TRL_PREFERENCE_KEYS = frozenset({"prompt", "chosen", "rejected"})

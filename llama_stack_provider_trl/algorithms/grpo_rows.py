@@ -7,7 +7,7 @@ format into these rows (OGX: OpenAI's ``{"messages": [...], <other fields>}`` li
 
 from typing import Any
 
-from llama_stack_provider_trl.engine.row_fields import RowError, check_messages
+from llama_stack_provider_trl.algorithms.row_fields import RowError, check_messages
 
 
 def check_prompt_rows(dataset_id: str, rows: list[dict[str, Any]], data_format: str | None = None) -> list[dict]:

@@ -15,7 +15,7 @@ Llama Stack's ``data_format`` names the shape: ``instruct`` for strings, ``dialo
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from llama_stack_provider_trl.engine.row_fields import RowError, check_messages, missing
+from llama_stack_provider_trl.algorithms.row_fields import RowError, check_messages, missing
 
 RowShape = Literal["standard", "conversational"]
 SHAPE_OF_DATA_FORMAT: dict[str, RowShape] = {"instruct": "standard", "dialog": "conversational"}

@@ -20,7 +20,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from llama_stack_provider_trl.engine.row_fields import RowError, check_messages, missing
+from llama_stack_provider_trl.algorithms.row_fields import RowError, check_messages, missing
 
 
 class SFTDataError(RowError):
