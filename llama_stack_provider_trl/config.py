@@ -359,7 +359,8 @@ class TrlPostTrainingConfig(BaseModel):
     show_server_paths: bool | Literal["auto"] = Field(
         default="auto",
         description="Whether job status shows callers the server's paths (job_dir, log_path, the trackers' "
-        "directories) and the job's process id. auto: shown on a server without authentication, hidden with it.",
+        "directories) and the job's process id; hidden, a job's error names them by what they are (<job_dir>, "
+        "<python>, ~). auto: shown on a server without authentication, hidden with it.",
     )
     allowed_model_dirs: list[str] | None = Field(
         default=None,

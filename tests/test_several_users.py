@@ -3,6 +3,7 @@ serves) and access policy decide who sees, reads and cancels which job, and whic
 may train from; one user cannot fill the queue."""
 
 import shutil
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from llama_stack_client import LlamaStackClient
 from llama_stack_provider_trl.demo.stack_server import StackServer
 from llama_stack_provider_trl.demo.token_endpoint import TokenEndpoint
 
+from conftest import REPO_ROOT
 from helpers import dpo_request, register_rows, unique, wait_final, wait_for
 from job_fixtures import server_for
 
@@ -229,6 +231,23 @@ def test_one_user_cannot_fill_the_queue_and_an_admin_may_cancel_any_job(
     assert [wait_final(dave, j).status for j in (queued, running, alices)] == ["cancelled"] * 3
     with pytest.raises(llama_stack_client.NotFoundError):
         bob.alpha.post_training.job.status(job_uuid=refused)
+
+
+def test_a_failed_jobs_error_names_the_servers_places_by_what_they_are_not_where_they_are(
+    server: StackServer, bob: LlamaStackClient, preference_rows: list[dict[str, str]]
+) -> None:
+    job_uuid = unique("bob-hub")
+    bob_dataset = register_rows(bob, preference_rows[:8])
+    bob.alpha.post_training.preference_optimize(**dpo_request(job_uuid, "no-such-org/no-such-model", bob_dataset))
+
+    status = wait_final(bob, job_uuid)
+
+    error = status.resources_allocated["error"]
+    assert status.status == "failed" and "no-such-org/no-such-model" in error, error
+    assert "--- last lines of <job_dir>/train.log ---" in error
+    assert 'File "<package>/llama_stack_provider_trl/recipes/' in error  # the traceback in the log's last lines
+    for place in (sys.prefix, server.env["HOME"], str(REPO_ROOT)):
+        assert place not in error
 
 
 def test_owners_survive_a_restart(

@@ -12,7 +12,12 @@ import yaml
 
 from llama_stack_provider_trl.config import TrlPostTrainingConfig
 from llama_stack_provider_trl.engine.job_environment import job_environment
-from llama_stack_provider_trl.engine.shared_server import server_has_auth, shared_server_warnings, shows_server_paths
+from llama_stack_provider_trl.engine.shared_server import (
+    server_has_auth,
+    shared_server_warnings,
+    shows_server_paths,
+    without_server_paths,
+)
 from llama_stack_provider_trl.llama_stack.post_training import _answers_request_errors
 from llama_stack_provider_trl.llama_stack.stack_api import ConflictError
 
@@ -77,3 +82,17 @@ def test_an_unforeseen_error_of_the_stack_door_is_a_500_naming_an_id_the_log_hol
     [record] = logged
     assert error_id in record.getMessage() and record.exc_info is not None
     assert "/srv/trl/jobs/job-1/train.log" in str(record.exc_info[1])  # the operator's log has the cause
+
+
+def test_an_error_read_on_a_server_that_hides_its_paths_names_each_place_by_what_it_is(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("HOME", "/srv/op")
+    error = (
+        "no space left writing /srv/op/jobs/job-1/checkpoints (the jobs of /srv/op/jobs); "
+        "not /srv/op/jobs/job-10 nor /srv/operator, but ~ for /srv/op/notes"
+    )
+    assert without_server_paths(error, Path("/srv/op/jobs/job-1")) == (
+        "no space left writing <job_dir>/checkpoints (the jobs of <output_dir>); "
+        "not <output_dir>/job-10 nor /srv/operator, but ~ for ~/notes"
+    )

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from llama_stack_provider_trl.common.checkpoints import final_model_dir
-from llama_stack_provider_trl.common.events import JobEvent
+from llama_stack_provider_trl.common.events import Failed, JobEvent
 from llama_stack_provider_trl.common.job_spec import EVAL_DATA_FILE, TRAIN_DATA_FILE
 from llama_stack_provider_trl.common.storage_errors import describe_write_error
 from llama_stack_provider_trl.config import WARM_STANDBY_MIN_CPUS, TrlPostTrainingConfig
@@ -36,6 +36,7 @@ from llama_stack_provider_trl.engine.job_record import FINAL_STATES, JobOwner, J
 from llama_stack_provider_trl.engine.job_request import JobRequest
 from llama_stack_provider_trl.engine.job_store import JobStore, StoreInUse
 from llama_stack_provider_trl.engine.jobs import JobAlreadyExists, JobManager, JobNotFound
+from llama_stack_provider_trl.engine.shared_server import without_server_paths
 
 logger = logging.getLogger(__name__)
 
@@ -45,9 +46,10 @@ BeforeSubmit = Callable[[AdmittedJob], str | None]
 
 
 class Engine:
-    def __init__(self, config: TrlPostTrainingConfig, access: JobAccess) -> None:
+    def __init__(self, config: TrlPostTrainingConfig, access: JobAccess, show_paths: bool = True) -> None:
         self.config = config
         self.access = access
+        self.show_paths = show_paths  # whether callers read the server's paths in a job's error (show_server_paths)
         self.output_root = Path(config.output_dir).expanduser().resolve()
         self.jobs = _job_manager(config)
         self.device = "cpu"
@@ -120,11 +122,18 @@ class Engine:
         record = self.jobs.get(job_uuid)
         if not self.access.may_read(record):
             raise JobNotFound(job_uuid)
-        return record
+        return self._as_shown(record)
 
     def visible(self) -> list[JobRecord]:
         """The jobs the caller may see, in submission order."""
-        return self.access.visible(self.jobs.list())
+        return [self._as_shown(record) for record in self.access.visible(self.jobs.list())]
+
+    def _as_shown(self, record: JobRecord) -> JobRecord:
+        """The record as a caller reads it: where the server hides its paths, its error names them by what they are
+        (the job's directory, the Python installation...)."""
+        if self.show_paths or record.error is None:
+            return record
+        return record.model_copy(update={"error": without_server_paths(record.error, record.spec.path)})
 
     def record(self, job_uuid: str) -> JobRecord:
         """The job, whoever asks (JobNotFound when there is none): for a caller checked another way, as serving
@@ -136,8 +145,16 @@ class Engine:
         return self.jobs.list()
 
     def events(self, record: JobRecord) -> list[JobEvent]:
-        """What the job's training process reported, oldest first."""
-        return self._history.events(record.spec.path)
+        """What the job's training process reported, oldest first (a failure's error as ``get`` shows the job's)."""
+        events = self._history.events(record.spec.path)
+        if self.show_paths:
+            return events
+        return [
+            event.model_copy(update={"error": without_server_paths(event.error, record.spec.path)})
+            if isinstance(event, Failed)
+            else event
+            for event in events
+        ]
 
     def final_model(self, record: JobRecord) -> Path:
         """The full model a completed job trained (with an adapter merged, the merged one)."""

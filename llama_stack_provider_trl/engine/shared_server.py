@@ -3,6 +3,8 @@ said at start-up when a server with authentication leaves it unset; and whether 
 
 import logging
 import os
+import re
+import sys
 from pathlib import Path
 
 import yaml
@@ -10,6 +12,8 @@ import yaml
 from llama_stack_provider_trl.config import TrlPostTrainingConfig
 
 logger = logging.getLogger(__name__)
+
+PACKAGE_DIR = Path(__file__).resolve().parents[1]
 
 
 def server_has_auth(config_variable: str) -> bool:
@@ -34,6 +38,27 @@ def shows_server_paths(config: TrlPostTrainingConfig, auth: bool) -> bool:
     """Whether job status shows the job's directory, log path, process id and trackers' paths to callers: auto
     shows them on a server without authentication (one user, the operator) and hides them with it."""
     return not auth if config.show_server_paths == "auto" else config.show_server_paths
+
+
+def without_server_paths(text: str, job_dir: Path) -> str:
+    """``text`` (a job's error, its log's last lines) with the server's own places named by what they are: the job's
+    directory, the jobs' directory, the Python installation and this package (tracebacks), the operator's home."""
+    places = {
+        job_dir: "<job_dir>",
+        job_dir.parent: "<output_dir>",
+        Path(sys.prefix): "<python>",
+        Path(sys.base_prefix): "<python>",
+        PACKAGE_DIR.parent: "<package>",
+        Path.home(): "~",
+    }
+    named = {}
+    for place, name in places.items():
+        for spelling in {str(place), str(place.resolve())}:
+            if len(spelling) > 1:  # never "/"
+                named.setdefault(spelling, name)
+    for spelling in sorted(named, key=len, reverse=True):  # the job's directory before the jobs' and the home
+        text = re.sub(re.escape(spelling) + r"(?![\w.-])", named[spelling], text)
+    return text
 
 
 def shared_server_warnings(config: TrlPostTrainingConfig, auth: bool) -> list[str]:

@@ -92,13 +92,13 @@ class TrlPostTrainingImpl:
         policy: list[AccessRule] | None = None,
     ) -> None:
         self.config = config
-        self.engine = Engine(config, job_access(policy or []))
+        auth = server_has_auth(CONFIG_VARIABLE)
+        self.show_paths = shows_server_paths(config, auth)
+        self.engine = Engine(config, job_access(policy or []), self.show_paths)
         self.datasetio_api = datasetio_api
         self.datasets_api = datasets_api
         self.models_api = models_api
         self.extras = StatusExtras()
-        auth = server_has_auth(CONFIG_VARIABLE)
-        self.show_paths = shows_server_paths(config, auth)
         warn_if_open(config, auth)
 
     async def initialize(self) -> None:
