@@ -277,6 +277,25 @@ def test_a_python_grader_that_crashes_its_process_flags_that_sample_and_a_new_wo
     assert results[0].errors.flags == results[2].errors.flags == set()
 
 
+def test_a_python_grader_finds_the_servers_own_directories_empty(tmp_path: Path) -> None:
+    if "files" not in sandbox_isolation():
+        pytest.skip(f"this OS lets the sandbox isolate only: {sandbox_isolation()}")
+    jobs = tmp_path / "jobs"
+    (jobs / "another-users-job").mkdir(parents=True)
+    (jobs / "another-users-job" / "train.jsonl").write_text('{"prompt": "private"}\n')
+    python = {
+        "type": "python",
+        "name": "p",
+        "source": "import os\ndef grade(sample, item):\n    return 0.5 + len(os.listdir(item))\n",
+    }
+
+    hidden = compile_grader(python, GraderSettings(python_workers=1, python_hidden_dirs=(str(jobs),)))
+    shown = compile_grader(python, GraderSettings(python_workers=1))
+
+    assert hidden.grade("x", str(jobs)).reward == 0.5  # an empty directory where the jobs are
+    assert shown.grade("x", str(jobs)).reward == 1.5
+
+
 def test_a_python_grader_over_its_cpu_time_is_stopped_by_the_cpu_limit() -> None:
     source = "def grade(sample, item):\n    while True:\n        pass\n"
     settings = GraderSettings(python_cpu_s=1, python_timeout_s=60)

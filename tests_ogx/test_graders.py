@@ -1,13 +1,15 @@
 """OpenAI's grader endpoints on a real `ogx run`, through the openai client's ``fine_tuning.alpha.graders``:
 every grader type validated and run, model graders against a stand-in chat server on 127.0.0.1 (it stands for
 the operator's remote model), refusals naming the field, and python graders contained: a runaway, a secret in
-the server's environment, a connection attempt."""
+the server's environment, the server's own directories, a connection attempt."""
 
 import json
+import os
 import socket
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any, ClassVar
 
 import openai
@@ -264,6 +266,23 @@ def test_a_python_grader_sees_none_of_the_servers_environment(graders: Any) -> N
     if "/proc" not in sandbox_isolation():  # the server's /proc/<pid>/environ stays readable: its own env only
         source = source.replace("/proc/*/environ", "/no-proc-namespace-here")
     answer = run(graders, python(source), "x")
+    assert answer["reward"] == 0.5, answer["metadata"]["errors"]
+
+
+def test_a_python_grader_finds_the_servers_jobs_job_store_and_home_empty(
+    graders_server: StackServer, graders: Any
+) -> None:
+    if "files" not in sandbox_isolation():
+        pytest.skip(f"this OS lets the sandbox isolate only: {sandbox_isolation()}")
+    state = Path(graders_server.env["TRL_OGX_DIR"])  # every user's files and jobs, and the job store
+    places = [str(state), str(state / "jobs"), graders_server.env["HOME"]]
+    assert all(os.listdir(place) for place in places[::2])
+    source = (
+        "import os\n"
+        "def grade(sample, item):\n"
+        "    return 0.5 + sum(len(os.listdir(p)) for p in item['places'] if os.path.isdir(p))  # empty, or gone\n"
+    )
+    answer = run(graders, python(source), "x", {"places": places})
     assert answer["reward"] == 0.5, answer["metadata"]["errors"]
 
 

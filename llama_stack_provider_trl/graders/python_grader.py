@@ -69,6 +69,7 @@ class Worker:
             "cpu_s": settings.python_cpu_s,
             "cpu_lifetime_s": int(max(60, settings.python_cpu_s * 50)),
             "parent": os.getpid(),
+            "hidden": list(settings.python_hidden_dirs),
         }
         self.process = subprocess.Popen(
             [sys.executable, "-I", "-X", "utf8", str(WORKER_SCRIPT), json.dumps(limits)],

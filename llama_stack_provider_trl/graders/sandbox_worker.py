@@ -1,8 +1,8 @@
 """The python grader's worker process: ``python -I sandbox_worker.py LIMITS`` (it imports nothing of this
-package). It leaves the network and the server's processes (namespaces, see _NAMESPACES), makes every mount but
-its working directory read-only, drops its capabilities, limits its address space and CPU time, keeps its
-protocol pipes on private descriptors (the caller's prints go nowhere), ends with its parent, loads the caller's
-source once, then grades batches: one JSON line in, one JSON line out per sample.
+package). It leaves the network and the server's processes (namespaces, see _NAMESPACES), hides the server's own
+directories, makes every mount but its working directory read-only, drops its capabilities, limits its address
+space and CPU time, keeps its protocol pipes on private descriptors (the caller's prints go nowhere), ends with its
+parent, loads the caller's source once, then grades batches: one JSON line in, one JSON line out per sample.
 
 Its first line out: ``{"ready": true, "isolated": "network, processes, /proc, files" | ... | "nothing: <why>",
 "load_error": ...}``.
@@ -32,7 +32,7 @@ _SYS_MOUNT_SETATTR, _AT_FDCWD, _AT_RECURSIVE, _MOUNT_ATTR_RDONLY = 442, -100, 0x
 _PR_SET_PDEATHSIG, _PR_SET_NO_NEW_PRIVS, _LINUX_CAPABILITY_VERSION_3 = 1, 38, 0x20080522
 
 
-def _isolate() -> str:
+def _isolate(hidden: list[str]) -> str:
     """Enter the namespaces; with a PID namespace, fork: this process waits (and mirrors how the grading process
     ends) while the child, the namespace's first process, grades. Returns what is isolated, or why not."""
     unshare = getattr(os, "unshare", None)
@@ -47,7 +47,7 @@ def _isolate() -> str:
             continue
         if flags & os.CLONE_NEWPID:
             _become_namespace_init()
-            isolated += _own_mounts()
+            isolated += _own_mounts(hidden)
         return isolated
     return f"nothing: {'; '.join(errors)}"
 
@@ -76,9 +76,10 @@ class _MountAttr(ctypes.Structure):
     _fields_ = [(name, ctypes.c_uint64) for name in ("attr_set", "attr_clr", "propagation", "userns_fd")]
 
 
-def _own_mounts() -> str:
-    """/proc of this PID namespace (or an empty one): the server's processes and their environments unseen.
-    Every mount read-only but the working directory, then no capability left to undo it."""
+def _own_mounts(hidden: list[str]) -> str:
+    """/proc of this PID namespace (or an empty one): the server's processes and their environments unseen. An
+    empty directory over each of ``hidden`` (the server's jobs, job store and home). Every mount read-only but the
+    working directory, then no capability left to undo it."""
     libc = ctypes.CDLL(None, use_errno=True)
     flags = _MS_NOSUID | _MS_NODEV | _MS_NOEXEC
     if libc.mount(None, b"/", None, _MS_REC | _MS_PRIVATE, None) != 0 or (
@@ -86,7 +87,7 @@ def _own_mounts() -> str:
         and libc.mount(b"none", b"/proc", b"tmpfs", flags, b"size=16k") != 0
     ):
         return f" (/proc shared: {os.strerror(ctypes.get_errno())})"
-    isolated = ", /proc"
+    isolated = ", /proc" + _hide(libc, hidden, flags)
     home = os.getcwd().encode()
     read_only, writable = _MountAttr(attr_set=_MOUNT_ATTR_RDONLY), _MountAttr(attr_clr=_MOUNT_ATTR_RDONLY)
     if (
@@ -100,6 +101,18 @@ def _own_mounts() -> str:
     if libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 or libc.capset(header, (ctypes.c_uint32 * 6)()) != 0:
         return isolated + f" (capabilities kept: {os.strerror(ctypes.get_errno())})"
     return isolated
+
+
+def _hide(libc: ctypes.CDLL, directories: list[str], flags: int) -> str:
+    """An empty filesystem mounted over each directory, but one that holds this worker's working directory or its
+    Python (it would not run on). Returns what could not be hidden, and why."""
+    needed = [os.path.realpath(path) for path in (os.getcwd(), sys.prefix, sys.base_prefix, __file__)]
+    for directory in directories:
+        if not os.path.isdir(directory) or any(os.path.commonpath([directory, path]) == directory for path in needed):
+            continue  # gone (or under one hidden already), or needed
+        if libc.mount(b"none", directory.encode(), b"tmpfs", flags, b"size=4k,mode=0500") != 0:
+            return f" ({directory} not hidden: {os.strerror(ctypes.get_errno())})"
+    return ""
 
 
 def _die_with_parent(parent: int) -> None:
@@ -126,7 +139,7 @@ def _reward(value: object) -> float:
 
 def main() -> None:
     limits = json.loads(sys.argv[1])
-    isolated = _isolate()
+    isolated = _isolate(limits.get("hidden", []))
     if os.getpid() != 1:  # no PID namespace: this process watches its parent itself
         threading.Thread(target=_die_with_parent, args=(int(limits["parent"]),), daemon=True).start()
     memory = int(limits["memory_mb"]) * 1024 * 1024

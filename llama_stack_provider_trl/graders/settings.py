@@ -23,6 +23,8 @@ class GraderSettings:
     python_cpu_s: float = 10.0
     python_memory_mb: int = 1024
     python_workers: int = 2
+    # the server's own directories (its jobs, its job store, its home), each an empty directory to python graders
+    python_hidden_dirs: tuple[str, ...] = ()
 
     @classmethod
     def from_config(cls, config: Any) -> Self:
@@ -33,12 +35,14 @@ class GraderSettings:
             key = f"python_grader_{name.removeprefix('python_')}" if name.startswith("python_") else f"grader_{name}"
             if getattr(config, key, None) is not None:
                 values[name] = getattr(config, key)
+        values["python_hidden_dirs"] = _server_dirs(config)
         return cls(**values)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> Self:
         known = {f.name for f in fields(cls)}
-        return cls(**{key: value for key, value in values.items() if key in known})
+        given = {key: value for key, value in values.items() if key in known}
+        return cls(**given | {"python_hidden_dirs": tuple(given.get("python_hidden_dirs", ()))})
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -49,3 +53,11 @@ class GraderSettings:
     @property
     def embeddings_url(self) -> str | None:
         return self.embedding_base_url or self.model_base_url
+
+
+def _server_dirs(config: Any) -> tuple[str, ...]:
+    """Where the server keeps every user's jobs and records, and its own home (credentials, caches)."""
+    places = [getattr(config, "output_dir", None), getattr(config, "job_store_path", None), "~"]
+    if places[1]:
+        places[1] = os.path.dirname(os.path.expanduser(places[1]))
+    return tuple(dict.fromkeys(os.path.realpath(os.path.expanduser(place)) for place in places if place))
