@@ -237,6 +237,8 @@ def test_an_owner_shares_a_model_with_a_project_through_checkpoint_permissions(
     assert permission.project_id == "shared" and permission.object == "checkpoint.permission"
     assert carol.chat.completions.create(model=name, messages=QUESTION, **GREEDY).choices  # carol is in "shared"
     assert name in [model.id for model in carol.models.list()]
+    with pytest.raises(openai.PermissionDeniedError, match="only its owner deletes it"):
+        carol.models.delete(name)  # she may call it, not take it from its owner
     assert [p.id for p in permissions.retrieve(name).data] == [permission.id]
     with pytest.raises(openai.NotFoundError):  # not bob's to share: as for a model he cannot see
         bob.fine_tuning.checkpoints.permissions.create(name, project_ids=["bob-team"])

@@ -154,14 +154,20 @@ class FineTunedModels:
         return self.vllm_provider_id
 
     async def delete(self, model_id: str) -> dict[str, Any]:
-        """``client.models.delete``: a fine-tuned model leaves the models table and the serving provider. Only the
-        owner (OGX's policy: the ``delete`` action) deletes; a model the caller may not read is a 404."""
-        fine_tuned = any(job.fine_tuned_model == model_id for job in self.openai_jobs.values())
+        """``client.models.delete``: a fine-tuned model leaves the models table and the serving provider. Only who
+        may change its job deletes it (a project it is shared with only calls it); a model the caller may not read
+        is a 404."""
+        fine_tuned = next((job for job in self.openai_jobs.values() if job.fine_tuned_model == model_id), None)
         try:
-            if not fine_tuned:
+            if fine_tuned is None:
                 await self.models.get_model(model_id)  # a model the caller may see, but not a fine-tuned one
                 raise OpenAIError(
                     HTTPStatus.FORBIDDEN, f"'{model_id}' is not a fine-tuned model; only fine-tuned models are deleted"
+                )
+            if not self._may_change_job(fine_tuned.id):
+                await self.models.get_model(model_id)  # shared with the caller; else the 404 of a model unseen
+                raise OpenAIError(
+                    HTTPStatus.FORBIDDEN, f"'{model_id}' is shared with you: only its owner deletes it", param="model"
                 )
             await self.models.unregister_model(UnregisterModelRequest(model_id=model_id))
             await self._unload_from_vllm(model_id)
@@ -172,6 +178,13 @@ class FineTunedModels:
         except AccessDeniedError:
             raise
         return {"id": model_id, "object": "model", "deleted": True}
+
+    def _may_change_job(self, job_id: str) -> bool:
+        try:
+            record = self.engine.record(job_id)
+        except JobNotFound:
+            return True  # no job left to ask: OGX's policy for the model decides
+        return self.engine.access.allows("update", job_id, record.owner)
 
     # -- checkpoint permissions: OpenAI's way to share a fine-tuned model -------------------------------------------
     async def share(self, openai_job: Any, record: JobRecord, project_ids: list[str]) -> list[dict[str, Any]]:
