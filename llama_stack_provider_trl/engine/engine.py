@@ -36,7 +36,7 @@ from llama_stack_provider_trl.engine.job_record import FINAL_STATES, JobOwner, J
 from llama_stack_provider_trl.engine.job_request import JobRequest
 from llama_stack_provider_trl.engine.job_store import JobStore, StoreInUse
 from llama_stack_provider_trl.engine.jobs import JobAlreadyExists, JobManager, JobNotFound
-from llama_stack_provider_trl.engine.shared_server import without_server_paths
+from llama_stack_provider_trl.engine.shared_server import shows_server_paths, without_server_paths
 
 logger = logging.getLogger(__name__)
 
@@ -46,10 +46,11 @@ BeforeSubmit = Callable[[AdmittedJob], str | None]
 
 
 class Engine:
-    def __init__(self, config: TrlPostTrainingConfig, access: JobAccess, show_paths: bool = True) -> None:
+    def __init__(self, config: TrlPostTrainingConfig, access: JobAccess, auth: bool = False) -> None:
+        """``auth``: whether the server authenticates its callers (each door reads its run config's server.auth)."""
         self.config = config
         self.access = access
-        self.show_paths = show_paths  # whether callers read the server's paths in a job's error (show_server_paths)
+        self.show_paths = shows_server_paths(config, auth)  # callers read the server's paths, in status and errors
         self.output_root = Path(config.output_dir).expanduser().resolve()
         self.jobs = _job_manager(config)
         self.device = "cpu"

@@ -14,7 +14,7 @@ from llama_stack_provider_trl.engine.internal_errors import report_internal_erro
 from llama_stack_provider_trl.engine.job_record import CheckpointRecord, JobRecord
 from llama_stack_provider_trl.engine.job_request import Given, JobRequest
 from llama_stack_provider_trl.engine.jobs import JobAlreadyFinished, JobNotFound
-from llama_stack_provider_trl.engine.shared_server import server_has_auth, shows_server_paths, warn_if_open
+from llama_stack_provider_trl.engine.shared_server import server_has_auth, warn_if_open
 from llama_stack_provider_trl.llama_stack.access import job_access
 from llama_stack_provider_trl.llama_stack.stack_api import (
     AccessDeniedError,
@@ -93,8 +93,7 @@ class TrlPostTrainingImpl:
     ) -> None:
         self.config = config
         auth = server_has_auth(CONFIG_VARIABLE)
-        self.show_paths = shows_server_paths(config, auth)
-        self.engine = Engine(config, job_access(policy or []), self.show_paths)
+        self.engine = Engine(config, job_access(policy or []), auth)
         self.datasetio_api = datasetio_api
         self.datasets_api = datasets_api
         self.models_api = models_api
@@ -139,7 +138,7 @@ class TrlPostTrainingImpl:
 
     def _shown(self, allocated: dict[str, Any]) -> dict[str, Any]:
         """Status as callers see it: the server's paths and process ids only where show_server_paths says."""
-        if self.show_paths:
+        if self.engine.show_paths:
             return allocated
         trackers = {
             name: {**tracker, "run": _remote(tracker["run"])} for name, tracker in allocated["trackers"].items()

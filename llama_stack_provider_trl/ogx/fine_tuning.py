@@ -39,7 +39,7 @@ from llama_stack_provider_trl.engine.errors import RequestError
 from llama_stack_provider_trl.engine.job_record import FINAL_STATES, JobRecord
 from llama_stack_provider_trl.engine.job_request import Given, JobRequest, MethodRequest
 from llama_stack_provider_trl.engine.jobs import JobAlreadyFinished, JobNotFound, WrongJobState
-from llama_stack_provider_trl.engine.shared_server import server_has_auth, shows_server_paths, warn_if_open
+from llama_stack_provider_trl.engine.shared_server import server_has_auth, warn_if_open
 from llama_stack_provider_trl.ogx.access import acting_as, job_access
 from llama_stack_provider_trl.ogx.api import (
     CreateFineTuningJobRequest,
@@ -99,7 +99,7 @@ class TrlFineTuningImpl:
         self.config = config
         self.files = files
         self._auth = server_has_auth(CONFIG_VARIABLE)
-        self.engine = Engine(config, job_access(policy or []), shows_server_paths(config, self._auth))
+        self.engine = Engine(config, job_access(policy or []), self._auth)
         self._openai: dict[str, OpenAIJob] = {}
         self._results_lock = asyncio.Lock()
         # with OGX's models table (an inference API in ogx-run.yaml), succeeded jobs' models are served
